@@ -1,0 +1,338 @@
+"""The pytest hooks of tokenguard: options, fixtures, markers, report header and summary.
+
+Loading this module (every pytest run where the package is installed) imports nothing
+heavy. ``--tokenguard`` turns the markers on and records every SmolVLM processor call
+a test makes; without it the markers are inert, as pytest-memray's are without
+``--memray``. The fixtures work either way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .loading import DEFAULT_NETWORK_TIMEOUT, ENV_MODEL, ProcessorLoadError
+from .markers import MarkerResult, check_image_tokens, check_max_sequence, validate_expected_tokens
+from .specs import DEFAULT_MODEL
+from .summary import USER_PROPERTY, ResolutionFigures, figures_from_recording, format_table
+
+if TYPE_CHECKING:
+    from .loading import LoadedProcessor, ModelSource
+    from .recording import Recorder, Recording
+    from .tokens import TokenCounter
+
+DEFAULT_RESOLUTIONS = (384, 512, 768, 1024, 1536)
+
+MARKERS = {
+    "image_tokens": (
+        "image_tokens(n): under --tokenguard, fail if any image a SmolVLM processor "
+        "expanded during the test cost other than n <image> tokens"
+    ),
+    "max_sequence_tokens": (
+        "max_sequence_tokens(n): under --tokenguard, fail if any sequence a SmolVLM "
+        "processor returned during the test is longer than n tokens"
+    ),
+}
+
+_recording_key = pytest.StashKey["Recording"]()
+_cache_key = pytest.StashKey["ProcessorCache"]()
+_session_key = pytest.StashKey["TokenguardSession"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tokenguard", "token budget and GPU memory guards (tokenguard)")
+    group.addoption(
+        "--tokenguard",
+        action="store_true",
+        default=None,
+        help="activate the tokenguard markers, record processor calls, print the summary",
+    )
+    parser.addini("tokenguard", type="bool", default=False, help="same as --tokenguard")
+    group.addoption(
+        "--tokenguard-model",
+        default=None,
+        help=f"hub id or checkpoint folder of the processor (env {ENV_MODEL}; "
+        f"default {DEFAULT_MODEL})",
+    )
+    parser.addini("tokenguard_model", default="", help="same as --tokenguard-model")
+    group.addoption(
+        "--tokenguard-resolutions",
+        default=None,
+        help="comma-separated longest_edge values for the tokenguard_processor fixture "
+        f"(default {','.join(map(str, DEFAULT_RESOLUTIONS))})",
+    )
+    parser.addini("tokenguard_resolutions", default="", help="same as --tokenguard-resolutions")
+    group.addoption(
+        "--tokenguard-network-timeout",
+        type=float,
+        default=None,
+        help=f"seconds to wait for the hub before using the embedded default "
+        f"(default {DEFAULT_NETWORK_TIMEOUT:g})",
+    )
+    parser.addini("tokenguard_network_timeout", default="", help="same as "
+                  "--tokenguard-network-timeout")
+
+
+def is_enabled(config: pytest.Config) -> bool:
+    value = config.getoption("tokenguard")
+    return bool(value if value is not None else config.getini("tokenguard"))
+
+
+def configured_model(config: pytest.Config) -> str:
+    """CLI option, then environment, then ini (relative to the ini file), then default."""
+    cli = config.getoption("tokenguard_model")
+    if cli:
+        return str(cli)
+    env = os.environ.get(ENV_MODEL)
+    if env:
+        return env
+    ini = str(config.getini("tokenguard_model") or "")
+    if ini:
+        if ini.startswith(".") and config.inipath is not None:
+            return str((config.inipath.parent / ini).resolve())
+        return ini
+    return DEFAULT_MODEL
+
+
+def parse_resolutions(raw: str, origin: str) -> tuple[int, ...]:
+    values = []
+    for part in raw.replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise pytest.UsageError(
+                f"{origin}: {part!r} is not a valid longest_edge; give positive integers such "
+                "as 384,512,1536"
+            )
+        values.append(value)
+    if not values:
+        raise pytest.UsageError(f"{origin}: no resolutions given; e.g. 384,512,1536")
+    return tuple(dict.fromkeys(values))
+
+
+def configured_resolutions(config: pytest.Config) -> tuple[int, ...]:
+    cli = config.getoption("tokenguard_resolutions")
+    if cli is not None:
+        return parse_resolutions(cli, "--tokenguard-resolutions")
+    ini = config.getini("tokenguard_resolutions")
+    if ini:
+        return parse_resolutions(str(ini), "tokenguard_resolutions (ini)")
+    return DEFAULT_RESOLUTIONS
+
+
+def configured_timeout(config: pytest.Config) -> float:
+    cli = config.getoption("tokenguard_network_timeout")
+    if cli is not None:
+        return float(cli)
+    ini = config.getini("tokenguard_network_timeout")
+    return float(ini) if ini else DEFAULT_NETWORK_TIMEOUT
+
+
+class ProcessorCache:
+    """One processor per (model, longest_edge) for the whole session."""
+
+    def __init__(self, model: str, timeout: float) -> None:
+        self.model = model
+        self.timeout = timeout
+        self._source: ModelSource | None = None
+        self._loaded: dict[int, LoadedProcessor] = {}
+
+    def source(self) -> ModelSource:
+        if self._source is None:
+            from .loading import resolve_source
+
+            self._source = resolve_source(self.model, self.timeout)
+        return self._source
+
+    def get(self, longest_edge: int) -> LoadedProcessor:
+        if longest_edge not in self._loaded:
+            from .loading import load_processor
+
+            self._loaded[longest_edge] = load_processor(
+                self.model, longest_edge, network_timeout=self.timeout, source=self.source()
+            )
+        return self._loaded[longest_edge]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+    config.stash[_cache_key] = ProcessorCache(configured_model(config), configured_timeout(config))
+    if is_enabled(config):
+        configured_resolutions(config)  # bad values fail now, not in the middle of the run
+        session = TokenguardSession(config)
+        config.stash[_session_key] = session
+        config.pluginmanager.register(session, "tokenguard-session")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize tests that use the processor fixtures over the configured resolutions."""
+    wanted = {"tokenguard_processor", "tokenguard_counter", "tokenguard_longest_edge"}
+    if not wanted.intersection(metafunc.fixturenames):
+        return
+    if any("tokenguard_longest_edge" in m.args[0] for m in metafunc.definition.iter_markers(
+            "parametrize") if m.args):
+        return  # the test chose its own resolutions
+    resolutions = configured_resolutions(metafunc.config)
+    metafunc.parametrize(
+        "tokenguard_longest_edge", resolutions, ids=[f"le{r}" for r in resolutions],
+        scope="session",
+    )
+
+
+def _load(request: pytest.FixtureRequest, longest_edge: int) -> LoadedProcessor:
+    __tracebackhide__ = True
+    try:
+        return request.config.stash[_cache_key].get(longest_edge)
+    except ProcessorLoadError as exc:
+        pytest.fail(f"tokenguard: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tokenguard_model(request: pytest.FixtureRequest) -> str:
+    """The configured model: hub id or checkpoint folder."""
+    return request.config.stash[_cache_key].model
+
+
+@pytest.fixture(scope="session")
+def tokenguard_source(request: pytest.FixtureRequest) -> ModelSource:
+    """Where the processor comes from (folder, hub cache, hub or embedded default)."""
+    __tracebackhide__ = True
+    try:
+        return request.config.stash[_cache_key].source()
+    except ProcessorLoadError as exc:
+        pytest.fail(f"tokenguard: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tokenguard_longest_edge() -> int:
+    """Overridden by parametrization: the ``longest_edge`` of this test instance."""
+    return DEFAULT_RESOLUTIONS[-1]  # pragma: no cover - always parametrized
+
+
+@pytest.fixture
+def tokenguard_loaded(request: pytest.FixtureRequest, tokenguard_longest_edge: int) -> LoadedProcessor:
+    """The loaded processor with its spec and source, at this test's ``longest_edge``."""
+    return _load(request, tokenguard_longest_edge)
+
+
+@pytest.fixture
+def tokenguard_processor(tokenguard_loaded: LoadedProcessor) -> Any:
+    """The real processor, ``AutoProcessor.from_pretrained(model, size={"longest_edge": N})``,
+    once per session and resolution; ids ``le384``, ``le512``..."""
+    return tokenguard_loaded.processor
+
+
+@pytest.fixture
+def tokenguard_counter(tokenguard_loaded: LoadedProcessor) -> TokenCounter:
+    """Exact counts of images, prompts and conversations at this test's ``longest_edge``."""
+    from .tokens import TokenCounter
+
+    return TokenCounter(tokenguard_loaded.processor, tokenguard_loaded.spec,
+                        tokenguard_loaded.longest_edge)
+
+
+class TokenguardSession:
+    """The hooks that only run under ``--tokenguard``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._recorder: Recorder | None = None
+        self.rows: list[ResolutionFigures] = []
+
+    @property
+    def recorder(self) -> Recorder:
+        if self._recorder is None:
+            from .recording import Recorder
+
+            self._recorder = Recorder()
+            self._recorder.install()
+        return self._recorder
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        cache = config.stash[_cache_key]
+        try:
+            described = cache.source().describe()
+        except ProcessorLoadError as exc:
+            described = f"ERROR {exc}"
+        resolutions = ", ".join(map(str, configured_resolutions(config)))
+        return f"tokenguard: {described}; resolutions {resolutions}"
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        problems = []
+        for item in items:
+            for name in MARKERS:
+                for marker in item.iter_markers(name):
+                    try:
+                        validate_expected_tokens(name, marker.args[0] if marker.args else None)
+                    except ValueError as exc:
+                        problems.append(f"{item.nodeid}: {exc}")
+        if problems:
+            raise pytest.UsageError("tokenguard markers:\n" + "\n".join(problems))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        with self.recorder.record(item.nodeid) as recording:
+            item.stash[_recording_key] = recording
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.when != "call":
+            return report
+        recording = item.stash.get(_recording_key, None)
+        if recording is None:
+            return report
+        figures = figures_from_recording(item.nodeid, recording)
+        if figures:
+            report.user_properties.append(
+                (USER_PROPERTY, {"figures": [f.to_json() for f in figures]})
+            )
+        if report.passed:
+            failures = [r for r in self._marker_results(item, recording) if not r.passed]
+            if failures:
+                report.outcome = "failed"
+                report.longrepr = "\n\n".join(r.longrepr() for r in failures)
+        return report
+
+    def _marker_results(self, item: pytest.Item, recording: Recording) -> Iterator[MarkerResult]:
+        for marker in item.iter_markers("image_tokens"):
+            yield check_image_tokens(recording.images, marker.args[0])
+        for marker in item.iter_markers("max_sequence_tokens"):
+            yield check_max_sequence(recording.sequences, marker.args[0])
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == USER_PROPERTY and isinstance(value, dict):
+                self.rows.extend(
+                    ResolutionFigures.from_json(report.nodeid, data) for data in value["figures"]
+                )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_sep("=", "tokenguard")
+        if not self.rows:
+            terminalreporter.write_line(
+                "no SmolVLM processor call was recorded (call the processor inside tests, "
+                "e.g. through the tokenguard_processor fixture)"
+            )
+            return
+        rows = sorted(self.rows, key=lambda r: (r.nodeid.split("[")[0], r.longest_edge is None,
+                                                r.longest_edge or 0, r.nodeid))
+        for line in format_table(rows):
+            terminalreporter.write_line(line)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._recorder is not None:
+            self._recorder.uninstall()
+
