@@ -166,8 +166,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
     config.stash[_cache_key] = ProcessorCache(configured_model(config), configured_timeout(config))
+    configured_resolutions(config)  # bad values fail now, not in the middle of collection
     if is_enabled(config):
-        configured_resolutions(config)  # bad values fail now, not in the middle of the run
         session = TokenguardSession(config)
         config.stash[_session_key] = session
         config.pluginmanager.register(session, "tokenguard-session")
