@@ -667,7 +667,8 @@ def summary_lines(entry: Entry) -> list[str]:
     lines = []
     for resolution in entry.resolutions:
         edge = "-" if resolution.longest_edge is None else str(resolution.longest_edge)
-        lines.append(f"  longest_edge {edge}: {resolution.images} images, "
+        plural = "" if resolution.images == 1 else "s"
+        lines.append(f"  longest_edge {edge}: {resolution.images} image{plural}, "
                      f"{resolution.image_tokens} image tokens, {resolution.block_tokens} block "
                      f"tokens, longest sequence {resolution.longest_sequence}")
     if entry.gpu is not None:

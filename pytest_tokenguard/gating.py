@@ -166,8 +166,9 @@ def configure(config: pytest.Config, enabled: bool) -> BaselineGate | None:
                                          ("--tokenguard-json", "tokenguard_json"))
                  if config.getoption(dest)]
         if given:
+            verb = "needs" if len(given) == 1 else "need"
             raise pytest.UsageError(
-                f"{', '.join(given)} only work with --tokenguard (or ini tokenguard = true): "
+                f"{', '.join(given)} {verb} --tokenguard (or ini tokenguard = true): "
                 "run pytest --tokenguard " + " ".join(given)
             )
         return None
@@ -364,7 +365,7 @@ class BaselineGate:
         if narrowed:
             return f"run on {narrowed}"
         if self.deselected:
-            return f"{self.deselected} tests deselected"
+            return f"{_plural(self.deselected, 'test')} deselected"
         if self.collect_errors:
             return "collection errors"
         if self.worker_errors:
@@ -435,14 +436,18 @@ class BaselineGate:
         if new and not (self.update or self.allow_new):
             write("  new figures are not added by themselves: run pytest --tokenguard "
                   "--tokenguard-update (or pass --tokenguard-allow-new) to record them")
-        missing = sorted(n for n, s in statuses.items() if s == MISSING)
+        # skipped tests were seen: their entries are kept and are not stale
+        missing = sorted(n for n, s in statuses.items() if s == MISSING and n not in self.seen)
         if missing and self.subset_reason is None:
-            write(f"  {len(missing)} baseline entries belong to tests that no longer exist: "
+            stale = ("1 baseline entry belongs" if len(missing) == 1 else
+                     f"{len(missing)} baseline entries belong")
+            write(f"  {stale} to tests that no longer exist: "
                   f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
                   "pytest --tokenguard --tokenguard-update on the whole suite removes them")
         elif missing and self.update:
-            write(f"  {len(missing)} entries of tests that did not run were kept "
-                  f"({self.subset_reason})")
+            kept = ("1 entry of a test that did not run was kept" if len(missing) == 1 else
+                    f"{len(missing)} entries of tests that did not run were kept")
+            write(f"  {kept} ({self.subset_reason})")
         for nodeid in self.removed:
             write(f"  removed: {nodeid}")
         if counts[CHANGED] and not self.update:
@@ -472,6 +477,7 @@ class BaselineGate:
                 "new_figures": list(comparison.new_figures) if comparison else [],
                 "notes": list(comparison.notes) if comparison else [],
                 "excluded": result.excluded if result else None,
+                "ran": nodeid in self.seen,
             }
         counts = {status: 0 for status in (UNCHANGED, CHANGED, NEW, MISSING, REMOVED, EXCLUDED)}
         for status in statuses.values():
@@ -487,6 +493,10 @@ class BaselineGate:
             "counts": counts,
             "tests": tests,
         }
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _json_text(document: Mapping[str, Any]) -> str:

@@ -235,6 +235,22 @@ def test_xdist_compares_the_same_and_writes_identical_bytes(suite: Suite) -> Non
     ])
     assert suite.baseline.read_bytes() == serial
 
+    # deselection happens in the workers: the controller must still see a subset and keep
+    # the entry of the test it never ran
+    suite.pytester.makeconftest("""
+        def pytest_collection_modifyitems(config, items):
+            dropped = [item for item in items if "le384-2" in item.nodeid]
+            items[:] = [item for item in items if item not in dropped]
+            config.hook.pytest_deselected(items=dropped)
+    """)
+    subset = suite.run_subprocess("-n", "2", "--tokenguard-update")
+    subset.assert_outcomes(passed=3)  # the xdist controller does not count deselections
+    subset.stdout.fnmatch_lines(["*1 entry of a test that did not run was kept (1 test "
+                                 "deselected)*"])
+    tests = suite.tests()
+    assert image_tokens(tests["test_planted.py::test_clip[le384-2]"]) == [(384, 162)]
+    assert image_tokens(tests["test_planted.py::test_frame[le384]"]) == [(512, 405)]
+
 
 def test_new_test_fails_in_ci_and_is_reported(suite: Suite,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,6 +346,21 @@ def test_json_report(suite: Suite) -> None:
     assert tests["test_planted.py::test_clip[le384-1]"]["baseline"] is None
     assert tests["test_planted.py::test_clip[le384-1]"]["new_figures"] == ["tokens"]
     assert tests["test_planted.py::test_gone"]["now"] is None
+    assert tests["test_planted.py::test_gone"]["ran"] is False
+    assert tests["test_planted.py::test_frame[le384]"]["ran"] is True
+
+
+def test_skipped_test_keeps_its_entry_and_is_not_stale(suite: Suite) -> None:
+    suite.plant(384)
+    suite.run("--tokenguard-update").assert_outcomes(passed=4)
+    before = suite.baseline.read_bytes()
+    suite.pytester.makepyfile(test_planted=PLANTED.format(edge=384).replace(
+        "def test_frame(", "@pytest.mark.skip(reason='no GPU here')\ndef test_frame("))
+    result = suite.run("--tokenguard-update")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.no_fnmatch_line("*no longer exist*")
+    result.stdout.no_fnmatch_line("*removed:*")
+    assert suite.baseline.read_bytes() == before
 
 
 def test_interrupted_update_leaves_the_baseline_untouched(suite: Suite) -> None:
