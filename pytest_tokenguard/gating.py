@@ -179,7 +179,7 @@ def configure(config: pytest.Config, enabled: bool) -> BaselineGate | None:
 
 
 @dataclass(frozen=True)
-class TestResult:
+class MeasuredTest:
     """What the controller learnt about one test that reached its call phase."""
 
     nodeid: str
@@ -221,7 +221,7 @@ class BaselineGate:
         # on --tokenguard (no file at the default path) is not gated.
         self.new_fails = self.ci and self.baseline.exists and not (self.allow_new or
                                                                    self.update)
-        self.results: dict[str, TestResult] = {}
+        self.results: dict[str, MeasuredTest] = {}
         self.seen: set[str] = set()
         self.failed_phases: set[str] = set()
         self.deselected = 0
@@ -232,6 +232,14 @@ class BaselineGate:
         self.subset_reason: str | None = None
 
     # ------------------------------------------------------------------ every process
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        if not self.baseline.exists:
+            state = "none yet" + (", will be created" if self.update or self.allow_new else "")
+        else:
+            state = f"{len(self.baseline.entries)} tests"
+            state += ", updating" if self.update else ", adding new" if self.allow_new else ""
+        return f"tokenguard baseline: {self.shown} ({state}){' [CI]' if self.ci else ''}"
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)
@@ -289,7 +297,7 @@ class BaselineGate:
         comparison = None
         if excluded is None and not (old is None and now.empty):
             comparison = compare(old, now, self.tolerance)
-        self.results[report.nodeid] = TestResult(
+        self.results[report.nodeid] = MeasuredTest(
             report.nodeid, now, bool(gate.get("otherwise_passed")),
             str(excluded) if excluded is not None else None, comparison)
 

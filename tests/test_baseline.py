@@ -97,7 +97,7 @@ def test_merge_conflict_markers_are_named(tmp_path: Path) -> None:
      "longest_edge: expected a positive integer or null"),
     (lambda d: d["tests"]["t.py::a"].update(gpu={"gpu_peak_bytes": 1}),
      r"\.gpu\.gpu_measure: expected a counter name"),
-])
+], ids=["format", "version", "tests", "type", "edge", "gpu"])
 def test_wrong_schema_is_a_clear_error(tmp_path: Path, mutate: object, expected: str) -> None:
     document = json.loads(dumps({"t.py::a": LE384}))
     mutate(document)  # type: ignore[operator]

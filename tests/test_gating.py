@@ -68,7 +68,7 @@ class Suite:
 
     def args(self, *extra: str) -> list[str]:
         return ["--tokenguard", f"--tokenguard-model={self.model_path}",
-                "--tokenguard-resolutions=384", "-p", "no:randomly", *extra]
+                "--tokenguard-resolutions=384", *extra]
 
     def run(self, *extra: str) -> pytest.RunResult:
         return self.pytester.runpytest(*self.args(*extra))
@@ -95,7 +95,8 @@ def test_changed_resolution_fails_that_test_update_accepts_it(suite: Suite) -> N
     suite.plant(384)
     created = suite.run("--tokenguard-update")
     created.assert_outcomes(passed=4)
-    created.stdout.fnmatch_lines([f"baseline {BASELINE} written (3 tests)"])
+    created.stdout.fnmatch_lines([f"tokenguard baseline: {BASELINE} (none yet, will be created)",
+                                  f"baseline {BASELINE} written (3 tests)"])
     assert image_tokens(suite.tests()["test_planted.py::test_frame[le384]"]) == [(384, 81)]
     assert "test_planted.py::test_no_processor" not in suite.tests()
     assert suite.run().ret == pytest.ExitCode.OK
@@ -103,6 +104,7 @@ def test_changed_resolution_fails_that_test_update_accepts_it(suite: Suite) -> N
     suite.plant(512)
     before = suite.baseline.read_bytes()
     result = suite.run()
+    result.stdout.fnmatch_lines([f"tokenguard baseline: {BASELINE} (3 tests)"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=3, passed=1)
     result.stdout.fnmatch_lines([
@@ -189,7 +191,7 @@ def test_failing_test_keeps_its_accepted_figures(suite: Suite) -> None:
      "[]].resolutions[[]0[]].image_tokens: expected a non-negative integer, got '81'.*"),
     (lambda text: "<<<<<<< HEAD\n" + text,
      f"ERROR: tokenguard baseline {BASELINE}:1: contains a git merge conflict marker*"),
-])
+], ids=["json", "schema", "conflict"])
 def test_corrupt_baseline_is_a_usage_error(suite: Suite, corruption: object,
                                            expected: str) -> None:
     suite.plant(384)
@@ -474,7 +476,7 @@ def test_hypothesis_and_marked_tests_stay_out_of_the_baseline(pytester: pytest.P
      "ERROR: --tokenguard-allow-new, --tokenguard-json need --tokenguard*"),
     (["--tokenguard", "--tokenguard-gpu-tolerance=lots"],
      "ERROR: --tokenguard-gpu-tolerance: 'lots' is not a tolerance; give a percentage*"),
-])
+], ids=["update", "json-and-allow-new", "tolerance"])
 def test_option_errors(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest(*args)
