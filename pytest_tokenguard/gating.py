@@ -228,6 +228,7 @@ class BaselineGate:
         self.collect_errors = 0
         self.worker_errors = 0
         self.removed: list[str] = []
+        self.accepted: set[str] = set()  # tests whose figures this run wrote
         self.write_note = ""
         self.subset_reason: str | None = None
 
@@ -348,6 +349,8 @@ class BaselineGate:
                 entries.pop(nodeid, None)
             else:
                 entries[nodeid] = merged
+            if merged != old:
+                self.accepted.add(nodeid)
         if self.update and self.subset_reason is None:
             self.removed = sorted(n for n in entries if n not in self.seen)
             for nodeid in self.removed:
@@ -355,6 +358,7 @@ class BaselineGate:
         try:
             written = write_atomic(self.path, dumps(entries))
         except OSError as exc:
+            self.accepted.clear()
             self.write_note = f"baseline {self.shown} not written: {exc}"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
@@ -486,6 +490,7 @@ class BaselineGate:
                 "notes": list(comparison.notes) if comparison else [],
                 "excluded": result.excluded if result else None,
                 "ran": nodeid in self.seen,
+                "accepted": nodeid in self.accepted,
             }
         counts = {status: 0 for status in (UNCHANGED, CHANGED, NEW, MISSING, REMOVED, EXCLUDED)}
         for status in statuses.values():

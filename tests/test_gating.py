@@ -350,6 +350,18 @@ def test_json_report(suite: Suite) -> None:
     assert tests["test_planted.py::test_gone"]["now"] is None
     assert tests["test_planted.py::test_gone"]["ran"] is False
     assert tests["test_planted.py::test_frame[le384]"]["ran"] is True
+    assert not any(test["accepted"] for test in tests.values())
+
+    suite.run("--tokenguard-update", "--tokenguard-json=out/report.json")
+    accepted = json.loads((suite.pytester.path / "out" / "report.json").read_text())
+    assert {nodeid: (test["status"], test["accepted"])
+            for nodeid, test in accepted["tests"].items()} == {
+        "test_planted.py::test_clip[le384-1]": ("new", True),
+        "test_planted.py::test_clip[le384-2]": ("changed", True),
+        "test_planted.py::test_frame[le384]": ("changed", True),
+        "test_planted.py::test_gone": ("removed", False),
+    }
+    assert accepted["baseline"]["note"] == f"baseline {BASELINE} written (3 tests)"
 
 
 def test_skipped_test_keeps_its_entry_and_is_not_stale(suite: Suite) -> None:
