@@ -133,7 +133,7 @@ def count_image(
     ``spec`` defaults to SmolVLM2-2.2B-Instruct.
     """
     if spec is None:
-        from .specs import KNOWN_SPECS, DEFAULT_MODEL
+        from .specs import DEFAULT_MODEL, KNOWN_SPECS
 
         spec = KNOWN_SPECS[DEFAULT_MODEL]
     if longest_edge is None:

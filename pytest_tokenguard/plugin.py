@@ -219,7 +219,9 @@ def tokenguard_longest_edge() -> int:
 
 
 @pytest.fixture
-def tokenguard_loaded(request: pytest.FixtureRequest, tokenguard_longest_edge: int) -> LoadedProcessor:
+def tokenguard_loaded(
+    request: pytest.FixtureRequest, tokenguard_longest_edge: int
+) -> LoadedProcessor:
     """The loaded processor with its spec and source, at this test's ``longest_edge``."""
     return _load(request, tokenguard_longest_edge)
 
