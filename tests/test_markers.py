@@ -83,7 +83,7 @@ def test_recorder_reads_the_processor_output(processor: Any) -> None:
     ids = out["input_ids"]
     assert [r.image_tokens for r in recording.images] == [405, 243, 405]
     assert [(r.rows, r.cols) for r in recording.images] == [(2, 2), (1, 2), (2, 2)]
-    assert recording.images[1].width == 800 and recording.images[1].height == 200
+    assert (recording.images[1].width, recording.images[1].height) == (800, 200)
     image_id = processor.image_token_id
     assert sum(r.image_tokens for r in recording.images) == sum(row.count(image_id)
                                                                  for row in ids)
@@ -114,4 +114,5 @@ def test_nothing_is_recorded_outside_a_recording(processor: Any) -> None:
             pass
     finally:
         recorder.uninstall()
-    assert recording.images == [] and recording.sequences == []
+    assert recording.images == []
+    assert recording.sequences == []
