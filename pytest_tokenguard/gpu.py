@@ -385,7 +385,8 @@ def _pick(peak: GpuPeak, measure: Measure) -> tuple[str, int, str]:
         if peak.nvml_used is None:
             return "torch reserved", peak.torch_reserved, "NVML was asked for but is missing; "
         return peak.nvml_label, peak.nvml_used, ""
-    name, value = max(peak.measures().items(), key=lambda item: item[1])
+    # reversed: on a tie the more inclusive measure (NVML, then reserved) is named
+    name, value = max(reversed(peak.measures().items()), key=lambda item: item[1])
     return name, value, ""
 
 
