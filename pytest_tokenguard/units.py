@@ -22,10 +22,12 @@ UNITS: dict[str, int] = {
     "MB": 1000**2,
     "GB": 1000**3,
     "TB": 1000**4,
+    "PB": 1000**5,
     "KiB": 1024,
     "MiB": 1024**2,
     "GiB": 1024**3,
     "TiB": 1024**4,
+    "PiB": 1024**5,
 }
 _BY_LOWER = {unit.lower(): size for unit, size in UNITS.items()}
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
