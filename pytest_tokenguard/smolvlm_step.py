@@ -218,6 +218,7 @@ def measure_case(folder: Path, case: StepCase, device_index: int = 0) -> dict[st
     result["seq_len"] = int(inputs["input_ids"].shape[1])
     result["pixel_values_shape"] = list(inputs["pixel_values"].shape)
     result["tiles_per_sample"] = int(inputs["pixel_values"].shape[1])
+    result["input_dtypes"] = {key: str(value.dtype) for key, value in inputs.items()}
     inputs = {key: value.to(device) for key, value in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
     model = optimizer = None

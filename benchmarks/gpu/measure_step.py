@@ -50,14 +50,6 @@ CASES = [
 ]
 
 
-def card_slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'h100' (the results file's name)."""
-    for word in name.split():
-        if word[:1] in "AHBLV" and any(ch.isdigit() for ch in word) and word.isalnum():
-            return word.lower()
-    return "".join(ch for ch in name.lower() if ch.isalnum())[:16]
-
-
 def run_case(case_id: str, models_dir: str, timeout: float) -> dict[str, Any]:
     """One case in a fresh interpreter; its JSON, or an error record."""
     command = [sys.executable, "-c", "import sys; from pytest_tokenguard.smolvlm_step import "
