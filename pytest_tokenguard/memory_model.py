@@ -492,3 +492,40 @@ def check_predicted_limit(
         )
     detail = f"  limit {format_bytes(limit_bytes)}\n" + estimate.describe()
     return LimitResult(passed, limit_bytes, peak, measure, message, detail)
+
+
+def check_predicted_for_model(
+    limit: int | str,
+    model: str,
+    *,
+    longest_edge: int | None = None,
+    images: int = 4,
+    text_tokens: int = 64,
+    batch: int = 1,
+    gradient_checkpointing: bool = False,
+    dtype: str = "bfloat16",
+    optimizer: Optimizer = "adamw",
+    image_size: tuple[int, int] = (384, 384),
+    margin: float = 0.0,
+) -> LimitResult:
+    """One call for a marker such as ``limit_predicted_gpu_memory("80 GB", longest_edge=1536)``:
+    parse the ceiling (:func:`~pytest_tokenguard.units.parse_size`), predict, compare.
+
+    Raises ``ValueError`` (bad size, bad margin) or :class:`MemoryModelError`
+    (unknown model, bad shape) with a message fit for a collection error.
+    """
+    from .units import parse_size
+
+    limit_bytes = parse_size(limit)
+    estimate = estimate_for_model(
+        model,
+        longest_edge=longest_edge,
+        images=images,
+        text_tokens=text_tokens,
+        batch=batch,
+        gradient_checkpointing=gradient_checkpointing,
+        dtype=dtype,
+        optimizer=optimizer,
+        image_size=image_size,
+    )
+    return check_predicted_limit(estimate, limit_bytes, margin)

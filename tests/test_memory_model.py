@@ -307,3 +307,17 @@ def test_check_predicted_limit() -> None:
         check_predicted_limit(estimate, 0)
     with pytest.raises(ValueError, match="margin"):
         check_predicted_limit(estimate, GiB, margin=-0.1)
+
+
+def test_check_predicted_for_model_parses_and_gates() -> None:
+    from pytest_tokenguard.memory_model import check_predicted_for_model
+
+    model = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+    assert not check_predicted_for_model("64 GiB", model, longest_edge=1536).passed
+    assert check_predicted_for_model(
+        "64 GiB", model, longest_edge=1536, gradient_checkpointing=True
+    ).passed
+    with pytest.raises(ValueError, match="unknown unit"):
+        check_predicted_for_model("64 gigs", model)
+    with pytest.raises(MemoryModelError, match="unknown model"):
+        check_predicted_for_model("64 GiB", "nope/nope")

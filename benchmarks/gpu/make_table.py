@@ -21,8 +21,6 @@ from pytest_tokenguard.specs import KNOWN_SPECS
 
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
-#: An 80 GB H100's memory as nvidia-smi reports it (81559 MiB).
-H100_BYTES = 81559 * 1024**2
 
 
 def predict(case: dict[str, Any]) -> MemoryEstimate:
@@ -80,12 +78,14 @@ def text_tokens(case: dict[str, Any]) -> int:
     return int(case["seq_len"]) - int(case["images"]) * cost.block_tokens
 
 
-def reading(report: dict[str, Any]) -> list[str]:
-    """The closing notes, with their numbers read from the first results file."""
-    by_id = {case["case"]: case for case in report["cases"] if "steady" in case}
+def reading(reports: list[dict[str, Any]]) -> list[str]:
+    """The closing notes, with their numbers read from the results files."""
+    first = reports[0]
+    by_id = {case["case"]: case for case in first["cases"] if "steady" in case}
     plain = by_id["2.2B-le1536-nogc-b1-i4"]["steady"]
     ckpt = by_id["2.2B-le1536-gc-b1-i4"]["steady"]
     nvml_plain = plain.get("nvml_used") or plain["torch_reserved"]
+    smallest = min(reports, key=lambda report: report["total_memory"])
     return [
         "## Reading the numbers",
         "",
@@ -95,18 +95,20 @@ def reading(report: dict[str, Any]) -> list[str]:
         "* The **reserved** peak adds the allocator's cache, which fragments most with",
         "  gradient checkpointing (one layer is recomputed and freed at a time).",
         "  `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` shrinks that overhead; the",
-        "  second table shows by how much. The NVML peak adds the CUDA context on top.",
+        "  table measured with it shows by how much. The NVML peak adds the CUDA context.",
         "  When gating a card with `tokenguard memory --limit`, leave that headroom: pass",
         "  the card's size minus the context and the reserved overhead of your setting.",
+        "* The same step takes the same memory on both cards (same software); the tables",
+        "  differ by a few MiB at most.",
         f"* At 1536 the 2.2B step without checkpointing needs "
         f"{plain['torch_allocated'] / GIB:.1f} GiB allocated,",
-        f"  {plain['torch_reserved'] / GIB:.1f} GiB reserved and "
-        f"{nvml_plain / GIB:.1f} GiB on the driver, which would leave "
-        f"{(H100_BYTES - nvml_plain) / GIB:.1f} GiB",
-        "  of an 80 GB H100 (not run on an H100 here). Gradient checkpointing brings the",
-        f"  allocated peak to {ckpt['torch_allocated'] / GIB:.1f} GiB, about the optimizer "
-        "step's floor (weights + gradients",
-        "  + two moments + AdamW's parameter-sized temporary).",
+        f"  {plain['torch_reserved'] / GIB:.1f} GiB reserved and {nvml_plain / GIB:.2f} GiB on "
+        f"the driver: {(smallest['total_memory'] - nvml_plain) / GIB:.2f} GiB short of",
+        f"  filling the {smallest['card']} ({smallest['total_memory'] / GIB:.2f} GiB as torch "
+        "sees it). Gradient checkpointing",
+        f"  brings the allocated peak to {ckpt['torch_allocated'] / GIB:.1f} GiB, about the "
+        "optimizer step's floor",
+        "  (weights + gradients + two moments + AdamW's parameter-sized temporary).",
         "* The GPU regression tests (`tests/gpu/test_smolvlm_step_gpu.py`) fail a case",
         "  whose reserved peak grows more than 10% over its recorded value.",
         "",
@@ -155,7 +157,7 @@ def render(paths: list[Path]) -> str:
             f"{max(vs_reserved) * 100:+.1f}%.",
             "",
         ]
-    out += reading(json.loads(paths[0].read_text(encoding="utf-8")))
+    out += reading([json.loads(path.read_text(encoding="utf-8")) for path in paths])
     return "\n".join(out)
 
 
