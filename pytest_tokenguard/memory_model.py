@@ -53,10 +53,10 @@ Optimizer = Literal["adamw", "sgd"]
 DTYPE_BYTES = {"bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "float32": 4, "fp32": 4}
 GIB = 1024**3
 
-#: Memory torch's allocator holds for CUDA libraries before the first forward: cuBLAS
-#: keeps a 32 MiB workspace per thread on Hopper, and a training step uses two (the
-#: forward thread and autograd's backward thread). Measured: 70-136 MB beyond weights,
-#: moments and inputs before the forward pass across the 20 recorded cases.
+#: Memory torch's allocator holds beyond weights, moments and inputs before the
+#: forward pass: measured 70-136 MB across the recorded cases, so its floor is taken.
+#: Attributed (not verified) to cuBLAS workspaces, 32 MiB per handle on Hopper, one
+#: for the forward thread and one for autograd's backward thread.
 LIBRARY_WORKSPACES = 2 * 32 * 1024**2
 
 
