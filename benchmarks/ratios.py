@@ -14,7 +14,8 @@ from collections import defaultdict
 
 
 def main(path: str) -> None:
-    data = json.load(open(path, encoding="utf-8"))
+    with open(path, encoding="utf-8") as file:
+        data = json.load(file)
     medians: dict[int, dict[str, float]] = defaultdict(dict)
     for bench in data["benchmarks"]:
         match = re.match(r"test_(\w+)\[(\d+)\]", bench["name"])
@@ -31,7 +32,8 @@ def main(path: str) -> None:
               f"| {proc / counter:,.0f}× | {proc / memo:,.0f}× |")
     for bench in data["benchmarks"]:
         if bench["name"].startswith("test_count_cli"):
-            print(f"\ntokenguard count, 1000 frames: median {bench['stats']['median'] * 1e3:.1f} ms")
+            median_ms = bench["stats"]["median"] * 1e3
+            print(f"\ntokenguard count, 1000 frames: median {median_ms:.1f} ms")
 
 
 if __name__ == "__main__":
