@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import gating
 from .loading import DEFAULT_NETWORK_TIMEOUT, ENV_MODEL, ProcessorLoadError
 from .markers import MarkerResult, check_image_tokens, check_max_sequence, validate_expected_tokens
 from .specs import DEFAULT_MODEL
@@ -74,6 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("tokenguard_network_timeout", default="", help="same as "
                   "--tokenguard-network-timeout")
+    gating.add_options(parser, group)  # issue 4: baseline gating options
 
 
 def is_enabled(config: pytest.Config) -> bool:
@@ -171,6 +173,7 @@ def pytest_configure(config: pytest.Config) -> None:
         session = TokenguardSession(config)
         config.stash[_session_key] = session
         config.pluginmanager.register(session, "tokenguard-session")
+    gating.configure(config, is_enabled(config))  # issue 4: registers the baseline gate
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -317,9 +320,9 @@ class TokenguardSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == USER_PROPERTY and isinstance(value, dict):
-                self.rows.extend(
-                    ResolutionFigures.from_json(report.nodeid, data) for data in value["figures"]
-                )
+                # .get: the same channel carries other figures (GPU peak, gate verdicts)
+                self.rows.extend(ResolutionFigures.from_json(report.nodeid, data)
+                                 for data in value.get("figures", ()))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         terminalreporter.write_sep("=", "tokenguard")
@@ -331,7 +334,9 @@ class TokenguardSession:
             return
         rows = sorted(self.rows, key=lambda r: (r.nodeid.split("[")[0], r.longest_edge is None,
                                                 r.longest_edge or 0, r.nodeid))
-        for line in format_table(rows):
+        gate = self.config.stash.get(gating.GATE_KEY, None)  # issue 4: mark changed rows
+        marks = gate.table_marks(rows) if gate is not None else None
+        for line in format_table(rows, marks):
             terminalreporter.write_line(line)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
