@@ -83,5 +83,9 @@ def test_predicted_marker_gates_on_cpu(pytester: pytest.Pytester) -> None:
                                 "--tokenguard-resolutions=384,1536", "-v")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_step[[]le384[]] PASSED*",
-                                 "*test_step[[]le1536[]] FAILED*"])
+                                 "*test_step[[]le1536[]] FAILED*",
+                                 "*Test was limited to 40.0GiB but its predicted GPU peak was *",
+                                 "GPU peaks (measured, or predicted by the memory model):",
+                                 "  OVER *test_step[[]le1536[]]: *GiB (predicted) of 40.0GiB",
+                                 "  *test_step[[]le384[]]: *GiB (predicted) of 40.0GiB"])
     assert "40.0GiB" in result.stdout.str()
