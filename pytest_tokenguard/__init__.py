@@ -6,7 +6,7 @@ that needs them is used.
 
 from __future__ import annotations
 
-from .counting import CountingError, ImageCost, count_image
+from .counting import CountingError, ImageCost, ImageCounter, count_image
 from .specs import DEFAULT_MODEL, KNOWN_SPECS, ModelSpec
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "KNOWN_SPECS",
     "CountingError",
     "ImageCost",
+    "ImageCounter",
     "ModelSpec",
     "count_image",
 ]

@@ -100,7 +100,7 @@ class ImageEntry:
 
     @property
     def size(self) -> str:
-        return f"{self.width}×{self.height}"  # noqa: RUF001 - the project's size notation
+        return f"{self.width}×{self.height}"
 
     def to_json(self) -> dict[str, int]:
         return {"width": self.width, "height": self.height, "image_tokens": self.image_tokens,
@@ -558,7 +558,7 @@ def _token_changes(old: Sequence[ResolutionEntry], new: Sequence[ResolutionEntry
         new_images = {(i.width, i.height): i for i in after.per_image}
         for size in sorted(set(old_images) | set(new_images)):
             was, now = old_images.get(size), new_images.get(size)
-            label = f"{size[0]}×{size[1]}"  # noqa: RUF001
+            label = f"{size[0]}×{size[1]}"
             if was is None or now is None:
                 changes.append(Change(edge, f"{label} image",
                                       "absent" if was is None else "processed",

@@ -49,10 +49,14 @@ def spec_for_model(model: str) -> ModelSpec:
     return spec
 
 
-def run_count(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_count(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     from .counting import count_image
     from .images import ImageReadError, iter_image_paths, read_image_size
 
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         spec = spec_for_model(args.model)
     except SpecError as exc:

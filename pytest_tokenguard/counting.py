@@ -133,7 +133,7 @@ def count_image(
     ``spec`` defaults to SmolVLM2-2.2B-Instruct.
     """
     if spec is None:
-        from .specs import KNOWN_SPECS, DEFAULT_MODEL
+        from .specs import DEFAULT_MODEL, KNOWN_SPECS
 
         spec = KNOWN_SPECS[DEFAULT_MODEL]
     if longest_edge is None:
@@ -181,3 +181,36 @@ def tiles_for_longest_edge(longest_edge: int, spec: ModelSpec) -> int:
     """Tiles (global image included) for a square image at ``longest_edge``: the worst case
     per side, handy for budgeting video frames."""
     return count_image(longest_edge, longest_edge, longest_edge, spec).patches
+
+
+class ImageCounter:
+    """:func:`count_image` bound to one spec and ``longest_edge``, memoised per size.
+
+    Real data repeats sizes (every frame of a video, every photo of a camera), and
+    splitters ask for the same image again and again while they search for a cut, so
+    a dictionary lookup answers most calls. The cache is bounded: it is cleared when
+    it reaches ``max_entries`` sizes.
+    """
+
+    __slots__ = ("_cache", "longest_edge", "max_entries", "spec")
+
+    def __init__(
+        self, spec: ModelSpec, longest_edge: int | None = None, max_entries: int = 65536
+    ) -> None:
+        edge = spec.default_longest_edge if longest_edge is None else longest_edge
+        count_image(1, 1, edge, spec)  # validates longest_edge with the same message
+        self.spec = spec
+        self.longest_edge = edge
+        self.max_entries = max_entries
+        self._cache: dict[tuple[int, int], ImageCost] = {}
+
+    def __call__(self, width: int, height: int) -> ImageCost:
+        try:
+            return self._cache[width, height]
+        except KeyError:
+            pass
+        cost = count_image(width, height, self.longest_edge, self.spec)
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[width, height] = cost
+        return cost

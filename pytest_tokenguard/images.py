@@ -31,7 +31,9 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     if not file.exists():
         raise ImageReadError(path, "no such file; check the path")
     if file.is_dir():
-        raise ImageReadError(path, "is a folder; pass image files, or the folder to `tokenguard count`")
+        raise ImageReadError(
+            path, "is a folder; pass image files, or the folder to `tokenguard count`"
+        )
     if file.stat().st_size == 0:
         raise ImageReadError(path, "is empty (0 bytes); re-export or remove it")
     from PIL import Image, UnidentifiedImageError

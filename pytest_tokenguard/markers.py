@@ -8,12 +8,16 @@ unit-tested without pytest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .counting import count_image
 from .recording import ImageRecord, SequenceRecord
 from .specs import MAX_IMAGE_SIZE, ModelSpec
+
+if TYPE_CHECKING:
+    from .gpu import Measure
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,59 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Marke
         "sample (pytest_tokenguard.splitting)."
     )
     return MarkerResult(False, message, "\n".join(lines))
+
+
+#: keyword arguments ``limit_predicted_gpu_memory`` passes on to the memory model
+PREDICTED_KWARGS = frozenset(
+    {"longest_edge", "images", "text_tokens", "batch", "gradient_checkpointing", "dtype",
+     "optimizer", "image_size", "margin"}
+)
+
+
+@dataclass(frozen=True)
+class GpuLimit:
+    """A validated ``limit_gpu_memory`` marker."""
+
+    limit_bytes: int
+    measure: Measure
+
+
+def validate_gpu_limit(args: Sequence[object], kwargs: Mapping[str, object]) -> GpuLimit:
+    """``limit_gpu_memory("24 GiB", measure="max")`` checked at collection.
+
+    Raises ValueError naming the marker and how to write it: a bad unit must stop the
+    run before a GPU job spends minutes loading a model.
+    """
+    from .gpu import MEASURES
+    from .units import parse_size
+
+    usage = '@pytest.mark.limit_gpu_memory("24 GiB", measure="max")'
+    if len(args) != 1 or set(kwargs) - {"measure"}:
+        raise ValueError(f"limit_gpu_memory takes one size and an optional measure: {usage}")
+    try:
+        limit = parse_size(args[0])
+    except ValueError as exc:
+        raise ValueError(f"@pytest.mark.limit_gpu_memory({args[0]!r}): {exc}") from None
+    measure = kwargs.get("measure", "max")
+    if measure not in MEASURES:
+        raise ValueError(
+            f"@pytest.mark.limit_gpu_memory(measure={measure!r}): measure must be one of "
+            f"{', '.join(MEASURES)}"
+        )
+    return GpuLimit(limit, measure)
+
+
+def validate_predicted_limit(args: Sequence[object], kwargs: Mapping[str, object]) -> int:
+    """``limit_predicted_gpu_memory("80 GiB", longest_edge=1536, ...)`` checked at collection."""
+    from .units import parse_size
+
+    usage = '@pytest.mark.limit_predicted_gpu_memory("80 GiB", longest_edge=1536, images=4)'
+    unknown = sorted(set(kwargs) - PREDICTED_KWARGS)
+    if len(args) != 1 or unknown:
+        extra = f" (unknown: {', '.join(unknown)})" if unknown else ""
+        raise ValueError(f"limit_predicted_gpu_memory takes one size and the sample's shape"
+                         f"{extra}: {usage}; shape keywords: {', '.join(sorted(PREDICTED_KWARGS))}")
+    try:
+        return parse_size(args[0])
+    except ValueError as exc:
+        raise ValueError(f"@pytest.mark.limit_predicted_gpu_memory({args[0]!r}): {exc}") from None

@@ -16,11 +16,20 @@ import pytest
 
 from . import gating
 from .loading import DEFAULT_NETWORK_TIMEOUT, ENV_MODEL, ProcessorLoadError
-from .markers import MarkerResult, check_image_tokens, check_max_sequence, validate_expected_tokens
+from .markers import (
+    MarkerResult,
+    check_image_tokens,
+    check_max_sequence,
+    validate_expected_tokens,
+    validate_gpu_limit,
+    validate_predicted_limit,
+)
 from .specs import DEFAULT_MODEL
 from .summary import USER_PROPERTY, ResolutionFigures, figures_from_recording, format_table
 
 if TYPE_CHECKING:
+    from .gpu import GpuPeak
+    from .limits import LimitResult
     from .loading import LoadedProcessor, ModelSource
     from .recording import Recorder, Recording
     from .tokens import TokenCounter
@@ -36,11 +45,23 @@ MARKERS = {
         "max_sequence_tokens(n): under --tokenguard, fail if any sequence a SmolVLM "
         "processor returned during the test is longer than n tokens"
     ),
+    "limit_gpu_memory": (
+        'limit_gpu_memory(size, measure="max"): under --tokenguard, measure the test\'s GPU '
+        "peak (torch allocated and reserved, NVML device memory) and fail over size "
+        '("24 GiB", "800MB" or bytes); skips without CUDA unless --tokenguard-require-gpu'
+    ),
+    "limit_predicted_gpu_memory": (
+        "limit_predicted_gpu_memory(size, longest_edge=None, images=4, text_tokens=64, "
+        "batch=1, gradient_checkpointing=False, margin=0.0): under --tokenguard, fail if the "
+        "memory model predicts a training step of the configured model over size; runs on CPU"
+    ),
 }
+TOKEN_MARKERS = ("image_tokens", "max_sequence_tokens")
 
 _recording_key = pytest.StashKey["Recording"]()
 _cache_key = pytest.StashKey["ProcessorCache"]()
 _session_key = pytest.StashKey["TokenguardSession"]()
+_gpu_peak_key: pytest.StashKey[GpuPeak] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,6 +96,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("tokenguard_network_timeout", default="", help="same as "
                   "--tokenguard-network-timeout")
+    group.addoption(
+        "--tokenguard-require-gpu",
+        action="store_true",
+        default=None,
+        help="fail, instead of skip, limit_gpu_memory tests when no CUDA device is usable "
+        "(for GPU CI jobs, which must not go green by skipping)",
+    )
+    parser.addini("tokenguard_require_gpu", type="bool", default=False,
+                  help="same as --tokenguard-require-gpu")
     gating.add_options(parser, group)  # issue 4: baseline gating options
 
 
@@ -222,7 +252,9 @@ def tokenguard_longest_edge() -> int:
 
 
 @pytest.fixture
-def tokenguard_loaded(request: pytest.FixtureRequest, tokenguard_longest_edge: int) -> LoadedProcessor:
+def tokenguard_loaded(
+    request: pytest.FixtureRequest, tokenguard_longest_edge: int
+) -> LoadedProcessor:
     """The loaded processor with its spec and source, at this test's ``longest_edge``."""
     return _load(request, tokenguard_longest_edge)
 
@@ -250,6 +282,7 @@ class TokenguardSession:
         self.config = config
         self._recorder: Recorder | None = None
         self.rows: list[ResolutionFigures] = []
+        self.gpu_rows: list[tuple[str, str, int, int]] = []  # nodeid, measure, peak, limit
 
     @property
     def recorder(self) -> Recorder:
@@ -272,20 +305,51 @@ class TokenguardSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         problems = []
         for item in items:
-            for name in MARKERS:
-                for marker in item.iter_markers(name):
-                    try:
-                        validate_expected_tokens(name, marker.args[0] if marker.args else None)
-                    except ValueError as exc:
-                        problems.append(f"{item.nodeid}: {exc}")
+            for marker in item.iter_markers():
+                try:
+                    if marker.name in TOKEN_MARKERS:
+                        validate_expected_tokens(marker.name,
+                                                 marker.args[0] if marker.args else None)
+                    elif marker.name == "limit_gpu_memory":
+                        validate_gpu_limit(marker.args, marker.kwargs)
+                    elif marker.name == "limit_predicted_gpu_memory":
+                        validate_predicted_limit(marker.args, marker.kwargs)
+                except ValueError as exc:
+                    problems.append(f"{item.nodeid}: {exc}")
         if problems:
             raise pytest.UsageError("tokenguard markers:\n" + "\n".join(problems))
+
+    @property
+    def require_gpu(self) -> bool:
+        value = self.config.getoption("tokenguard_require_gpu")
+        return bool(value if value is not None else self.config.getini("tokenguard_require_gpu"))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if item.get_closest_marker("limit_gpu_memory") is None:
+            return
+        from .gpu import cuda_status
+
+        status = cuda_status()
+        if status.available:
+            return
+        if self.require_gpu:
+            pytest.fail(f"tokenguard: limit_gpu_memory needs a CUDA device: {status.reason} "
+                        "(--tokenguard-require-gpu turns this skip into a failure)", pytrace=False)
+        pytest.skip(f"tokenguard: limit_gpu_memory needs a CUDA device: {status.reason}")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
         with self.recorder.record(item.nodeid) as recording:
             item.stash[_recording_key] = recording
-            return (yield)
+            if item.get_closest_marker("limit_gpu_memory") is None:
+                return (yield)
+            from .gpu import GpuMeasure
+
+            with GpuMeasure() as measure:
+                outcome = yield
+            item.stash[_gpu_peak_key] = measure.peak
+            return outcome
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -302,12 +366,41 @@ class TokenguardSession:
             report.user_properties.append(
                 (USER_PROPERTY, {"figures": [f.to_json() for f in figures]})
             )
+        for result in self._limit_results(item):
+            report.user_properties.append((USER_PROPERTY, {
+                "gpu_peak_bytes": result.peak_bytes,
+                "gpu_measure": result.measure.replace(" ", "_"),
+                "gpu_limit_bytes": result.limit_bytes,
+            }))
+            if report.passed and not result.passed:
+                report.outcome = "failed"
+                report.longrepr = f"{result.message}\n\n{result.detail}"
         if report.passed:
             failures = [r for r in self._marker_results(item, recording) if not r.passed]
             if failures:
                 report.outcome = "failed"
                 report.longrepr = "\n\n".join(r.longrepr() for r in failures)
         return report
+
+    def _limit_results(self, item: pytest.Item) -> Iterator[LimitResult]:
+        """The GPU ceilings: the measured peak, and the memory model's prediction."""
+        peak = item.stash.get(_gpu_peak_key, None)
+        marker = item.get_closest_marker("limit_gpu_memory")
+        if peak is not None and marker is not None:
+            from .gpu import check_gpu_limit
+
+            limit = validate_gpu_limit(marker.args, marker.kwargs)
+            yield check_gpu_limit(peak, limit.limit_bytes, limit.measure)
+        for marker in item.iter_markers("limit_predicted_gpu_memory"):
+            from .memory_model import check_predicted_for_model
+
+            kwargs = dict(marker.kwargs)
+            callspec = getattr(item, "callspec", None)
+            if "longest_edge" not in kwargs and callspec is not None:
+                kwargs["longest_edge"] = callspec.params.get("tokenguard_longest_edge")
+            yield check_predicted_for_model(
+                marker.args[0], self.config.stash[_cache_key].model, **kwargs
+            )
 
     def _marker_results(self, item: pytest.Item, recording: Recording) -> Iterator[MarkerResult]:
         for marker in item.iter_markers("image_tokens"):
@@ -321,9 +414,23 @@ class TokenguardSession:
                 # .get: the same channel carries other figures (GPU peak, gate verdicts)
                 self.rows.extend(ResolutionFigures.from_json(report.nodeid, data)
                                  for data in value.get("figures", ()))
+                if "gpu_limit_bytes" in value:
+                    self.gpu_rows.append((report.nodeid, str(value["gpu_measure"]),
+                                          int(value["gpu_peak_bytes"]),
+                                          int(value["gpu_limit_bytes"])))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         terminalreporter.write_sep("=", "tokenguard")
+        if self.gpu_rows:
+            from .units import format_bytes
+
+            terminalreporter.write_line("GPU peaks (measured, or predicted by the memory model):")
+            for nodeid, measure, peak, limit in sorted(self.gpu_rows):
+                flag = "OVER " if peak > limit else ""
+                terminalreporter.write_line(
+                    f"  {flag}{nodeid}: {format_bytes(peak)} ({measure.replace('_', ' ')}) "
+                    f"of {format_bytes(limit)}"
+                )
         if not self.rows:
             terminalreporter.write_line(
                 "no SmolVLM processor call was recorded (call the processor inside tests, "

@@ -88,7 +88,10 @@ class Recording:
 def _longest_edge_of(size: Any) -> int | None:
     if size is None:
         return None
-    value = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
+    if isinstance(size, dict):
+        value = size.get("longest_edge")
+    else:
+        value = getattr(size, "longest_edge", None)
     return int(value) if value else None
 
 
@@ -147,6 +150,7 @@ class Recorder:
         inherited_call = cls.__call__
 
         def _process_images(self: Any, images: Any, **kwargs: Any) -> Any:
+            assert inherited_process is not None
             processed, replacements = inherited_process(self, images, **kwargs)
             if recorder._recording is not None:
                 recorder._record_images(self, images, kwargs, processed, replacements)
@@ -158,20 +162,18 @@ class Recorder:
                 recorder._record_sequences(self, args, kwargs, output)
             return output
 
+        patched = {"__call__": (__call__, original_call)}
         if inherited_process is not None:
-            cls._process_images = _process_images  # type: ignore[attr-defined]
-        cls.__call__ = __call__  # type: ignore[method-assign]
+            patched["_process_images"] = (_process_images, original_process)
+        for name, (replacement, _) in patched.items():
+            setattr(cls, name, replacement)
 
         def undo() -> None:
-            if inherited_process is not None:
-                if original_process is None:
-                    del cls._process_images  # type: ignore[attr-defined]
+            for name, (_, original) in patched.items():
+                if original is None:
+                    delattr(cls, name)  # the inherited method shows through again
                 else:
-                    cls._process_images = original_process  # type: ignore[attr-defined]
-            if original_call is None:
-                del cls.__call__  # type: ignore[misc]
-            else:
-                cls.__call__ = original_call  # type: ignore[method-assign]
+                    setattr(cls, name, original)
 
         self._undo.append(undo)
 

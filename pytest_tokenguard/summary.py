@@ -50,7 +50,10 @@ class ResolutionFigures:
             image_tokens=data["image_tokens"],
             block_tokens=data["block_tokens"],
             longest_sequence=data["longest_sequence"],
-            per_image=tuple(tuple(entry) for entry in data["per_image"]),  # type: ignore[misc]
+            per_image=tuple(
+                (int(w), int(h), int(tokens), int(block)) for w, h, tokens, block in
+                data["per_image"]
+            ),
         )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .counting import ImageCost, count_image
+from .counting import ImageCost, ImageCounter
 from .specs import IMAGE_TOKEN, ModelSpec
 
 
@@ -43,12 +43,13 @@ class TokenCounter:
         self.tokenizer = processor.tokenizer
         self.spec = spec
         self.longest_edge = longest_edge or spec.default_longest_edge
+        self._images = ImageCounter(spec, self.longest_edge)
         self._specials = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
         self._text_cache: dict[str, int] = {}
 
     def image(self, width: int, height: int) -> ImageCost:
         """What a ``width``×``height`` image costs at this counter's resolution."""
-        return count_image(width, height, self.longest_edge, self.spec)
+        return self._images(width, height)
 
     def text(self, text: str) -> int:
         """Tokens of plain text, no special tokens added."""

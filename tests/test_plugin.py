@@ -78,7 +78,7 @@ def test_marker_fails_when_no_image_was_processed(pytester: pytest.Pytester) -> 
 
 def test_sequence_ceiling_names_sequence_and_length(pytester: pytest.Pytester,
                                                      model_path: str) -> None:
-    pytester.makepyfile(f"""
+    pytester.makepyfile("""
         import pytest
         from PIL import Image
 
@@ -91,8 +91,8 @@ def test_sequence_ceiling_names_sequence_and_length(pytester: pytest.Pytester,
                                 "--tokenguard-resolutions=384,1536")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*Sequence 'test_sequence_ceiling_names_sequence_and_length.py::test_four_frames[[]le1536[]]"
-        " call 1 sample 0' is * tokens, over the limit of 4096 by *",
+        "*Sequence 'test_sequence_ceiling_names_sequence_and_length.py::"
+        "test_four_frames[[]le1536[]] call 1 sample 0' is * tokens, over the limit of 4096 by *",
     ])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,24 +19,20 @@ def test_known_spec_equals_folder_and_processor(checkpoint: str) -> None:
     assert KNOWN_SPECS[checkpoint] == from_folder == from_processor
 
 
-def test_folder_without_config_is_a_clear_error(tmp_path: object) -> None:
-    with pytest.raises(SpecError, match="no preprocessor_config.json"):
-        spec_from_folder(str(tmp_path))
+def test_folder_without_config_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"no preprocessor_config\.json"):
+        spec_from_folder(tmp_path)
 
 
-def test_broken_json_names_file_and_line(tmp_path: "pytest.TempPathFactory") -> None:
-    from pathlib import Path
-
-    folder = Path(str(tmp_path))
+def test_broken_json_names_file_and_line(tmp_path: Path) -> None:
+    folder = tmp_path
     (folder / "preprocessor_config.json").write_text('{"size": {"longest_edge": 1536},\n oops}')
     with pytest.raises(SpecError, match=r"preprocessor_config.json: not valid JSON \(line 2"):
         spec_from_folder(folder)
 
 
-def test_missing_image_seq_len(tmp_path: "pytest.TempPathFactory") -> None:
-    from pathlib import Path
-
-    folder = Path(str(tmp_path))
+def test_missing_image_seq_len(tmp_path: Path) -> None:
+    folder = tmp_path
     (folder / "preprocessor_config.json").write_text(
         json.dumps({"size": {"longest_edge": 1536}, "max_image_size": {"longest_edge": 384}})
     )

@@ -1,0 +1,90 @@
+"""Benchmarks: the analytic counter against the real processor, side by side in one run.
+
+Run them (they run once, untimed, in the normal suite):
+
+    pytest tests/benchmarks --benchmark-enable --benchmark-json=benchmarks/cpu.json
+    python benchmarks/ratios.py benchmarks/cpu.json
+
+Every benchmark also checks that the counter and the processor agree on the result.
+"""
+
+from __future__ import annotations
+
+import io
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from pytest_tokenguard.cli import run_count
+from pytest_tokenguard.counting import ImageCounter, count_image
+from pytest_tokenguard.specs import spec_from_folder
+
+from ..conftest import FIXTURES, RESOLUTIONS, model_folder, real_image_tokens, real_processor
+
+MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+SIZE = (384, 384)
+
+
+@pytest.fixture(scope="module")
+def frame() -> Image.Image:
+    with Image.open(FIXTURES / "frame_384x384.png") as image:
+        return image.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def spec() -> Any:
+    return spec_from_folder(model_folder(MODEL))
+
+
+@pytest.mark.parametrize("longest_edge", RESOLUTIONS)
+def test_processor(benchmark: Any, longest_edge: int, frame: Image.Image, spec: Any) -> None:
+    benchmark.group = f"image tokens of a 384x384 frame, longest_edge={longest_edge}"
+    processor = real_processor(MODEL, longest_edge)
+    ids = benchmark(lambda: processor(text=["<image>"], images=[[frame]])["input_ids"][0])
+    cost = count_image(*SIZE, longest_edge, spec)
+    assert (ids.count(processor.image_token_id), len(ids)) == (cost.image_tokens,
+                                                               cost.block_tokens)
+
+
+@pytest.mark.parametrize("longest_edge", RESOLUTIONS)
+def test_counter(benchmark: Any, longest_edge: int, spec: Any) -> None:
+    benchmark.group = f"image tokens of a 384x384 frame, longest_edge={longest_edge}"
+    cost = benchmark(count_image, *SIZE, longest_edge, spec)
+    assert (cost.image_tokens, cost.block_tokens) == real_image_tokens(
+        real_processor(MODEL, longest_edge), *SIZE)
+
+
+@pytest.mark.parametrize("longest_edge", RESOLUTIONS)
+def test_counter_memoised(benchmark: Any, longest_edge: int, spec: Any) -> None:
+    benchmark.group = f"image tokens of a 384x384 frame, longest_edge={longest_edge}"
+    counter = ImageCounter(spec, longest_edge)
+    cost = benchmark(counter, *SIZE)
+    assert (cost.image_tokens, cost.block_tokens) == real_image_tokens(
+        real_processor(MODEL, longest_edge), *SIZE)
+
+
+@pytest.fixture(scope="module")
+def thousand_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("frames")
+    data = (FIXTURES / "frame_384x384.png").read_bytes()
+    for index in range(1000):
+        (folder / f"frame_{index:04d}.png").write_bytes(data)
+    return folder
+
+
+def test_count_cli_1000_frames(benchmark: Any, thousand_frames: Path) -> None:
+    """`tokenguard count` over a folder of 1,000 frames: header reads only."""
+    benchmark.group = "tokenguard count, folder of 1000 frames"
+    args = Namespace(model=str(model_folder(MODEL)), longest_edge=[384], json=True,
+                     paths=[str(thousand_frames)])
+
+    def count_folder() -> str:
+        out = io.StringIO()
+        assert run_count(args, out=out) == 0
+        return out.getvalue()
+
+    output = benchmark(count_folder)
+    assert output.count("\n") == 1000
