@@ -45,7 +45,9 @@ The file (format version 1) is JSON meant to be read in code review::
           ("tokenguard", {"gpu_peak_bytes": 3221225472, "gpu_measure": "torch_reserved"}))
 
   ``gpu_measure`` names the counter (``torch_reserved``, ``torch_allocated``, ``nvml``
-  ...): peaks taken with different counters are never compared with each other.
+  ..., or ``predicted`` for the memory model): peaks taken with different counters are
+  never compared with each other. When a test reports several, a measured peak is kept
+  over a predicted one, and otherwise the last reported.
 * Keys are sorted, indentation is two spaces, the file ends with a newline, and
   nothing else (no timestamp, no machine name) is written: the same figures always
   give the same bytes, so a serial run and a ``-n 2`` run write identical files and
@@ -68,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from .summary import ResolutionFigures
+from .units import format_bytes, parse_size
 
 FORMAT_NAME = "pytest-tokenguard baseline"
 FORMAT_VERSION = 1
@@ -197,8 +200,15 @@ def entry_from_properties(properties: Iterable[tuple[str, object]], name: str) -
         for data in value.get("figures", ()):
             resolutions.append(ResolutionEntry.from_figures(ResolutionFigures.from_json("", data)))
         if "gpu_peak_bytes" in value:
-            gpu = GpuFigure(int(value["gpu_peak_bytes"]), str(value.get("gpu_measure", "")))
+            figure = GpuFigure(int(value["gpu_peak_bytes"]), str(value.get("gpu_measure", "")))
+            # one peak per test: a measured one wins over a memory-model prediction
+            if gpu is None or _predicted(gpu) or not _predicted(figure):
+                gpu = figure
     return Entry(tuple(resolutions), gpu)
+
+
+def _predicted(figure: GpuFigure) -> bool:
+    return figure.measure.startswith("predicted")
 
 
 # --------------------------------------------------------------------------- the file
@@ -405,8 +415,6 @@ def _fsync_directory(directory: Path) -> None:
 
 # --------------------------------------------------------------------------- tolerance
 
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
-          "gib": 2**30}
 DEFAULT_GPU_TOLERANCE = "10%"
 
 
@@ -430,25 +438,21 @@ class GpuTolerance:
 
 
 def parse_tolerance(raw: str) -> GpuTolerance:
-    """``"10%"``, ``"512MiB"``, ``"1.5GB"`` or ``"0"``; ValueError says what is accepted."""
-    text = raw.strip().replace(" ", "")
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(%|[kmg]i?b|b)?", text, re.IGNORECASE)
-    if not match:
+    """``"10%"``, or memory as the GPU markers read it (``"512MiB"``, ``"1.5 GB"``, see
+    :mod:`pytest_tokenguard.units`), or ``"0"``; ValueError says what is accepted."""
+    text = raw.strip()
+    percent = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if percent:
+        return GpuTolerance(percent=float(percent.group(1)))
+    if re.fullmatch(r"0+(\.0*)?\s*[A-Za-z]*", text):
+        return GpuTolerance(bytes=0)  # any rise fails (units.parse_size wants a positive size)
+    try:
+        return GpuTolerance(bytes=parse_size(text))
+    except ValueError as exc:
         raise ValueError(
             f"{raw!r} is not a tolerance; give a percentage of the baseline peak (10%) or an "
-            "amount of memory (512MiB, 1GiB, 300MB)"
-        )
-    number, unit = float(match.group(1)), (match.group(2) or "b").lower()
-    if unit == "%":
-        return GpuTolerance(percent=number)
-    return GpuTolerance(bytes=int(number * _UNITS[unit]))
-
-
-def format_bytes(value: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(value) >= size:
-            return f"{value / size:.2f} {unit}"
-    return f"{value} B"
+            f"amount of memory (512MiB, 1 GiB, 300MB): {exc}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- comparison

@@ -232,11 +232,24 @@ def test_figures_travel_in_user_properties() -> None:
         LE384.resolutions, GpuFigure(7, "torch_reserved"))
 
 
+def test_measured_gpu_peak_wins_over_prediction() -> None:
+    predicted = ("tokenguard", {"gpu_peak_bytes": 9, "gpu_measure": "predicted_+_10%_margin",
+                                "gpu_limit_bytes": 20})
+    measured = ("tokenguard", {"gpu_peak_bytes": 7, "gpu_measure": "torch_reserved",
+                               "gpu_limit_bytes": 20})
+    for properties in ([predicted, measured], [measured, predicted]):
+        assert entry_from_properties(properties, "tokenguard").gpu == GpuFigure(
+            7, "torch_reserved")
+    assert entry_from_properties([predicted], "tokenguard").gpu == GpuFigure(
+        9, "predicted_+_10%_margin")
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     ("10%", GpuTolerance(percent=10)),
     ("2.5 %", GpuTolerance(percent=2.5)),
     ("512MiB", GpuTolerance(bytes=512 * 2**20)),
     ("1gib", GpuTolerance(bytes=2**30)),
+    ("1.5 GB", GpuTolerance(bytes=1_500_000_000)),
     ("300MB", GpuTolerance(bytes=300_000_000)),
     ("0", GpuTolerance(bytes=0)),
 ])
