@@ -245,19 +245,21 @@ def _pixels(item: dict[str, Any]) -> Any:
     return blank
 
 
-def processor_count(
+def processor_input_ids(
     processor: Any,
     conversation: Sequence[MessageLike] | Conversation,
     *,
     add_generation_prompt: bool = False,
-) -> int:
-    """``len(input_ids)`` from the real processor on the rendered conversation: the oracle.
+) -> list[int]:
+    """``input_ids`` from the real processor on the rendered conversation: the oracle.
 
     Renders with the processor's own ``apply_chat_template`` and runs the processor on
     the text with one image per placeholder (the file or PIL image when the item has
     one, else a blank image of the item's size: only the size decides the tokens).
     """
     messages = parse_conversation(conversation)
+    if not messages:
+        raise ValueError("the processor cannot render an empty conversation")
     hf = to_chat_template(messages)
     rendered = processor.apply_chat_template(
         hf, tokenize=False, add_generation_prompt=add_generation_prompt
@@ -265,4 +267,16 @@ def processor_count(
     pixels = [_pixels(item) for m in hf for item in m["content"] if item["type"] == "image"]
     assert len(pixels) == len(image_sizes(messages))
     out = processor(text=[rendered], images=[pixels]) if pixels else processor(text=[rendered])
-    return len(out["input_ids"][0])
+    return [int(i) for i in out["input_ids"][0]]
+
+
+def processor_count(
+    processor: Any,
+    conversation: Sequence[MessageLike] | Conversation,
+    *,
+    add_generation_prompt: bool = False,
+) -> int:
+    """``len(input_ids)`` the real processor gives for the rendered conversation."""
+    return len(processor_input_ids(
+        processor, conversation, add_generation_prompt=add_generation_prompt
+    ))
