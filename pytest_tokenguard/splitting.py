@@ -35,7 +35,21 @@ DEFAULT_MAX_TOKENS = 4096
 
 
 class SplitError(ValueError):
-    """The conversation cannot be split under the limit; names the message, its size, the fix."""
+    """The conversation cannot be split under the limit; names the message, its size, the fix.
+
+    ``index`` and ``tokens`` are the offending message's position and exact cost (None
+    when the leading context or an argument is at fault); ``room`` is what a chunk
+    has for messages once the template and leading context are counted.
+    """
+
+    def __init__(
+        self, text: str, *, index: int | None = None, tokens: int | None = None,
+        room: int | None = None,
+    ) -> None:
+        super().__init__(text)
+        self.index = index
+        self.tokens = tokens
+        self.room = room
 
 
 @dataclass(frozen=True)
@@ -124,7 +138,8 @@ def split(
         raise SplitError(
             f"the leading context alone is {base} tokens, and max_tokens is {max_tokens}: "
             "nothing is left for the conversation; shorten the leading context or raise "
-            "max_tokens"
+            "max_tokens",
+            tokens=base, room=max_tokens - base,
         )
     room = max_tokens - base
     chunks: list[Chunk] = []
@@ -150,7 +165,8 @@ def split(
                 raise SplitError(
                     f"{_describe(message, index, tokens)}, more than the {room} tokens a chunk "
                     f"has for messages (max_tokens {max_tokens} - {base} for the "
-                    f"{'template and leading context' if lead else 'template'}); {fix}"
+                    f"{'template and leading context' if lead else 'template'}); {fix}",
+                    index=index, tokens=tokens, room=room,
                 )
             # cut the message between frames: fill the open chunk, then fresh ones
             rest = message
@@ -170,7 +186,8 @@ def split(
                         f"{_describe(message, index, tokens)}; even cut between frames, a "
                         f"piece of it does not fit the {room} tokens a chunk has for messages "
                         "(a text item or image next to the frames is too large); raise "
-                        "max_tokens or shorten the message"
+                        "max_tokens or shorten the message",
+                        index=index, tokens=tokens, room=room,
                     )
                 head_message, head_tokens, rest = head
                 run.append(head_message)
