@@ -15,7 +15,7 @@ Importing this module registers the profiles; it loads none.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 CI = "tokenguard-ci"
 LONG = "tokenguard-long"
@@ -30,6 +30,8 @@ settings.register_profile(
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # "explain" replays a failure many times; with the real processor that is minutes
+    phases=[p for p in Phase if p != Phase.explain],
 )
 settings.register_profile(
     LONG,
@@ -37,6 +39,8 @@ settings.register_profile(
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # "explain" replays a failure many times; with the real processor that is minutes
+    phases=[p for p in Phase if p != Phase.explain],
 )
 
 
