@@ -108,6 +108,8 @@ class ImageItem:
     height: int
     path: str | None = None
     image: Any = field(default=None, compare=False, repr=False)
+    #: where ``path`` was found (relative paths resolve against a base folder)
+    file: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +176,17 @@ def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> I
             raise ConversationError(
                 f"{where}: image has no {missing!r}; give both width and height"
             )
+        file = None
+        if path and "://" not in os.fspath(path):
+            file = Path(os.fspath(path))
+            if base_dir is not None and not file.is_absolute():
+                file = base_dir / file
         return ImageItem(
             _size(item["width"], "width", where),
             _size(item["height"], "height", where),
             os.fspath(path) if path else None,
             image,
+            os.fspath(file) if file is not None else None,
         )
     if image is not None:
         size = getattr(image, "size", None)
@@ -209,7 +217,7 @@ def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> I
                 f"{where}: image {exc.path} {exc.reason}; or give 'width' and 'height' to count "
                 "it without the file"
             ) from None
-        return ImageItem(width, height, os.fspath(path))
+        return ImageItem(width, height, os.fspath(path), file=os.fspath(file))
     raise ConversationError(
         f"{where}: image has no size: give 'width' and 'height', a file under 'path', or a "
         "PIL image under 'image'"
@@ -364,8 +372,8 @@ def to_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
 def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Messages as ``processor.apply_chat_template`` takes them: frames become image items.
 
-    Image items keep their size (and PIL image or path) so the same list also tells
-    which pixels to hand the processor.
+    Image items keep their size (and PIL image, or path resolved to where the file was
+    found) so the same list also tells which pixels to hand the processor.
     """
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -380,8 +388,11 @@ def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
                     content.append(image)
             else:
                 entry = item_to_dict(item)
-                if type(item) is ImageItem and item.image is not None:
-                    entry["image"] = item.image
+                if type(item) is ImageItem:
+                    if item.image is not None:
+                        entry["image"] = item.image
+                    if item.file is not None:
+                        entry["path"] = item.file
                 content.append(entry)
         out.append({"role": m.role, "content": content})
     return out
