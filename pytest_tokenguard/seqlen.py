@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 from .conversation import (
     Conversation,
-    FramesItem,
     ImageItem,
     Message,
     MessageLike,
@@ -92,10 +91,11 @@ class _Facts(NamedTuple):
     eou: int
     generation_tail: int  # tokens of "\nAssistant:" (replaces the final "\n")
     text: Any  # str -> int, exact
+    images: dict[tuple[int, int], tuple[int, int]]  # (w, h) -> (block, <image> tokens)
+    headers: dict[str, tuple[str, int]]  # role -> ("Role:", its tokens)
 
 
 _FACTS: dict[int, tuple[TokenCounter, _Facts]] = {}
-_HEADERS: dict[tuple[int, str], int] = {}
 
 
 def _facts(counter: TokenCounter) -> _Facts:
@@ -118,21 +118,29 @@ def _facts(counter: TokenCounter) -> _Facts:
         eou=counter.text(END_OF_UTTERANCE),
         generation_tail=counter.text("\n" + GENERATION_PROMPT),
         text=text,
+        images={},
+        headers={},
     )
     _FACTS[id(counter)] = (counter, facts)
     return facts
 
 
-def message_cost(message: Message, counter: TokenCounter) -> MessageCost:
-    """What ``message`` adds to any conversation it is part of (see the module docstring)."""
-    facts = _facts(counter)
+def message_cost(
+    message: Message, counter: TokenCounter, facts: _Facts | None = None
+) -> MessageCost:
+    """What ``message`` adds to any conversation it is part of (see the module docstring).
+
+    ``facts`` is :func:`_facts` of ``counter``, passed by hot loops to skip the lookup.
+    """
+    if facts is None:
+        facts = _facts(counter)
     text = facts.text
-    spec, edge = counter.spec, counter.longest_edge
-    header = message.role.capitalize() + ":"
-    key = (id(counter), header)
-    header_tokens = _HEADERS.get(key)
-    if header_tokens is None:
-        header_tokens = _HEADERS[key] = text(header)
+    image_cache = facts.images
+    header_entry = facts.headers.get(message.role)
+    if header_entry is None:
+        name = message.role.capitalize() + ":"
+        header_entry = facts.headers[message.role] = (name, text(name))
+    header, header_tokens = header_entry
     content = message.content
     piece = header if type(content[0]) is not TextItem else header + " "
     pieces = 0
@@ -145,18 +153,17 @@ def message_cost(message: Message, counter: TokenCounter) -> MessageCost:
         if piece:
             pieces += text(piece)
             piece = ""
-        if kind is ImageItem:
-            cost = count_image(item.width, item.height, edge, spec)  # type: ignore[union-attr]
-            blocks += cost.block_tokens
-            image_tokens += cost.image_tokens
-            images += 1
-        else:
-            assert kind is FramesItem
-            n = len(item)  # type: ignore[arg-type]
-            cost = count_image(item.width, item.height, edge, spec)  # type: ignore[union-attr]
-            blocks += n * cost.block_tokens
-            image_tokens += n * cost.image_tokens
-            images += n
+        size = (item.width, item.height)  # type: ignore[union-attr]
+        cost = image_cache.get(size)
+        if cost is None:
+            image = count_image(size[0], size[1], counter.longest_edge, counter.spec)
+            cost = image_cache[size] = (image.block_tokens, image.image_tokens)
+            if len(image_cache) > 65536:
+                image_cache.clear()
+        n = 1 if kind is ImageItem else len(item)  # type: ignore[arg-type]
+        blocks += n * cost[0]
+        image_tokens += n * cost[1]
+        images += n
     if piece:
         pieces += text(piece)
     template = facts.newline + header_tokens + facts.eou

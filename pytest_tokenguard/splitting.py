@@ -28,7 +28,7 @@ from .conversation import (
     MessageLike,
     parse_conversation,
 )
-from .seqlen import base_tokens, message_cost
+from .seqlen import _facts, base_tokens, message_cost
 from .tokens import TokenCounter
 
 DEFAULT_MAX_TOKENS = 4096
@@ -131,7 +131,9 @@ def split(
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise SplitError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     counter = _counter(counter, longest_edge)
-    messages = parse_conversation(conversation)
+    messages = (conversation if isinstance(conversation, tuple)
+                and all(type(m) is Message for m in conversation)
+                else parse_conversation(conversation))
     lead = parse_conversation(leading, label="leading message")
     base = base_tokens(counter) + sum(message_cost(m, counter).tokens for m in lead)
     if lead and base >= max_tokens:
@@ -156,8 +158,9 @@ def split(
             sources.clear()
             used = 0
 
+    facts = _facts(counter)
     for index, message in enumerate(messages):
-        tokens = message_cost(message, counter).tokens
+        tokens = message_cost(message, counter, facts).tokens
         if tokens > room:
             if not allow_frame_split or not _cuts(message):
                 fix = ("allow_frame_split=True lets it be cut between frames"

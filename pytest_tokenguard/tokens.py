@@ -8,6 +8,7 @@ its text pieces plus its image blocks; no pixels are needed to know it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,15 @@ def image_item_size(item: dict[str, Any]) -> tuple[int, int]:
 _BYTELEVEL_PATTERN = (
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 )
+#: The same split for ASCII text, as one stdlib pattern: the individual-digits step is
+#: folded in (a digit is a token of its own, and whitespace before a digit ends a
+#: segment, which the ``\s+(?!\S)`` rule sees as the end of the string). Letters come
+#: first because they are most of the text; no two alternatives start alike, so the
+#: order does not change the split.
+_ASCII_PATTERN = (
+    r" ?[A-Za-z]+|[0-9]|'(?:s|t|re|ve|m|ll|d)| ?[^\sA-Za-z0-9]+|\s+(?=[0-9])|\s+(?!\S)|\s+"
+)
+_ASCII_SLOW_PATTERN = r"[<\x00-\x08\x0e-\x1f\x7f]"
 #: Text with these goes to the real tokenizer: added tokens start with "<" in SmolVLM,
 #: and control or non-ASCII whitespace is where regex engines may disagree on ``\s``.
 _SLOW_PATH_PATTERN = r"[<\x00-\x08\x0e-\x1f\x7f-\x9f]|(?![\t\n\x0b\x0c\r ])\s"
@@ -157,6 +167,8 @@ class PretokenCounter:
         self._digits = regex.compile(r"(\p{N})").split
         self._words = regex.compile(_BYTELEVEL_PATTERN).findall
         self._slow = regex.compile(_SLOW_PATH_PATTERN).search
+        self._ascii_words = re.compile(_ASCII_PATTERN).findall
+        self._ascii_slow = re.compile(_ASCII_SLOW_PATTERN).search
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, fallback: Any) -> PretokenCounter | None:
@@ -190,9 +202,17 @@ class PretokenCounter:
         return cls(backend, fallback)
 
     def __call__(self, text: str) -> int:
+        cache = self._cache
+        if text.isascii():
+            if self._ascii_slow(text) is not None:
+                return int(self._fallback(text))
+            words = self._ascii_words(text)
+            try:
+                return sum(map(cache.__getitem__, words))
+            except KeyError:
+                return sum(self._word(word) for word in words)
         if self._slow(text) is not None:
             return int(self._fallback(text))
-        cache = self._cache
         total = 0
         for segment in self._digits(text):
             if not segment:
@@ -205,6 +225,14 @@ class PretokenCounter:
                         cache[word] = count
                 total += count
         return total
+
+    def _word(self, word: str) -> int:
+        count = self._cache.get(word)
+        if count is None:
+            count = len(self._encode(word, add_special_tokens=False).ids)
+            if len(self._cache) < 1 << 20:
+                self._cache[word] = count
+        return count
 
 
 def fast_text_counter(counter: TokenCounter) -> Any:

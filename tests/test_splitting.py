@@ -7,7 +7,6 @@ import itertools
 import json
 from collections.abc import Sequence
 
-
 import pytest
 from _models import GRID, counter, loaded
 from hypothesis import HealthCheck, find, given, settings
@@ -20,14 +19,13 @@ from pytest_tokenguard.conversation import (
     FramesItem,
     Message,
     TextItem,
-    image_sizes,
     parse_conversation,
     to_chat_template,
     to_dicts,
 )
 from pytest_tokenguard.hypothesis_profiles import processor_examples
 from pytest_tokenguard.seqlen import count_conversation, processor_count
-from pytest_tokenguard.splitting import Chunk, SplitError, split, validate_chunks
+from pytest_tokenguard.splitting import SplitError, split, validate_chunks
 from pytest_tokenguard.tokens import TokenCounter
 
 SYSTEM = Message("system", (TextItem("You label the events in surgical video frames."),))
