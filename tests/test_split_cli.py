@@ -154,14 +154,19 @@ def test_leading_context_too_long_and_other_usage_errors(tmp_path: Path) -> None
     code, _, stderr = run(["--max-tokens", "100", "--model", model_path("2.2B"),
                            "--longest-edge", "384", "--leading-file", str(leading), str(source)])
     assert code == 1
-    assert "leading context alone is" in stderr and "max_tokens is 100" in stderr
+    assert "leading context alone is" in stderr
+    assert "max_tokens is 100" in stderr
     code, _, stderr = run(["--max-tokens", "0", str(source)])
-    assert code == 1 and "--max-tokens must be a positive integer" in stderr
+    assert code == 1
+    assert "--max-tokens must be a positive integer" in stderr
     code, _, stderr = run(["--max-tokens", "10", str(tmp_path / "nope.jsonl")])
-    assert code == 1 and "nope.jsonl: no such file" in stderr
+    assert code == 1
+    assert "nope.jsonl: no such file" in stderr
     leading.write_text(json.dumps({"role": "system", "content": [{"type": "img"}]}))
     code, _, stderr = run(["--max-tokens", "10", "--leading-file", str(leading), str(source)])
-    assert code == 1 and "leading message 0, item 0: unknown content type 'img'" in stderr
+    assert code == 1
+    assert "leading message 0, item 0: unknown content type 'img'" in stderr
     code, _, stderr = run(["--max-tokens", "10", "--model", str(tmp_path / "no-model"),
                            str(source)])
-    assert code == 1 and "does not exist" in stderr
+    assert code == 1
+    assert "does not exist" in stderr

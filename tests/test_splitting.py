@@ -195,7 +195,7 @@ def test_message_too_large_names_it_and_frame_split_fixes_it() -> None:
 def test_text_or_image_is_never_cut() -> None:
     c = counter("2.2B", 384)
     long_text = Message("user", (TextItem("word " * 5000),))
-    with pytest.raises(SplitError, match="message 0 .* shorten it or split it into several"):
+    with pytest.raises(SplitError, match=r"message 0 .* shorten it or split it into several"):
         split([long_text], 4096, counter=c, allow_frame_split=True)
     frames_then_text = Message("user", (FramesItem(FrameRange(0, 3), 64, 64),
                                         TextItem("word " * 5000)))
@@ -237,7 +237,9 @@ def test_edges() -> None:
 # ------------------------------------------------------------------ the naive estimate
 
 
-def naive_split(c: TokenCounter, conversation: Conversation, max_tokens: int) -> list[list[Message]]:
+def naive_split(
+    c: TokenCounter, conversation: Conversation, max_tokens: int
+) -> list[list[Message]]:
     """The usual estimate: 81 tokens per image plus the tokens of the text, nothing else."""
     chunks: list[list[Message]] = [[]]
     used = 0
