@@ -35,7 +35,7 @@ def test_conversations_have_the_requested_shape(conversation: Conversation) -> N
         assert 1 <= len(visuals) <= 3
         assert sum(isinstance(i, TextItem) for i in message.content) <= 1
         for item in visuals:
-            assert 10 <= min(item.width, item.height)
+            assert min(item.width, item.height) >= 10
             assert max(item.width, item.height) <= 900
             assert max(item.width, item.height) <= 4 * min(item.width, item.height)
             if isinstance(item, FramesItem):
