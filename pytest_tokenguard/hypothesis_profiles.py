@@ -44,7 +44,7 @@ settings.register_profile(
 )
 
 
-def processor_examples(minimum: int = 4) -> int:
+def processor_examples(minimum: int = 10) -> int:
     """max_examples for a test that runs the real processor on every example."""
     current = settings.default
     total = current.max_examples if current is not None else 100
