@@ -44,6 +44,16 @@ def exact(c: TokenCounter, messages: Sequence[Message]) -> int:
     return c.conversation(to_chat_template(messages)).total
 
 
+def limit_at_a_boundary(
+    c: TokenCounter, conversation: Conversation, lead: Conversation, data: st.DataObject
+) -> int:
+    """A limit equal to, one under or one over the exact length of a leading run of
+    messages: where an off-by-one in the splitter shows (random limits rarely land there)."""
+    k = data.draw(st.integers(1, len(conversation)), label="messages in the run")
+    delta = data.draw(st.sampled_from([0, -1, 1]), label="delta")
+    return max(1, exact(c, (*lead, *conversation[:k])) + delta)
+
+
 def check_error(error: SplitError, c: TokenCounter, conversation: Conversation,
                 lead: Conversation, max_tokens: int) -> None:
     """A SplitError must be true: the named message really does not fit alone."""
@@ -60,13 +70,15 @@ def check_error(error: SplitError, c: TokenCounter, conversation: Conversation,
 @pytest.mark.parametrize(("checkpoint", "edge"), GRID)
 @settings(max_examples=processor_examples())
 @given(conversation=DIALOGUES, max_tokens=LIMITS, with_lead=st.booleans(),
-       frame_split=st.booleans())
+       frame_split=st.booleans(), at_boundary=st.booleans(), data=st.data())
 def test_every_chunk_fits_the_real_processor(
     checkpoint: str, edge: int, conversation: Conversation, max_tokens: int,
-    with_lead: bool, frame_split: bool,
+    with_lead: bool, frame_split: bool, at_boundary: bool, data: st.DataObject,
 ) -> None:
     lp, c = loaded(checkpoint, edge), counter(checkpoint, edge)
     lead = (SYSTEM,) if with_lead else ()
+    if at_boundary:
+        max_tokens = limit_at_a_boundary(c, conversation, lead, data)
     try:
         chunks = split(conversation, max_tokens, counter=c, leading=lead,
                        allow_frame_split=frame_split)
@@ -87,13 +99,16 @@ def test_every_chunk_fits_the_real_processor(
         sizes=tgst.image_sizes(),
     ),
     max_tokens=LIMITS, with_lead=st.booleans(), frame_split=st.booleans(),
+    at_boundary=st.booleans(), data=st.data(),
 )
 def test_split_invariants(
     checkpoint: str, edge: int, conversation: Conversation, max_tokens: int,
-    with_lead: bool, frame_split: bool,
+    with_lead: bool, frame_split: bool, at_boundary: bool, data: st.DataObject,
 ) -> None:
     c = counter(checkpoint, edge)
     lead = (SYSTEM,) if with_lead else ()
+    if at_boundary and conversation:
+        max_tokens = limit_at_a_boundary(c, conversation, lead, data)
     try:
         chunks = split(conversation, max_tokens, counter=c, leading=lead,
                        allow_frame_split=frame_split)
@@ -139,8 +154,11 @@ def test_greedy_is_fewest_chunks(
 ) -> None:
     c = counter(checkpoint, edge)
     total = exact(c, conversation)
-    # limits from "everything in one chunk" down to where single messages stop fitting
-    max_tokens = data.draw(st.integers(max(2, total // len(conversation)), total))
+    if data.draw(st.booleans(), label="at a boundary"):
+        max_tokens = limit_at_a_boundary(c, conversation, (), data)
+    else:
+        # from "everything in one chunk" down to where single messages stop fitting
+        max_tokens = data.draw(st.integers(max(2, total // len(conversation)), total))
     best = brute_force_fewest(c, conversation, max_tokens)
     if best is None:
         with pytest.raises(SplitError):
