@@ -18,7 +18,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # never wait on the network in this suite
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest_tokenguard.hypothesis_profiles as profiles  # noqa: E402
+import pytest_tokenguard.hypothesis_profiles as profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))

@@ -8,7 +8,6 @@ all) at every checkpoint and resolution, and, for many more examples at low cost
 from __future__ import annotations
 
 import pytest
-from _models import CHECKPOINTS, GRID, counter, loaded
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,8 @@ from pytest_tokenguard.seqlen import (
 )
 from pytest_tokenguard.specs import IMAGE_TOKEN
 from pytest_tokenguard.tokens import PretokenCounter, fast_text_counter
+
+from ._models import CHECKPOINTS, GRID, counter, loaded
 
 #: small conversations: the processor decodes every image of every example
 SMALL = tgst.conversations(

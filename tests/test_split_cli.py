@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _models import REPO, loaded, model_path
 
 from pytest_tokenguard.conversation import atoms, parse_conversation
 from pytest_tokenguard.seqlen import processor_count
 from pytest_tokenguard.split_cli import add_split_parser, run_split
+
+from ._models import REPO, loaded, model_path
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import pytest
-from _models import counter, loaded
 
 from pytest_tokenguard import strategies as tgst
 from pytest_tokenguard.conversation import parse_conversation, to_chat_template
@@ -19,6 +18,8 @@ from pytest_tokenguard.splitcheck import (
     splitter_checker,
 )
 from pytest_tokenguard.splitting import split
+
+from ._models import counter, loaded
 
 SMALL = tgst.conversation_dicts(
     max_turns=8, max_images_per_turn=2, max_frames_per_run=4, max_text=40, unicode=False,

@@ -8,7 +8,6 @@ import json
 from collections.abc import Sequence
 
 import pytest
-from _models import GRID, counter, loaded
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,8 @@ from pytest_tokenguard.hypothesis_profiles import processor_examples
 from pytest_tokenguard.seqlen import count_conversation, processor_count
 from pytest_tokenguard.splitting import SplitError, split, validate_chunks
 from pytest_tokenguard.tokens import TokenCounter
+
+from ._models import GRID, counter, loaded
 
 SYSTEM = Message("system", (TextItem("You label the events in surgical video frames."),))
 

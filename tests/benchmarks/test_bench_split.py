@@ -13,7 +13,6 @@ import random
 from typing import Any
 
 import pytest
-from _models import counter, loaded
 
 from pytest_tokenguard.conversation import (
     Conversation,
@@ -26,6 +25,8 @@ from pytest_tokenguard.conversation import (
 from pytest_tokenguard.seqlen import count_conversation, processor_count
 from pytest_tokenguard.splitting import split
 from pytest_tokenguard.tokens import TokenCounter, fast_text_counter
+
+from .._models import counter, loaded
 
 RNG_SEED = 20261126
 
