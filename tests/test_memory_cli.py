@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_tokenguard.counting import count_image
 from pytest_tokenguard.memory_cli import add_memory_parser, run_memory
+from pytest_tokenguard.specs import KNOWN_SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))
@@ -30,13 +32,15 @@ def run(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_json_has_the_promised_keys() -> None:
+def test_json_has_the_promised_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKENGUARD_MODEL", raising=False)  # the default model is asserted
     code, out, _ = run("--longest-edge", "1536", "--json")
     assert code == 0
     data = json.loads(out)
     for key in ("peak_gib", "weights_gib", "activations_gib"):
         assert isinstance(data[key], float)
-    assert data["tiles_per_sample"] == 68  # 4 images of 384x384 at 1536 on 2.2B
+    spec = KNOWN_SPECS["HuggingFaceTB/SmolVLM2-2.2B-Instruct"]
+    assert data["tiles_per_sample"] == 4 * count_image(384, 384, 1536, spec).patches
     assert data["model"] == "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
 
