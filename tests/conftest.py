@@ -1,4 +1,5 @@
-"""Shared test helpers: where the real SmolVLM2 processor files are, and how to load them.
+"""Shared test helpers: where the real SmolVLM2 processor files are, and how to load them;
+offline hub, and the tokenguard-ci hypothesis profile by default.
 
 The processor files are not in the repo: they live in ``../shared/models`` beside the
 checkout (or wherever ``TOKENGUARD_MODELS_DIR`` points). Tests that need them skip
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the network in this suite
+os.environ["HF_HUB_OFFLINE"] = "1"  # never wait on the network in this suite
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest_tokenguard.hypothesis_profiles as profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))
@@ -51,3 +55,11 @@ def real_image_tokens(processor: Any, width: int, height: int, **kwargs: Any) ->
     image = Image.new("RGB", (width, height), (120, 30, 200))
     ids = processor(text=["<image>"], images=[[image]], **kwargs)["input_ids"][0]
     return ids.count(processor.image_token_id), len(ids)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # --hypothesis-profile wins; otherwise CI settings (derandomized, bounded)
+    if not config.getoption("hypothesis_profile", None):
+        from hypothesis import settings
+
+        settings.load_profile(profiles.CI)

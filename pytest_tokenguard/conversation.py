@@ -1,0 +1,427 @@
+"""Conversations in the Hugging Face chat format, parsed once into small frozen values.
+
+Splitting and counting need the size of every image up front and must never guess:
+an image without a size, an unknown content type or a missing text is an error that
+names the message and the fix, raised before any token is counted.
+
+Video frames are referenced by :class:`FrameRange`, a half-open ``[start, end)``
+range. It is the only place in the package where a frame range is defined, so the
+inclusive/exclusive off-by-one can only be (re)introduced here, where the tests pin
+its edges. In JSON a frames item is ``{"type": "frames", "start": s, "end": e,
+"width": W, "height": H}`` (``end`` exclusive, ``"video"`` optional); the chat
+template sees it as ``end - start`` image items.
+
+Only the standard library is imported at module level; PIL loads when a file is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from .specs import IMAGE_TOKEN
+
+CONTENT_TYPES = ("text", "image", "frames")
+ROLE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
+class ConversationError(ValueError):
+    """A conversation the chat template or the processor cannot take; names the spot and the fix."""
+
+
+class FrameRangeError(ConversationError):
+    """A frame range that is not a valid half-open ``[start, end)`` range."""
+
+
+def _frame_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FrameRangeError(f"frame {name} must be an integer, got {value!r}")
+    if value < 0:
+        raise FrameRangeError(f"frame {name} must be >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRange:
+    """Frames ``start, start+1, ..., end-1`` of a video: half-open, like ``range``.
+
+    Half-open so that adjacent pieces share a boundary (``[0, 40)`` + ``[40, 100)``),
+    lengths are ``end - start`` and an empty range is representable. Use
+    :meth:`from_inclusive` when the source numbers its last frame.
+    """
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        _frame_int("start", self.start)
+        _frame_int("end", self.end)
+        if self.start > self.end:
+            raise FrameRangeError(
+                f"frame range [{self.start}, {self.end}) has start > end; end is exclusive, "
+                f"so frames {self.end}..{self.start} are FrameRange({self.end}, {self.start + 1})"
+            )
+
+    @classmethod
+    def from_inclusive(cls, first: int, last: int) -> FrameRange:
+        """The range of frames ``first..last`` with both ends included."""
+        return cls(first, _frame_int("last", last) + 1)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.end))
+
+    def __contains__(self, frame: object) -> bool:
+        return isinstance(frame, int) and self.start <= frame < self.end
+
+    def split_at(self, frame: int) -> tuple[FrameRange, FrameRange]:
+        """``[start, frame)`` and ``[frame, end)``; ``frame`` may be ``start`` or ``end``."""
+        if isinstance(frame, bool) or not isinstance(frame, int):
+            raise FrameRangeError(f"split frame must be an integer, got {frame!r}")
+        if not self.start <= frame <= self.end:
+            raise FrameRangeError(
+                f"cannot split [{self.start}, {self.end}) at frame {frame}: "
+                f"it must lie in {self.start}..{self.end} (both ends allowed)"
+            )
+        return FrameRange(self.start, frame), FrameRange(frame, self.end)
+
+    def __str__(self) -> str:
+        return f"[{self.start}, {self.end})"
+
+
+@dataclass(frozen=True, slots=True)
+class TextItem:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageItem:
+    """An image whose size is known; ``path``/``image`` are kept only to write them back."""
+
+    width: int
+    height: int
+    path: str | None = None
+    image: Any = field(default=None, compare=False, repr=False)
+    #: where ``path`` was found (relative paths resolve against a base folder)
+    file: str | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FramesItem:
+    """Frames of one video, all of one size (a video has one frame size)."""
+
+    frames: FrameRange
+    width: int
+    height: int
+    video: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def split_at(self, frame: int) -> tuple[FramesItem, FramesItem]:
+        head, tail = self.frames.split_at(frame)
+        return (
+            FramesItem(head, self.width, self.height, self.video),
+            FramesItem(tail, self.width, self.height, self.video),
+        )
+
+
+ContentItem: TypeAlias = TextItem | ImageItem | FramesItem
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: tuple[ContentItem, ...]
+
+    @property
+    def images(self) -> int:
+        """Images the chat template writes for this message (each frame is one)."""
+        return sum(
+            1 if type(item) is ImageItem else len(item) if type(item) is FramesItem else 0
+            for item in self.content
+        )
+
+
+Conversation: TypeAlias = tuple[Message, ...]
+MessageLike: TypeAlias = Message | Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _size(value: object, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConversationError(
+            f"{where}: {name} must be a positive integer (pixels), got {value!r}"
+        )
+    return value
+
+
+def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> ImageItem:
+    has_w, has_h = "width" in item, "height" in item
+    path = item.get("path") or item.get("url")
+    image = item.get("image")
+    if isinstance(image, str | os.PathLike):
+        path, image = path or os.fspath(image), None
+    if has_w or has_h:
+        if not (has_w and has_h):
+            missing = "height" if has_w else "width"
+            raise ConversationError(
+                f"{where}: image has no {missing!r}; give both width and height"
+            )
+        file = None
+        if path and "://" not in os.fspath(path):
+            file = Path(os.fspath(path))
+            if base_dir is not None and not file.is_absolute():
+                file = base_dir / file
+        return ImageItem(
+            _size(item["width"], "width", where),
+            _size(item["height"], "height", where),
+            os.fspath(path) if path else None,
+            image,
+            os.fspath(file) if file is not None else None,
+        )
+    if image is not None:
+        size = getattr(image, "size", None)
+        if not (isinstance(size, tuple) and len(size) == 2):
+            raise ConversationError(
+                f"{where}: 'image' is a {type(image).__name__}, not a PIL image or a path; "
+                "give a PIL image, a file under 'path', or 'width' and 'height'"
+            )
+        return ImageItem(_size(size[0], "width", where), _size(size[1], "height", where),
+                         None, image)
+    if path:
+        text = os.fspath(path)
+        if re.match(r"[a-z][a-z0-9+.-]*://", text, re.I) and not text.startswith("file://"):
+            raise ConversationError(
+                f"{where}: {text!r} is a remote URL, which is never fetched; download it, or "
+                "give 'width' and 'height' with it"
+            )
+        text = text.removeprefix("file://")
+        file = Path(text)
+        if base_dir is not None and not file.is_absolute():
+            file = base_dir / file
+        from .images import ImageReadError, read_image_size
+
+        try:
+            width, height = read_image_size(file)
+        except ImageReadError as exc:
+            raise ConversationError(
+                f"{where}: image {exc.path} {exc.reason}; or give 'width' and 'height' to count "
+                "it without the file"
+            ) from None
+        return ImageItem(width, height, os.fspath(path), file=os.fspath(file))
+    raise ConversationError(
+        f"{where}: image has no size: give 'width' and 'height', a file under 'path', or a "
+        "PIL image under 'image'"
+    )
+
+
+def _frames(item: Mapping[str, Any], where: str) -> FramesItem:
+    for key in ("start", "end", "width", "height"):
+        if key not in item:
+            raise ConversationError(
+                f"{where}: frames item has no {key!r}; write "
+                '{"type": "frames", "start": S, "end": E, "width": W, "height": H} '
+                "with E exclusive"
+            )
+    try:
+        frames = FrameRange(item["start"], item["end"])
+    except FrameRangeError as exc:
+        raise FrameRangeError(f"{where}: {exc}") from None
+    if len(frames) == 0:
+        raise FrameRangeError(
+            f"{where}: frames [{frames.start}, {frames.end}) is empty (end is exclusive); "
+            "drop the item or use end = start + number of frames"
+        )
+    video = item.get("video")
+    if video is not None and not isinstance(video, str):
+        raise ConversationError(f"{where}: 'video' must be a string, got {video!r}")
+    return FramesItem(
+        frames, _size(item["width"], "width", where), _size(item["height"], "height", where),
+        video,
+    )
+
+
+def parse_item(item: object, where: str, base_dir: Path | None = None) -> ContentItem:
+    """One content item; ``where`` prefixes every error (e.g. ``"message 3, item 0"``)."""
+    if not isinstance(item, Mapping):
+        raise ConversationError(
+            f"{where}: content items are objects like {{'type': 'text', 'text': ...}}, "
+            f"got {type(item).__name__}"
+        )
+    kind = item.get("type")
+    if kind == "text":
+        if "text" not in item:
+            raise ConversationError(f"{where}: text item has no 'text'; add \"text\": \"...\"")
+        text = item["text"]
+        if not isinstance(text, str):
+            raise ConversationError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+        if IMAGE_TOKEN in text:
+            raise ConversationError(
+                f"{where}: the text contains {IMAGE_TOKEN!r}, which the processor would take for "
+                "an image placeholder; put images in their own {'type': 'image'} items"
+            )
+        return TextItem(text)
+    if kind == "image":
+        return _image_size(item, where, base_dir)
+    if kind == "frames":
+        return _frames(item, where)
+    if kind == "video":
+        raise ConversationError(
+            f"{where}: type 'video' goes through the processor's video pipeline, which is not "
+            "counted here; list the sampled frames as {'type': 'frames', 'start': S, 'end': E, "
+            "'width': W, 'height': H}"
+        )
+    raise ConversationError(
+        f"{where}: unknown content type {kind!r}; use one of {', '.join(CONTENT_TYPES)}"
+    )
+
+
+def parse_message(
+    message: MessageLike, index: int = 0, *, base_dir: str | os.PathLike[str] | None = None,
+    label: str = "message",
+) -> Message:
+    """Validate one chat-format message; errors say ``message <index>``."""
+    if isinstance(message, Message):
+        return message
+    where = f"{label} {index}"
+    if not isinstance(message, Mapping):
+        raise ConversationError(
+            f"{where}: a message is an object with 'role' and 'content', got "
+            f"{type(message).__name__}"
+        )
+    role = message.get("role")
+    if not isinstance(role, str) or not ROLE_PATTERN.match(role):
+        raise ConversationError(
+            f"{where}: role must be a word starting with a letter (user, assistant, system), "
+            f"got {role!r}"
+        )
+    if "content" not in message:
+        raise ConversationError(f"{where}: no 'content'; add a list of text/image items")
+    content = message["content"]
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, Sequence) or isinstance(content, bytes):
+        raise ConversationError(
+            f"{where}: 'content' must be a list of items, got {type(content).__name__}"
+        )
+    if not content:
+        raise ConversationError(
+            f"{where}: 'content' is empty; the chat template reads its first item, so give "
+            "at least one text or image item (or drop the message)"
+        )
+    base = Path(base_dir) if base_dir is not None else None
+    items = tuple(parse_item(item, f"{where}, item {i}", base) for i, item in enumerate(content))
+    return Message(role, items)
+
+
+def parse_conversation(
+    messages: Sequence[MessageLike] | Conversation,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    label: str = "message",
+) -> Conversation:
+    """A validated conversation from chat-format dicts (parsed messages pass through)."""
+    if isinstance(messages, Mapping | str | bytes):
+        raise ConversationError(
+            f"a conversation is a list of messages, got {type(messages).__name__}; "
+            "for a JSON object with 'messages', pass its 'messages' list"
+        )
+    return tuple(
+        parse_message(m, i, base_dir=base_dir, label=label) for i, m in enumerate(messages)
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def item_to_dict(item: ContentItem) -> dict[str, Any]:
+    """The JSON form of an item, frames kept as a range (the format :func:`parse_item` reads)."""
+    if type(item) is TextItem:
+        return {"type": "text", "text": item.text}
+    if type(item) is ImageItem:
+        out: dict[str, Any] = {"type": "image", "width": item.width, "height": item.height}
+        if item.path is not None:
+            out["path"] = item.path
+        return out
+    assert type(item) is FramesItem
+    frames: dict[str, Any] = {
+        "type": "frames", "start": item.frames.start, "end": item.frames.end,
+        "width": item.width, "height": item.height,
+    }
+    if item.video is not None:
+        frames["video"] = item.video
+    return frames
+
+
+def to_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """JSON-ready messages in this package's format (frames as ranges)."""
+    return [
+        {"role": m.role, "content": [item_to_dict(item) for item in m.content]} for m in messages
+    ]
+
+
+def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Messages as ``processor.apply_chat_template`` takes them: frames become image items.
+
+    Image items keep their size (and PIL image, or path resolved to where the file was
+    found) so the same list also tells which pixels to hand the processor.
+    """
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content: list[dict[str, Any]] = []
+        for item in m.content:
+            if type(item) is FramesItem:
+                for frame in item.frames:
+                    image: dict[str, Any] = {"type": "image", "width": item.width,
+                                             "height": item.height, "frame": frame}
+                    if item.video is not None:
+                        image["video"] = item.video
+                    content.append(image)
+            else:
+                entry = item_to_dict(item)
+                if type(item) is ImageItem:
+                    if item.image is not None:
+                        entry["image"] = item.image
+                    if item.file is not None:
+                        entry["path"] = item.file
+                content.append(entry)
+        out.append({"role": m.role, "content": content})
+    return out
+
+
+def image_sizes(messages: Sequence[Message]) -> list[tuple[int, int]]:
+    """(width, height) of every image the template writes, in order (frames expanded)."""
+    sizes: list[tuple[int, int]] = []
+    for m in messages:
+        for item in m.content:
+            if type(item) is ImageItem:
+                sizes.append((item.width, item.height))
+            elif type(item) is FramesItem:
+                sizes.extend([(item.width, item.height)] * len(item))
+    return sizes
+
+
+def atoms(message: Message) -> tuple[object, ...]:
+    """The message as its indivisible pieces: text items, images, and single frames.
+
+    Comparing atom sequences tells whether parts of a split message add up to the
+    original, whatever the cut points (two adjoining frames items and one item cut in
+    two have the same atoms, as they render the same).
+    """
+    out: list[object] = []
+    for item in message.content:
+        if type(item) is FramesItem:
+            out.extend(("frame", item.video, frame, item.width, item.height)
+                       for frame in item.frames)
+        else:
+            out.append(item)
+    return tuple(out)

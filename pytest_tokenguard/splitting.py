@@ -1,0 +1,295 @@
+"""Split a long conversation into chunks that each fit the model's context, exactly.
+
+A chunk is ``leading context + a run of consecutive messages``, rendered as its own
+conversation. By :mod:`pytest_tokenguard.seqlen` its length is ``base + sum(message
+costs)`` with every cost positive, so the length of a run only grows as messages are
+added: then packing greedily (close a chunk only when the next message does not fit)
+gives the fewest chunks of any split into consecutive runs (exchange argument: the
+greedy chunk ends at or past the end of any other split's chunk, by induction). The
+test suite checks that against brute force with chunks rendered and tokenized whole.
+
+Every chunk's length is the exact count, never an estimate: no chunk can exceed
+``max_tokens``. A message that cannot fit even alone raises :class:`SplitError`,
+unless ``allow_frame_split`` lets a message with video frames be cut between frames
+(or between a frames item and its neighbours); text items and images are never cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .conversation import (
+    ContentItem,
+    Conversation,
+    ConversationError,
+    FramesItem,
+    Message,
+    MessageLike,
+    parse_conversation,
+)
+from .seqlen import _facts, base_tokens, message_cost
+from .tokens import TokenCounter
+
+DEFAULT_MAX_TOKENS = 4096
+
+
+class SplitError(ValueError):
+    """The conversation cannot be split under the limit; names the message, its size, the fix.
+
+    ``index`` and ``tokens`` are the offending message's position and exact cost (None
+    when the leading context or an argument is at fault); ``room`` is what a chunk
+    has for messages once the template and leading context are counted.
+    """
+
+    def __init__(
+        self, text: str, *, index: int | None = None, tokens: int | None = None,
+        room: int | None = None,
+    ) -> None:
+        super().__init__(text)
+        self.index = index
+        self.tokens = tokens
+        self.room = room
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk: a valid conversation of ``leading`` context messages then conversation messages.
+
+    ``sources[i]`` is the input index of ``messages[leading + i]``; an index appears
+    in several consecutive chunks only when that message was cut between frames.
+    ``tokens`` is the exact length of the rendered chunk.
+    """
+
+    index: int
+    messages: Conversation
+    tokens: int
+    leading: int
+    sources: tuple[int, ...]
+
+    @property
+    def body(self) -> Conversation:
+        """The chunk's messages without the leading context."""
+        return self.messages[self.leading:]
+
+
+def _describe(message: Message, index: int, tokens: int) -> str:
+    items = len(message.content)
+    return (f"message {index} ({message.role}, {items} item{'s' * (items != 1)}, "
+            f"{message.images} image{'s' * (message.images != 1)}) is {tokens} tokens")
+
+
+def _cuts(message: Message) -> list[tuple[int, int]]:
+    """Where ``message`` may be cut: (item index, frames taken from that item).
+
+    ``(i, 0)`` cuts before item ``i``; ``(i, k)`` cuts after the k-th frame of frames
+    item ``i``. Cuts are allowed only next to a frame, so a message without frames
+    has none.
+    """
+    content = message.content
+    cuts: list[tuple[int, int]] = []
+    for i, item in enumerate(content):
+        prev_frames = i > 0 and type(content[i - 1]) is FramesItem
+        if i > 0 and (prev_frames or type(item) is FramesItem):
+            cuts.append((i, 0))
+        if type(item) is FramesItem:
+            cuts.extend((i, k) for k in range(1, len(item)))
+    return cuts
+
+
+def _cut(message: Message, cut: tuple[int, int]) -> tuple[Message, Message]:
+    i, k = cut
+    content = message.content
+    head: tuple[ContentItem, ...] = content[:i]
+    tail: tuple[ContentItem, ...] = content[i:]
+    if k:
+        item = content[i]
+        assert type(item) is FramesItem
+        first, rest = item.split_at(item.frames.start + k)
+        head = (*head, first)
+        tail = (rest, *content[i + 1:])
+    return Message(message.role, head), Message(message.role, tail)
+
+
+def split(
+    conversation: Sequence[MessageLike] | Conversation,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    *,
+    counter: TokenCounter | None = None,
+    longest_edge: int | None = None,
+    leading: Sequence[MessageLike] | Conversation = (),
+    allow_frame_split: bool = False,
+) -> list[Chunk]:
+    """Chunks of ``conversation``, each at most ``max_tokens`` as the processor counts it.
+
+    ``counter`` is the token counter of the processor the chunks are for; without it
+    the default model (``TOKENGUARD_MODEL`` or SmolVLM2-2.2B) is loaded once. A
+    ``longest_edge`` other than the counter's prices images at that resolution.
+    ``leading`` messages (system prompt, task description) start every chunk and are
+    counted in it. An empty conversation gives no chunks.
+    """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise SplitError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    counter = _counter(counter, longest_edge)
+    messages = (conversation if isinstance(conversation, tuple)
+                and all(type(m) is Message for m in conversation)
+                else parse_conversation(conversation))
+    lead = parse_conversation(leading, label="leading message")
+    base = base_tokens(counter) + sum(message_cost(m, counter).tokens for m in lead)
+    if lead and base >= max_tokens:
+        raise SplitError(
+            f"the leading context alone is {base} tokens, and max_tokens is {max_tokens}: "
+            "nothing is left for the conversation; shorten the leading context or raise "
+            "max_tokens",
+            tokens=base, room=max_tokens - base,
+        )
+    room = max_tokens - base
+    chunks: list[Chunk] = []
+    run: list[Message] = []
+    sources: list[int] = []
+    used = 0
+
+    def close() -> None:
+        nonlocal used
+        if run:
+            chunks.append(Chunk(len(chunks), (*lead, *run), base + used, len(lead),
+                                tuple(sources)))
+            run.clear()
+            sources.clear()
+            used = 0
+
+    facts = _facts(counter)
+    for index, message in enumerate(messages):
+        tokens = message_cost(message, counter, facts).tokens
+        if tokens > room:
+            if not allow_frame_split or not _cuts(message):
+                fix = ("allow_frame_split=True lets it be cut between frames"
+                       if _cuts(message) else "shorten it or split it into several messages")
+                raise SplitError(
+                    f"{_describe(message, index, tokens)}, more than the {room} tokens a chunk "
+                    f"has for messages (max_tokens {max_tokens} - {base} for the "
+                    f"{'template and leading context' if lead else 'template'}); {fix}",
+                    index=index, tokens=tokens, room=room,
+                )
+            # cut the message between frames: fill the open chunk, then fresh ones
+            rest = message
+            while True:
+                rest_tokens = message_cost(rest, counter).tokens
+                if used + rest_tokens <= room:
+                    run.append(rest)
+                    sources.append(index)
+                    used += rest_tokens
+                    break
+                head = _longest_head(rest, counter, room - used)
+                if head is None:
+                    if run:
+                        close()
+                        continue
+                    raise SplitError(
+                        f"{_describe(message, index, tokens)}; even cut between frames, a "
+                        f"piece of it does not fit the {room} tokens a chunk has for messages "
+                        "(a text item or image next to the frames is too large); raise "
+                        "max_tokens or shorten the message",
+                        index=index, tokens=tokens, room=room,
+                    )
+                head_message, head_tokens, rest = head
+                run.append(head_message)
+                sources.append(index)
+                used += head_tokens
+                close()
+            continue
+        if used + tokens > room:
+            close()
+        run.append(message)
+        sources.append(index)
+        used += tokens
+    close()
+    return chunks
+
+
+def _longest_head(
+    message: Message, counter: TokenCounter, room: int
+) -> tuple[Message, int, Message] | None:
+    """The longest leading part of ``message`` (cut at a legal point) that fits ``room``.
+
+    Binary search over the cut points: a head only grows in tokens as it takes more
+    items; the chosen head's cost is the exact count either way.
+    """
+    cuts = _cuts(message)
+    lo, hi = 0, len(cuts) - 1
+    best: tuple[Message, int, Message] | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        head, tail = _cut(message, cuts[mid])
+        tokens = message_cost(head, counter).tokens
+        if tokens <= room:
+            best = (head, tokens, tail)
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+_DEFAULT_COUNTERS: dict[tuple[str, int | None], TokenCounter] = {}
+
+
+def _counter(counter: TokenCounter | None, longest_edge: int | None) -> TokenCounter:
+    if counter is None:
+        import os
+
+        from .loading import ENV_MODEL, load_processor
+        from .specs import DEFAULT_MODEL
+
+        model = os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+        key = (model, longest_edge)
+        if key not in _DEFAULT_COUNTERS:
+            loaded = load_processor(model, longest_edge)
+            _DEFAULT_COUNTERS[key] = TokenCounter(loaded.processor, loaded.spec,
+                                                  loaded.longest_edge)
+        return _DEFAULT_COUNTERS[key]
+    if longest_edge is not None and longest_edge != counter.longest_edge:
+        key = (f"{id(counter)}", longest_edge)
+        cached = _DEFAULT_COUNTERS.get(key)
+        if cached is None or cached.processor is not counter.processor:
+            cached = TokenCounter(counter.processor, counter.spec, longest_edge)
+            _DEFAULT_COUNTERS[key] = cached
+        return cached
+    return counter
+
+
+def validate_chunks(
+    chunks: Sequence[Chunk], conversation: Conversation, leading: Conversation = ()
+) -> None:
+    """Raise ``ConversationError`` unless the chunks hold every message once, in order.
+
+    A message cut between frames must come back whole from its consecutive parts.
+    """
+    from .conversation import atoms
+
+    position = 0
+    pending: list[object] = []
+    for chunk in chunks:
+        if chunk.messages[:chunk.leading] != tuple(leading):
+            raise ConversationError(f"chunk {chunk.index} does not start with the leading context")
+        for source, part in zip(chunk.sources, chunk.body, strict=True):
+            if source != position:
+                raise ConversationError(
+                    f"chunk {chunk.index} holds message {source} where message {position} "
+                    "was due: a message is lost, repeated or out of order"
+                )
+            original = conversation[position]
+            if part.role != original.role:
+                raise ConversationError(f"chunk {chunk.index}: message {source} changed role")
+            pending.extend(atoms(part))
+            whole = atoms(original)
+            if tuple(pending) == whole:
+                position += 1
+                pending = []
+            elif tuple(pending) != whole[:len(pending)]:
+                raise ConversationError(
+                    f"chunk {chunk.index}: message {source}'s content differs from the input"
+                )
+    if position != len(conversation) or pending:
+        raise ConversationError(
+            f"the chunks end at message {position} of {len(conversation)}: messages are missing"
+        )
