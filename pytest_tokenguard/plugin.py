@@ -9,7 +9,7 @@ a test makes; without it the markers are inert, as pytest-memray's are without
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -273,6 +273,24 @@ def tokenguard_counter(tokenguard_loaded: LoadedProcessor) -> TokenCounter:
 
     return TokenCounter(tokenguard_loaded.processor, tokenguard_loaded.spec,
                         tokenguard_loaded.longest_edge)
+
+
+@pytest.fixture
+def tokenguard_check_splitter(tokenguard_counter: TokenCounter) -> Callable[..., None]:
+    """Prove your own splitter never overflows, in one line::
+
+        def test_my_splitter(tokenguard_check_splitter):
+            tokenguard_check_splitter(my_split, max_tokens=4096)
+
+    Hypothesis generates conversations, every chunk ``my_split`` returns is rendered and
+    counted by the real processor at this test's resolution, and coverage and order are
+    checked; a failure shows the shrunk conversation and the overflowing chunk's count.
+    The callable takes ``(split_fn, max_tokens=4096, *, conversations=None,
+    max_examples=None, leading=())``.
+    """
+    from .splitcheck import splitter_checker
+
+    return splitter_checker(tokenguard_counter)
 
 
 class TokenguardSession:

@@ -262,3 +262,46 @@ def test_tokenguard_collect_only_stays_light(pytester: pytest.Pytester) -> None:
                                            "-p", "no:hypothesispytest", "-p", "no:benchmark")
     result.stdout.fnmatch_lines(['HEAVY []'])
     assert json is not None
+
+
+def test_check_splitter_fixture_catches_a_naive_splitter(pytester: pytest.Pytester,
+                                                         model_path: str) -> None:
+    """The user's one-liner: a splitter that packs by "81 tokens per image" is caught with
+    the shrunk conversation and the real count; the exact splitter passes."""
+    pytester.makepyfile("""
+        from pytest_tokenguard.splitting import split
+        from pytest_tokenguard.strategies import conversation_dicts
+
+        DIALOGUES = conversation_dicts(min_turns=8, max_turns=12, min_images_per_turn=2,
+                                       max_images_per_turn=3, frames=False, max_text=50)
+
+        def naive_split(messages, budget=1024):
+            chunks, current, used = [], [], 0
+            for message in messages:
+                cost = sum(81 if item["type"] == "image" else len(item["text"]) // 4
+                           for item in message["content"])
+                if current and used + cost > budget:
+                    chunks.append(current)
+                    current, used = [], 0
+                current.append(message)
+                used += cost
+            return chunks + ([current] if current else [])
+
+        def test_naive(tokenguard_check_splitter):
+            tokenguard_check_splitter(naive_split, max_tokens=1024, conversations=DIALOGUES,
+                                      max_examples=20)
+
+        def test_exact(tokenguard_check_splitter, tokenguard_counter):
+            tokenguard_check_splitter(
+                lambda messages: split(messages, 1024, counter=tokenguard_counter),
+                max_tokens=1024, conversations=DIALOGUES, max_examples=10)
+    """)
+    result = pytester.runpytest(f"--tokenguard-model={model_path}",
+                                "--tokenguard-resolutions=384", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*SplitterCheckError: chunk * is * tokens as the real processor counts the rendered "
+        "chunk, over max_tokens 1024 by *",
+        "*conversation (shrunk): *",
+    ])
+    result.stdout.fnmatch_lines(["FAILED *::test_naive[[]le384[]]*"])
