@@ -194,7 +194,13 @@ class ProcessorCache:
         return self._loaded[longest_edge]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    profile = config.getoption("hypothesis_profile", None)
+    if isinstance(profile, str) and profile.startswith("tokenguard-"):
+        # registered before hypothesis's own configure loads the named profile; imported
+        # only when asked for, so plain runs do not pay for hypothesis here
+        from . import hypothesis_profiles  # noqa: F401
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
     config.stash[_cache_key] = ProcessorCache(configured_model(config), configured_timeout(config))

@@ -264,6 +264,7 @@ def test_tokenguard_collect_only_stays_light(pytester: pytest.Pytester) -> None:
     assert json is not None
 
 
+@pytest.mark.tokenguard_no_baseline("the inner run draws hypothesis examples")
 def test_check_splitter_fixture_catches_a_naive_splitter(pytester: pytest.Pytester,
                                                          model_path: str) -> None:
     """The user's one-liner: a splitter that packs by "81 tokens per image" is caught with
@@ -305,3 +306,18 @@ def test_check_splitter_fixture_catches_a_naive_splitter(pytester: pytest.Pytest
         "*conversation (shrunk): *",
     ])
     result.stdout.fnmatch_lines(["FAILED *::test_naive[[]le384[]]*"])
+
+
+def test_hypothesis_profiles_are_available_to_users(pytester: pytest.Pytester) -> None:
+    """`--hypothesis-profile tokenguard-long` works in a project with no conftest of ours."""
+    pytester.makepyfile("""
+        from hypothesis import given, settings, strategies as st
+
+        @given(st.integers())
+        def test_profile(value):
+            assert settings.default.max_examples == 3000
+            assert settings.default.deadline is None
+    """)
+    result = pytester.runpytest_subprocess("--hypothesis-profile", "tokenguard-long",
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
