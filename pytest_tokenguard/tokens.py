@@ -239,14 +239,12 @@ class PretokenCounter:
 def fast_text_counter(counter: TokenCounter) -> Any:
     """A callable text -> tokens equal to ``counter.text``, fast where the tokenizer allows.
 
-    Kept per counter (built once: it reads the tokenizer's JSON).
+    Built once per counter (it reads the tokenizer's JSON) and kept on the counter
+    itself, so it lives and dies with it.
     """
-    fast = _FAST.get(id(counter))
-    if fast is None or fast[0] is not counter:
+    fast = counter.__dict__.get("_fast_text")
+    if fast is None:
         pre = PretokenCounter.for_tokenizer(counter.tokenizer, counter.text)
-        fast = (counter, pre if pre is not None else counter.text)
-        _FAST[id(counter)] = fast
-    return fast[1]
-
-
-_FAST: dict[int, tuple[TokenCounter, Any]] = {}
+        fast = pre if pre is not None else counter.text
+        counter.__dict__["_fast_text"] = fast
+    return fast
