@@ -30,8 +30,13 @@ def test_counter_equals_real_processor(checkpoint: str, size: tuple[int, int],
     width, height = size
     processor = real_processor(checkpoint)
     spec = spec_from_folder(model_folder(checkpoint))
+    # resample=0 (nearest): the filter changes pixels, never sizes or tokens, and torch's
+    # antialiased Lanczos kernel (the checkpoint's filter) can hit an internal assert on
+    # 1-pixel-wide images (seen with torch 2.14.1: "num_channels == unpacked_output.size(0)
+    # INTERNAL ASSERT FAILED", not reproducible alone); test_from_pretrained_size_matches...
+    # and the regression suite keep the checkpoint's own filter.
     real_image, real_total = real_image_tokens(
-        processor, width, height, size={"longest_edge": longest_edge}
+        processor, width, height, size={"longest_edge": longest_edge}, resample=0
     )
     cost = count_image(width, height, longest_edge, spec)
     assert (cost.image_tokens, cost.block_tokens) == (real_image, real_total)
