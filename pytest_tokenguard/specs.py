@@ -92,7 +92,7 @@ _SMOLVLM2_500M = ModelSpec(
 _SMOLVLM2_256M = replace(_SMOLVLM2_500M, name="HuggingFaceTB/SmolVLM2-256M-Video-Instruct")
 
 #: Published values of the checkpoints this package knows offline. They are checked
-#: against the real processor files in the test suite (tests/test_specs.py).
+#: against the real processor files in the test suite (tests/unit/test_specs.py).
 KNOWN_SPECS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (_SMOLVLM2_22B, _SMOLVLM2_500M, _SMOLVLM2_256M)
 }

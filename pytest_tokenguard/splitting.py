@@ -28,7 +28,7 @@ from .conversation import (
     MessageLike,
     parse_conversation,
 )
-from .seqlen import _facts, base_tokens, message_cost
+from .sequence import _facts, base_tokens, message_cost
 from .tokens import TokenCounter
 
 DEFAULT_MAX_TOKENS = 4096
@@ -237,7 +237,7 @@ def _counter(counter: TokenCounter | None, longest_edge: int | None) -> TokenCou
     if counter is None:
         import os
 
-        from .loading import ENV_MODEL, load_processor
+        from .processor.loading import ENV_MODEL, load_processor
         from .specs import DEFAULT_MODEL
 
         model = os.environ.get(ENV_MODEL) or DEFAULT_MODEL

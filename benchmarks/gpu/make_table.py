@@ -1,8 +1,8 @@
 """Write ``docs/gpu-memory.md`` from the recorded ``results-*.json`` and the memory model.
 
 Every number in the document comes from a results file or from
-:func:`pytest_tokenguard.memory_model.estimate_step`; nothing is typed by hand, and
-``tests/test_memory_model.py`` fails when the document is stale.
+:func:`pytest_tokenguard.gpu.model.estimate_step`; nothing is typed by hand, and
+``tests/unit/test_memory_model.py`` fails when the document is stale.
 
     PYTHONPATH=. python benchmarks/gpu/make_table.py > docs/gpu-memory.md
 """
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.gpu.smolvlm_step import FRAME_SIDE
 from pytest_tokenguard.counting import count_image
-from pytest_tokenguard.memory_model import KNOWN_ARCHITECTURES, MemoryEstimate, estimate_step
-from pytest_tokenguard.smolvlm_step import FRAME_SIDE
+from pytest_tokenguard.gpu.model import KNOWN_ARCHITECTURES, MemoryEstimate, estimate_step
 from pytest_tokenguard.specs import KNOWN_SPECS
 
 HERE = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ cut short still leaves what it measured.
         --out benchmarks/gpu/results-h100.json
 
 The recipe (pure bf16 + AdamW, sdpa, steady-state step) is described in
-``pytest_tokenguard/smolvlm_step.py``.
+``benchmarks/gpu/smolvlm_step.py``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CASES = [
 
 def run_case(case_id: str, models_dir: str, timeout: float) -> dict[str, Any]:
     """One case in a fresh interpreter; its JSON, or an error record."""
-    command = [sys.executable, "-c", "import sys; from pytest_tokenguard.smolvlm_step import "
+    command = [sys.executable, "-c", "import sys; from benchmarks.gpu.smolvlm_step import "
                "main_one; main_one(sys.argv[1], sys.argv[2])", case_id, models_dir]
     started = time.perf_counter()
     try:

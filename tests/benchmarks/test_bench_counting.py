@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pytest_tokenguard.cli import run_count
+from pytest_tokenguard.cli.count import run_count
 from pytest_tokenguard.counting import ImageCounter, count_image
 from pytest_tokenguard.specs import spec_from_folder
-
-from ..conftest import FIXTURES, RESOLUTIONS, model_folder, real_image_tokens, real_processor
+from tests.helpers import FIXTURES, RESOLUTIONS, model_folder, real_image_tokens, real_processor
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 SIZE = (384, 384)

@@ -22,11 +22,10 @@ from pytest_tokenguard.conversation import (
     Message,
     TextItem,
 )
-from pytest_tokenguard.seqlen import count_conversation, processor_count
+from pytest_tokenguard.sequence import count_conversation, processor_count
 from pytest_tokenguard.splitting import split
 from pytest_tokenguard.tokens import TokenCounter, fast_text_counter
-
-from .._models import counter, loaded
+from tests.helpers import counter, loaded
 
 RNG_SEED = 20261126
 

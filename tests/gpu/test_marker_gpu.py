@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenguard import gpu
-from pytest_tokenguard.gpu import GpuMeasure, check_gpu_limit, cuda_status
+from pytest_tokenguard.gpu import measure as gpu
+from pytest_tokenguard.gpu.measure import GpuMeasure, check_gpu_limit, cuda_status
 from pytest_tokenguard.units import parse_size
 
 _STATUS = cuda_status()

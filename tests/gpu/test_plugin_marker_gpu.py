@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from pytest_tokenguard.gpu import cuda_status
+from pytest_tokenguard.gpu.measure import cuda_status
 
 _STATUS = cuda_status()
 pytestmark = [

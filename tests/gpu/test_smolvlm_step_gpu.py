@@ -2,7 +2,7 @@
 
 Each case builds the checkpoint's architecture with random bf16 weights, feeds it a
 batch made by the real processor (4 generated 384x384 frames plus text per sample)
-and runs forward, backward and an AdamW step (``pytest_tokenguard.smolvlm_step``).
+and runs forward, backward and an AdamW step (``benchmarks.gpu.smolvlm_step``).
 The ceiling is the torch peak reserved recorded in ``benchmarks/gpu/results-*.json``
 plus ``MARGIN``; the memory model must predict the live peak within 10%.
 """
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenguard.gpu import GpuPeak, check_gpu_limit, cuda_status
-from pytest_tokenguard.memory_model import KNOWN_ARCHITECTURES, estimate_step
-from pytest_tokenguard.smolvlm_step import StepCase, measure_case
-
-from .conftest import model_folder, recorded_results
+from benchmarks.gpu.smolvlm_step import StepCase, measure_case
+from pytest_tokenguard.gpu.measure import GpuPeak, check_gpu_limit, cuda_status
+from pytest_tokenguard.gpu.model import KNOWN_ARCHITECTURES, estimate_step
+from tests.helpers import gpu_model_folder as model_folder
+from tests.helpers import recorded_results
 
 _STATUS = cuda_status()
 pytestmark = [

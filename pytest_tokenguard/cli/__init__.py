@@ -1,0 +1,42 @@
+"""``tokenguard``: the command line, kept thin; the work is done by the library modules.
+
+Each subcommand lives in its own module and is imported here explicitly, so a bug in
+one of them fails loudly (an ImportError with its traceback) instead of making the
+subcommand vanish. Exit codes, the same for every subcommand: 0 ok, 1 a check failed
+or an input could not be read, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .count import add_count_parser
+from .memory import add_memory_parser
+from .split import add_split_parser
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenguard",
+        description="Exact SmolVLM2 image-token counts, sample splitting and GPU memory "
+        "estimates.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_count_parser(sub)
+    add_split_parser(sub)
+    add_memory_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("tokenguard: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,125 @@
+"""``tokenguard memory``: the predicted GPU peak of a SmolVLM2 training step, on any machine.
+
+Runs the memory model (:mod:`pytest_tokenguard.memory_model`) from the checkpoint's
+shapes, so a CPU-only CI job can answer "does this resolution still fit in 80 GB?"
+before a GPU job is ever queued. ``--limit`` turns the answer into an exit status.
+No torch or transformers import: it answers in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+from ..counting import CountingError
+from ..gpu.model import DTYPE_BYTES, MemoryModelError, check_predicted_limit, estimate_for_model
+from ..specs import DEFAULT_MODEL, SpecError
+from ..units import accepted_units, format_bytes, parse_size
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 384x384") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be positive")
+    return width, height
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``memory`` subcommand to ``tokenguard``'s subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "memory",
+        help="predicted GPU peak of one training step (no GPU needed)",
+        description="Predict the torch peak allocated memory of one SmolVLM2 training step "
+        "(forward, backward, AdamW step; bf16 weights, gradients and moments) from the "
+        "model's shapes. Validated within 10%% of measured peaks (docs/gpu-memory.md); the "
+        "allocator's cache and the CUDA context come on top.",
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("TOKENGUARD_MODEL", DEFAULT_MODEL),
+        help="checkpoint folder with config.json, or a known hub id (default %(default)s)",
+    )
+    parser.add_argument("--longest-edge", type=_positive, default=None,
+                        help="processor resolution (default: the checkpoint's own)")
+    parser.add_argument("--images", type=_count, default=4, help="images per sample (4)")
+    parser.add_argument("--image-size", type=_image_size, default=(384, 384),
+                        help="WIDTHxHEIGHT of every image (384x384)")
+    parser.add_argument("--batch", type=_positive, default=1, help="samples per step (1)")
+    parser.add_argument("--text-tokens", type=_count, default=64,
+                        help="text tokens per sample besides the image blocks (64)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bfloat16")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                        help="adamw is the measured recipe; sgd (no state) is not validated")
+    parser.add_argument("--limit", type=_size, default=None,
+                        help=f"exit 1 when the prediction passes this size ({accepted_units()})")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.set_defaults(func=run_memory)
+    return parser
+
+
+def run_memory(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Print the estimate; 0, or 1 over ``--limit``, or 2 on bad input."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        estimate = estimate_for_model(
+            args.model,
+            longest_edge=args.longest_edge,
+            images=args.images,
+            text_tokens=args.text_tokens,
+            batch=args.batch,
+            gradient_checkpointing=args.gradient_checkpointing,
+            dtype=args.dtype,
+            optimizer=args.optimizer,
+            image_size=args.image_size,
+        )
+    except (MemoryModelError, SpecError, CountingError) as exc:
+        print(f"tokenguard memory: {exc}", file=err)
+        return 2
+    result = None if args.limit is None else check_predicted_limit(estimate, args.limit)
+    if args.json:
+        data = estimate.to_dict()
+        if result is not None:
+            data.update(limit_bytes=result.limit_bytes, passed=result.passed,
+                        message=result.message)
+        print(json.dumps(data), file=out)
+    else:
+        print(estimate.describe(), file=out)
+        print(f"  (torch peak allocated; reserved cache and CUDA context come on top: "
+              f"{format_bytes(estimate.peak_bytes)} is a floor for nvidia-smi)", file=out)
+        if result is not None:
+            print(("PASS " if result.passed else "FAIL ") + result.message, file=out)
+    return 0 if result is None or result.passed else 1

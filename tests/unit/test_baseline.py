@@ -1,0 +1,291 @@
+"""The baseline file, the comparison and the atomic write, without pytest in between."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_tokenguard.baseline.store import (
+    ACCEPT_HINT,
+    CHANGED,
+    NEW,
+    UNCHANGED,
+    BaselineError,
+    Entry,
+    GpuFigure,
+    GpuTolerance,
+    ImageEntry,
+    ResolutionEntry,
+    compare,
+    dumps,
+    entry_from_properties,
+    failure_message,
+    load,
+    merge,
+    parse_tolerance,
+    write_atomic,
+)
+
+TEN_PERCENT = GpuTolerance(percent=10)
+
+
+def frame(edge: int, tokens: int, block: int, images: int = 1) -> ResolutionEntry:
+    return ResolutionEntry(edge, images, tokens * images, block * images, block,
+                           (ImageEntry(384, 384, tokens, block),))
+
+
+LE384 = Entry((frame(384, 81, 84),))
+LE512 = Entry((frame(512, 405, 418),))
+
+
+def test_dumps_is_canonical_and_round_trips(tmp_path: Path) -> None:
+    entries = {"t.py::b": Entry((frame(512, 405, 418), frame(384, 81, 84))),
+               "t.py::a[le384]": Entry((frame(384, 81, 84),), GpuFigure(2**30, "torch_reserved"))}
+    text = dumps(entries)
+    assert text == dumps(dict(reversed(list(entries.items()))))  # insertion order is irrelevant
+    assert text.endswith("}\n")
+    assert "\t" not in text
+    document = json.loads(text)
+    assert list(document["tests"]) == ["t.py::a[le384]", "t.py::b"]
+    assert [r["longest_edge"] for r in document["tests"]["t.py::b"]["resolutions"]] == [384, 512]
+    assert document["tests"]["t.py::a[le384]"]["gpu"] == {"gpu_peak_bytes": 2**30,
+                                                          "gpu_measure": "torch_reserved"}
+    path = tmp_path / "baseline.json"
+    path.write_text(text)
+    loaded = load(path)
+    assert loaded.exists
+    assert dict(loaded.entries) == entries
+    assert loaded.dumps() == text
+
+
+def test_missing_file_is_an_empty_baseline(tmp_path: Path) -> None:
+    baseline = load(tmp_path / "nope.json")
+    assert not baseline.exists
+    assert not baseline.entries
+
+
+def test_invalid_json_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    text = dumps({"t.py::a": LE384}).replace('"images": 1,', '"images": 1', 1)
+    path.write_text(text)
+    with pytest.raises(BaselineError) as info:
+        load(path, ".tokenguard/baseline.json")
+    line = text.splitlines().index('          "images": 1') + 2  # the error is on the next key
+    assert str(info.value).startswith(f"tokenguard baseline .tokenguard/baseline.json:{line}:")
+    assert "not valid JSON" in str(info.value)
+    assert "--tokenguard-update" in str(info.value)
+
+
+def test_merge_conflict_markers_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text('{\n<<<<<<< HEAD\n  "a": 1\n=======\n  "a": 2\n>>>>>>> branch\n}\n')
+    with pytest.raises(BaselineError, match=r"baseline\.json:2: contains a git merge conflict"):
+        load(path)
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda d: d.update(format="something else"), "not a tokenguard baseline"),
+    (lambda d: d.update(version=0), "version: expected 1, got 0"),
+    (lambda d: d.update(tests=[]), "tests: expected an object"),
+    (lambda d: d["tests"]["t.py::a"]["resolutions"][0].update(image_tokens="81"),
+     r"tests\['t.py::a'\].resolutions\[0\].image_tokens: expected a non-negative integer, "
+     "got '81'"),
+    (lambda d: d["tests"]["t.py::a"]["resolutions"][0].update(longest_edge=0),
+     "longest_edge: expected a positive integer or null"),
+    (lambda d: d["tests"]["t.py::a"].update(gpu={"gpu_peak_bytes": 1}),
+     r"\.gpu\.gpu_measure: expected a counter name"),
+], ids=["format", "version", "tests", "type", "edge", "gpu"])
+def test_wrong_schema_is_a_clear_error(tmp_path: Path, mutate: object, expected: str) -> None:
+    document = json.loads(dumps({"t.py::a": LE384}))
+    mutate(document)  # type: ignore[operator]
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(document, indent=2))
+    with pytest.raises(BaselineError, match=expected):
+        load(path)
+
+
+def test_schema_error_points_at_the_entry_line(tmp_path: Path) -> None:
+    document = json.loads(dumps({"t.py::a": LE384, "t.py::b": LE384}))
+    document["tests"]["t.py::b"]["resolutions"][0]["images"] = -1
+    path = tmp_path / "baseline.json"
+    text = json.dumps(document, indent=2, sort_keys=True)
+    path.write_text(text)
+    line = text.splitlines().index('    "t.py::b": {') + 1
+    with pytest.raises(BaselineError, match=rf"baseline\.json:{line}: tests\['t.py::b'\]"):
+        load(path)
+
+
+def test_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"format": "pytest-tokenguard baseline", "version": 7,
+                                "tests": {}}))
+    with pytest.raises(BaselineError, match=r"newer pytest-tokenguard.*upgrade"):
+        load(path)
+
+
+def test_equal_figures_are_unchanged() -> None:
+    assert compare(LE384, LE384, TEN_PERCENT).status == UNCHANGED
+
+
+def test_no_entry_is_new() -> None:
+    comparison = compare(None, LE384, TEN_PERCENT)
+    assert (comparison.status, comparison.new_figures, comparison.fails) == (NEW, ("tokens",),
+                                                                             False)
+
+
+def test_moved_resolution_headline_names_old_and_new_counts() -> None:
+    comparison = compare(LE384, LE512, TEN_PERCENT)
+    assert comparison.status == CHANGED
+    assert comparison.fails
+    message = failure_message("tests/t.py::test_x[le384]", comparison, LE512, LE384,
+                              ".tokenguard/baseline.json")
+    lines = message.splitlines()
+    assert lines[0] == ("tokenguard baseline: test_x[le384] image tokens changed at "
+                        "longest_edge=384: 81 -> 405, now at longest_edge=512 "
+                        "(baseline .tokenguard/baseline.json)")
+    assert any(line.split() == ["384", "->", "512", "image", "tokens", "81", "405"]
+               for line in lines)
+    assert lines[-1].startswith(ACCEPT_HINT)
+    assert comparison.changed_edges() == {384, 512}
+
+
+def test_same_resolution_different_cost() -> None:
+    now = Entry((ResolutionEntry(384, 1, 405, 418, 418, (ImageEntry(384, 384, 405, 418),)),))
+    comparison = compare(LE384, now, TEN_PERCENT)
+    assert failure_message("t.py::test_x[le384]", comparison, now, LE384, "b.json").splitlines()[
+        0] == "tokenguard baseline: test_x[le384] image tokens changed at longest_edge=384: 81 " \
+              "-> 405 (baseline b.json)"
+
+
+def test_more_images_of_the_same_cost_is_a_change() -> None:
+    comparison = compare(LE384, Entry((frame(384, 81, 84, images=2),)), TEN_PERCENT)
+    assert [(c.figure, c.baseline, c.now) for c in comparison.changes] == [
+        ("images", "1", "2"), ("total image tokens", "81", "162"),
+        ("total block tokens", "84", "168")]
+
+
+def test_extra_resolution_is_a_change() -> None:
+    comparison = compare(LE384, Entry((frame(384, 81, 84), frame(512, 405, 418))), TEN_PERCENT)
+    assert [(c.longest_edge, c.figure, c.baseline) for c in comparison.changes] == [
+        (512, "resolution", "not recorded")]
+
+
+def test_no_recording_any_more_is_a_change() -> None:
+    comparison = compare(LE384, Entry(), TEN_PERCENT)
+    assert comparison.fails
+    assert comparison.changes[0].now == "not recorded"
+
+
+@pytest.mark.parametrize(("now", "tolerance", "fails", "changed"), [
+    (1_050, "10%", False, False),
+    (1_101, "10%", True, True),
+    (1_101, "200B", False, False),
+    (1_201, "200B", True, True),
+    (800, "10%", False, True),  # a lower peak is reported, never fails
+])
+def test_gpu_peak_tolerance(now: int, tolerance: str, fails: bool, changed: bool) -> None:
+    old = Entry((), GpuFigure(1_000, "torch_reserved"))
+    comparison = compare(old, Entry((), GpuFigure(now, "torch_reserved")),
+                         parse_tolerance(tolerance))
+    assert comparison.fails is fails
+    assert (comparison.status == CHANGED) is changed
+
+
+def test_gpu_peaks_of_different_counters_are_not_compared() -> None:
+    comparison = compare(Entry((), GpuFigure(10, "torch_reserved")),
+                         Entry((), GpuFigure(10, "nvml")), TEN_PERCENT)
+    assert comparison.fails
+    assert comparison.changes[0].figure == "gpu measure"
+
+
+def test_gpu_not_measured_keeps_the_baseline_peak() -> None:
+    old = Entry((frame(384, 81, 84),), GpuFigure(10, "torch_reserved"))
+    comparison = compare(old, LE384, TEN_PERCENT)
+    assert comparison.status == UNCHANGED
+    assert comparison.notes
+    assert merge(old, LE384) == old
+    assert merge(None, Entry()) is None
+
+
+def test_new_gpu_figure_in_an_existing_entry_is_new() -> None:
+    comparison = compare(LE384, Entry(LE384.resolutions, GpuFigure(5, "torch_reserved")),
+                         TEN_PERCENT)
+    assert (comparison.status, comparison.new_figures) == (NEW, ("gpu",))
+    merged = merge(LE384, Entry(LE512.resolutions, GpuFigure(5, "torch_reserved")),
+                   only_new=True)
+    assert merged == Entry(LE384.resolutions, GpuFigure(5, "torch_reserved"))
+
+
+def test_figures_travel_in_user_properties() -> None:
+    properties: list[tuple[str, object]] = [
+        ("tokenguard", {"figures": [{"longest_edge": 384, "images": 1, "patches": 1,
+                                     "image_tokens": 81, "block_tokens": 84,
+                                     "longest_sequence": 84, "per_image": [[384, 384, 81, 84]]}]}),
+        ("other", {"gpu_peak_bytes": 1}),
+        ("tokenguard", {"gpu_peak_bytes": 7, "gpu_measure": "torch_reserved"}),
+        ("tokenguard", {"gate": {"otherwise_passed": True}}),
+    ]
+    assert entry_from_properties(properties, "tokenguard") == Entry(
+        LE384.resolutions, GpuFigure(7, "torch_reserved"))
+
+
+def test_measured_gpu_peak_wins_over_prediction() -> None:
+    predicted = ("tokenguard", {"gpu_peak_bytes": 9, "gpu_measure": "predicted_+_10%_margin",
+                                "gpu_limit_bytes": 20})
+    measured = ("tokenguard", {"gpu_peak_bytes": 7, "gpu_measure": "torch_reserved",
+                               "gpu_limit_bytes": 20})
+    for properties in ([predicted, measured], [measured, predicted]):
+        assert entry_from_properties(properties, "tokenguard").gpu == GpuFigure(
+            7, "torch_reserved")
+    assert entry_from_properties([predicted], "tokenguard").gpu == GpuFigure(
+        9, "predicted_+_10%_margin")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("10%", GpuTolerance(percent=10)),
+    ("2.5 %", GpuTolerance(percent=2.5)),
+    ("512MiB", GpuTolerance(bytes=512 * 2**20)),
+    ("1gib", GpuTolerance(bytes=2**30)),
+    ("1.5 GB", GpuTolerance(bytes=1_500_000_000)),
+    ("300MB", GpuTolerance(bytes=300_000_000)),
+    ("0", GpuTolerance(bytes=0)),
+])
+def test_parse_tolerance(raw: str, expected: GpuTolerance) -> None:
+    assert parse_tolerance(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "ten", "-5%", "5 parsecs", "%"])
+def test_bad_tolerance_says_what_is_accepted(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"percentage of the baseline peak \(10%\)"):
+        parse_tolerance(raw)
+
+
+def test_write_atomic_replaces_and_skips_identical(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "baseline.json"
+    assert write_atomic(path, "one\n")
+    path.chmod(0o640)
+    assert write_atomic(path, "two\n")
+    assert path.read_text() == "two\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+    mtime = path.stat().st_mtime_ns
+    assert not write_atomic(path, "two\n")
+    assert path.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in path.parent.iterdir()) == ["baseline.json"]
+
+
+def test_failed_write_leaves_the_old_file_whole(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text("old\n")
+
+    def crash(src: str, dst: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # no temp file left

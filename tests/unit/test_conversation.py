@@ -1,0 +1,203 @@
+"""The conversation model: one frame-range definition, pinned at its edges, and
+validation errors that name the message and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_tokenguard.conversation import (
+    ConversationError,
+    FrameRange,
+    FrameRangeError,
+    FramesItem,
+    ImageItem,
+    Message,
+    TextItem,
+    atoms,
+    image_sizes,
+    parse_conversation,
+    to_chat_template,
+    to_dicts,
+)
+from pytest_tokenguard.testing import strategies as tgst
+
+# ------------------------------------------------------------------ FrameRange edges
+
+
+def test_empty_range() -> None:
+    r = FrameRange(5, 5)
+    assert len(r) == 0
+    assert list(r) == []
+    assert 5 not in r
+    assert not r
+
+
+def test_single_frame() -> None:
+    r = FrameRange(7, 8)
+    assert len(r) == 1
+    assert list(r) == [7]
+    assert 7 in r
+    assert 8 not in r  # end is exclusive
+    assert 6 not in r
+
+
+def test_end_is_exclusive_like_range() -> None:
+    # regression: an inclusive end would make this 11 frames and contain 10
+    r = FrameRange(0, 10)
+    assert len(r) == 10
+    assert list(r) == list(range(10))
+    assert 10 not in r
+    assert 9 in r
+
+
+def test_from_inclusive() -> None:
+    assert FrameRange.from_inclusive(3, 3) == FrameRange(3, 4)
+    assert list(FrameRange.from_inclusive(0, 9)) == list(range(10))
+
+
+def test_start_after_end_names_the_fix() -> None:
+    with pytest.raises(FrameRangeError, match=r"start > end; end is exclusive"):
+        FrameRange(4, 3)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None])
+def test_bad_bounds(bad: object) -> None:
+    with pytest.raises(FrameRangeError, match="frame start"):
+        FrameRange(bad, 10)  # type: ignore[arg-type]
+
+
+def test_split_at_both_ends() -> None:
+    r = FrameRange(2, 6)
+    assert r.split_at(2) == (FrameRange(2, 2), FrameRange(2, 6))
+    assert r.split_at(6) == (FrameRange(2, 6), FrameRange(6, 6))
+    assert r.split_at(3) == (FrameRange(2, 3), FrameRange(3, 6))
+    with pytest.raises(FrameRangeError, match=r"must lie in 2\.\.6"):
+        r.split_at(7)
+    with pytest.raises(FrameRangeError, match=r"must lie in 2\.\.6"):
+        r.split_at(1)
+
+
+@given(tgst.frame_ranges(max_frames=50), st.data())
+def test_split_at_partitions(r: FrameRange, data: st.DataObject) -> None:
+    at = data.draw(st.integers(r.start, r.end))
+    head, tail = r.split_at(at)
+    assert head.end == tail.start == at
+    assert len(head) + len(tail) == len(r)
+    assert [*head, *tail] == list(r)
+    assert all((f in head) != (f in tail) for f in r)
+
+
+# ------------------------------------------------------------------ parsing and errors
+
+
+def test_parse_all_item_kinds(tmp_path: Path) -> None:
+    from PIL import Image
+
+    file = tmp_path / "a.png"
+    Image.new("RGB", (30, 20)).save(file)
+    pil = Image.new("RGB", (7, 9))
+    conv = parse_conversation([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [
+            {"type": "image", "path": str(file)},
+            {"type": "image", "image": pil},
+            {"type": "image", "width": 640, "height": 480},
+            {"type": "frames", "start": 10, "end": 13, "width": 64, "height": 32, "video": "v"},
+            {"type": "text", "text": "what changes?"},
+        ]},
+    ])
+    assert conv[0] == Message("system", (TextItem("be brief"),))
+    items = conv[1].content
+    assert items[0] == ImageItem(30, 20, str(file))
+    assert items[1] == ImageItem(7, 9)
+    assert items[3] == FramesItem(FrameRange(10, 13), 64, 32, "v")
+    assert image_sizes(conv) == [(30, 20), (7, 9), (640, 480)] + [(64, 32)] * 3
+    assert conv[1].images == 6
+    # the JSON form round-trips; the template form has one image per frame
+    assert parse_conversation(to_dicts(conv)) == conv
+    template = to_chat_template(conv)[1]["content"]
+    assert [i.get("frame") for i in template if i["type"] == "image"] == [
+        None, None, None, 10, 11, 12
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "pattern"),
+    [
+        ({"role": "user", "content": [{"type": "audio"}]},
+         r"message 1, item 0: unknown content type 'audio'; use one of text, image, frames"),
+        ({"role": "user", "content": [{"type": "text"}]},
+         r"message 1, item 0: text item has no 'text'"),
+        ({"role": "user", "content": [{"type": "text", "text": 3}]},
+         r"message 1, item 0: 'text' must be a string"),
+        ({"role": "user", "content": [{"type": "text", "text": "a <image> b"}]},
+         r"image placeholder"),
+        ({"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image"}]},
+         r"message 1, item 1: image has no size: give 'width' and 'height'"),
+        ({"role": "user", "content": [{"type": "image", "width": 5}]},
+         r"image has no 'height'"),
+        ({"role": "user", "content": [{"type": "image", "width": 0, "height": 5}]},
+         r"width must be a positive integer"),
+        ({"role": "user", "content": [{"type": "image", "url": "https://x.org/a.png"}]},
+         r"remote URL, which is never fetched"),
+        ({"role": "user", "content": [{"type": "video", "path": "a.mp4"}]},
+         r"type 'video' goes through the processor's video pipeline"),
+        ({"role": "user", "content": [{"type": "frames", "start": 3, "end": 3, "width": 4,
+                                       "height": 4}]},
+         r"message 1, item 0: frames \[3, 3\) is empty \(end is exclusive\)"),
+        ({"role": "user", "content": [{"type": "frames", "start": 4, "end": 3, "width": 4,
+                                       "height": 4}]},
+         r"message 1, item 0: frame range \[4, 3\) has start > end"),
+        ({"role": "user", "content": [{"type": "frames", "start": 0, "width": 4,
+                                       "height": 4}]},
+         r"frames item has no 'end'"),
+        ({"role": "user", "content": []}, r"message 1: 'content' is empty"),
+        ({"role": "user"}, r"message 1: no 'content'"),
+        ({"role": " user", "content": "x"}, r"message 1: role must be a word"),
+        ({"content": "x"}, r"message 1: role must be a word"),
+        ("hello", r"message 1: a message is an object"),
+    ],
+)
+def test_errors_name_message_and_fix(message: object, pattern: str) -> None:
+    with pytest.raises(ConversationError, match=pattern):
+        parse_conversation([{"role": "user", "content": "ok"}, message])  # type: ignore[list-item]
+
+
+def test_unreadable_image_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(ConversationError, match=r"message 0, item 0: image .*broken.png is not an"):
+        parse_conversation([{"role": "user", "content": [{"type": "image", "path": str(bad)}]}])
+    with pytest.raises(ConversationError, match=r"missing.png no such file"):
+        parse_conversation(
+            [{"role": "user",
+              "content": [{"type": "image", "path": str(tmp_path / "missing.png")}]}]
+        )
+
+
+def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (11, 12)).save(tmp_path / "f.png")
+    conv = parse_conversation(
+        [{"role": "user", "content": [{"type": "image", "path": "f.png"}]}], base_dir=tmp_path
+    )
+    assert conv[0].content[0] == ImageItem(11, 12, "f.png")
+
+
+def test_conversation_must_be_a_list() -> None:
+    with pytest.raises(ConversationError, match="pass its 'messages' list"):
+        parse_conversation({"messages": []})  # type: ignore[arg-type]
+
+
+def test_atoms_ignore_where_frames_were_cut() -> None:
+    whole = Message("user", (FramesItem(FrameRange(0, 4), 8, 8),))
+    halves = Message("user", (FramesItem(FrameRange(0, 1), 8, 8),
+                              FramesItem(FrameRange(1, 4), 8, 8)))
+    assert atoms(whole) == atoms(halves)
+    assert atoms(whole) != atoms(Message("user", (FramesItem(FrameRange(0, 5), 8, 8),)))
+    assert atoms(whole) != atoms(Message("user", (FramesItem(FrameRange(1, 5), 8, 8),)))

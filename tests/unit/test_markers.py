@@ -1,0 +1,121 @@
+"""The marker checks as pure functions, and the recorder that feeds them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_tokenguard.plugin.markers import (
+    check_image_tokens,
+    check_max_sequence,
+    suggest_longest_edge,
+)
+from pytest_tokenguard.processor.recording import ImageRecord, Recorder, SequenceRecord
+from tests.helpers import model_folder
+
+MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+
+
+def record(width: int, height: int, longest_edge: int, rows: int, cols: int) -> ImageRecord:
+    patches = rows * cols + 1 if rows else 1
+    return ImageRecord(width, height, longest_edge, 384, rows, cols, patches * 81, 0, "P")
+
+
+def test_image_tokens_message_has_size_grid_edge_counts_and_fix() -> None:
+    result = check_image_tokens([record(384, 384, 1536, 4, 4)], 81)
+    assert not result.passed
+    assert result.message == (
+        "Image 384×384 cost 1377 <image> tokens (4×4 grid, 17 patches at longest_edge=1536) "
+        'but the test declared 81; size={"longest_edge": 384} gives 1 patch (81 tokens)'
+    )
+    assert "1 of 1 images" in result.detail
+
+
+def test_suggestion_keeps_the_most_detail_that_fits() -> None:
+    # 405 tokens = 5 patches: 512 and 768 both give it for a square frame; 768 keeps more
+    assert suggest_longest_edge(record(384, 384, 1536, 4, 4), 405).startswith(
+        'size={"longest_edge": 768} gives 5 patches')
+
+
+def test_suggestion_when_no_edge_fits() -> None:
+    # a split image has rows×cols + 1 >= 3 patches: 2 patches (162 tokens) never happen
+    text = suggest_longest_edge(record(4000, 300, 1536, 1, 4), 81 * 2)
+    assert text.startswith("no longest_edge gives exactly 162 tokens for a 4000×300 image")
+    assert text.endswith('the fewest is size={"longest_edge": 384} (81 tokens, 1 patch)')
+
+
+def test_image_tokens_pass_and_empty() -> None:
+    assert check_image_tokens([record(384, 384, 384, 0, 0)], 81).passed
+    empty = check_image_tokens([], 81)
+    assert not empty.passed
+    assert "no SmolVLM processor call processed an image" in empty.message
+
+
+def test_max_sequence_names_the_longest_offender() -> None:
+    sequences = [SequenceRecord("t call 1 sample 0", 4000, "a"),
+                 SequenceRecord("t call 1 sample 1", 5666, "b"),
+                 SequenceRecord("t call 2 sample 0", 4097, "c")]
+    result = check_max_sequence(sequences, 4096)
+    assert result.message == ("Sequence 't call 1 sample 1' is 5666 tokens, over the limit of "
+                              "4096 by 1570")
+    assert "2 of 3 sequences" in result.detail
+    assert check_max_sequence(sequences, 5666).passed
+
+
+@pytest.fixture
+def processor() -> Any:
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(model_folder(MODEL)), size={"longest_edge": 512})
+
+
+def test_recorder_reads_the_processor_output(processor: Any) -> None:
+    from PIL import Image
+
+    recorder = Recorder()
+    recorder.install()
+    try:
+        with recorder.record("t") as recording:
+            out = processor(text=["a <image>", "much longer text here <image><image>"],
+                            images=[[Image.new("RGB", (384, 384))],
+                                    [Image.new("RGB", (800, 200)), Image.new("RGB", (8, 8))]],
+                            padding=True)
+    finally:
+        recorder.uninstall()
+    ids = out["input_ids"]
+    assert [r.image_tokens for r in recording.images] == [405, 243, 405]
+    assert [(r.rows, r.cols) for r in recording.images] == [(2, 2), (1, 2), (2, 2)]
+    assert (recording.images[1].width, recording.images[1].height) == (800, 200)
+    image_id = processor.image_token_id
+    assert sum(r.image_tokens for r in recording.images) == sum(row.count(image_id)
+                                                                 for row in ids)
+    # padding is not counted: the recorded lengths are the attention mask's sums
+    assert [s.length for s in recording.sequences] == [sum(m) for m in out["attention_mask"]]
+    assert len({len(row) for row in ids}) == 1
+    assert recording.sequences[0].length < len(ids[0])
+
+
+def test_recorder_uninstall_restores_the_class(processor: Any) -> None:
+    cls = type(processor)
+    before = {name: cls.__dict__.get(name) for name in ("__call__", "_process_images")}
+    recorder = Recorder()
+    recorder.install()
+    assert cls.__dict__.get("__call__") is not before["__call__"]
+    recorder.uninstall()
+    assert {name: cls.__dict__.get(name) for name in before} == before
+
+
+def test_nothing_is_recorded_outside_a_recording(processor: Any) -> None:
+    from PIL import Image
+
+    recorder = Recorder()
+    recorder.install()
+    try:
+        processor(text=["<image>"], images=[[Image.new("RGB", (10, 10))]])
+        with recorder.record("t") as recording:
+            pass
+    finally:
+        recorder.uninstall()
+    assert recording.images == []
+    assert recording.sequences == []

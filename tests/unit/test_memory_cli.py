@@ -1,0 +1,116 @@
+"""``tokenguard memory``: arguments, JSON keys, exit codes, offline use."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_tokenguard.cli.memory import add_memory_parser, run_memory
+from pytest_tokenguard.counting import count_image
+from pytest_tokenguard.specs import KNOWN_SPECS
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="tokenguard")
+    add_memory_parser(top.add_subparsers(dest="command", required=True))
+    return top
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    args = parser().parse_args(["memory", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    assert args.func is run_memory
+    code = run_memory(args, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_json_has_the_promised_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOKENGUARD_MODEL", raising=False)  # the default model is asserted
+    code, out, _ = run("--longest-edge", "1536", "--json")
+    assert code == 0
+    data = json.loads(out)
+    for key in ("peak_gib", "weights_gib", "activations_gib"):
+        assert isinstance(data[key], float)
+    spec = KNOWN_SPECS["HuggingFaceTB/SmolVLM2-2.2B-Instruct"]
+    assert data["tiles_per_sample"] == 4 * count_image(384, 384, 1536, spec).patches
+    assert data["model"] == "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+
+
+def test_options_reach_the_model() -> None:
+    def peak(*argv: str) -> dict[str, float]:
+        return json.loads(run("--json", *argv)[1])  # type: ignore[no-any-return]
+
+    base = peak("--longest-edge", "768")
+    assert peak("--longest-edge", "768", "--batch", "2")["activations_gib"] > base[
+        "activations_gib"]
+    assert peak("--longest-edge", "768", "--images", "8")["activations_gib"] > base[
+        "activations_gib"]
+    assert peak("--longest-edge", "768", "--text-tokens", "4000")["activations_gib"] > base[
+        "activations_gib"]
+    assert peak("--longest-edge", "768", "--gradient-checkpointing")["activations_gib"] < base[
+        "activations_gib"]
+    # a 2:1 image at 768 is cut 1x2 plus the global image: 3 tiles, not 5
+    assert peak("--longest-edge", "768", "--image-size", "200x100")["tiles_per_sample"] == 12
+    assert base["tiles_per_sample"] == 20
+
+
+def test_text_output_names_phase_and_terms() -> None:
+    code, out, _ = run("--longest-edge", "384")
+    assert code == 0
+    assert "predicted peak" in out
+    assert "activations, vision" in out
+    assert "optimizer (adamw)" in out
+
+
+@pytest.mark.parametrize(("limit", "code"), [("80 GB", 1), ("100 GiB", 0)])
+def test_limit_sets_the_exit_status(limit: str, code: int) -> None:
+    got, out, _ = run("--longest-edge", "1536", "--limit", limit)
+    assert got == code
+    assert out.splitlines()[-1].startswith("FAIL " if code else "PASS ")
+
+
+def test_limit_in_json() -> None:
+    code, out, _ = run("--longest-edge", "1536", "--limit", "24 GiB", "--json")
+    data = json.loads(out)
+    assert code == 1
+    assert data["passed"] is False
+    assert data["message"].startswith("Test was limited to 24.0GiB but its predicted GPU peak")
+
+
+def test_bad_limit_unit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        parser().parse_args(["memory", "--limit", "24 gigs"])
+    assert excinfo.value.code == 2
+    assert "unknown unit 'gigs'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--images", "-1"], ["--image-size", "big"]])
+def test_bad_numbers_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["memory", *argv])
+
+
+def test_unknown_model_exits_2() -> None:
+    code, out, err = run("--model", "someone/else")
+    assert code == 2
+    assert out == ""
+    assert "unknown model 'someone/else'" in err
+
+
+def test_model_folder_gives_the_same_answer_as_the_hub_id() -> None:
+    folder = MODELS_DIR / "HuggingFaceTB" / "SmolVLM2-500M-Video-Instruct"
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{folder} not found; set TOKENGUARD_MODELS_DIR")
+    by_folder = json.loads(run("--model", str(folder), "--json")[1])
+    by_id = json.loads(run("--model", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "--json")[1])
+    by_folder.pop("model")
+    by_id.pop("model")
+    assert by_folder == by_id

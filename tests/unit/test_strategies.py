@@ -1,0 +1,105 @@
+"""The public strategies: typed values, arguments checked at once, small counterexamples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import find, given, settings
+from hypothesis.errors import InvalidArgument
+
+from pytest_tokenguard.conversation import (
+    Conversation,
+    FrameRange,
+    FramesItem,
+    ImageItem,
+    Message,
+    TextItem,
+    parse_conversation,
+)
+from pytest_tokenguard.specs import IMAGE_TOKEN
+from pytest_tokenguard.testing import strategies as tgst
+
+SHAPE = {"min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
+         "max_frames_per_run": 6, "max_texts_per_turn": 1, "max_text": 30}
+
+
+@given(tgst.conversations(**SHAPE, sizes=tgst.image_sizes(min_side=10, max_side=900,
+                                                          max_aspect=4)))
+def test_conversations_have_the_requested_shape(conversation: Conversation) -> None:
+    assert 2 <= len(conversation) <= 5
+    assert [m.role for m in conversation] == ["user", "assistant", "user", "assistant",
+                                              "user"][:len(conversation)]
+    for message in conversation:
+        visuals = [i for i in message.content if isinstance(i, ImageItem | FramesItem)]
+        assert 1 <= len(visuals) <= 3
+        assert sum(isinstance(i, TextItem) for i in message.content) <= 1
+        for item in visuals:
+            assert min(item.width, item.height) >= 10
+            assert max(item.width, item.height) <= 900
+            assert max(item.width, item.height) <= 4 * min(item.width, item.height)
+            if isinstance(item, FramesItem):
+                assert 1 <= len(item) <= 6
+        for item in message.content:
+            if isinstance(item, TextItem):
+                assert len(item.text) <= 30
+                assert IMAGE_TOKEN not in item.text
+    # what the strategies make, the parser accepts unchanged
+    assert parse_conversation(conversation) == conversation
+
+
+@given(tgst.conversation_dicts(max_turns=3, max_frames_per_run=3))
+def test_dicts_are_chat_template_messages(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        assert {item["type"] for item in message["content"]} <= {"text", "image"}
+    assert parse_conversation(messages)
+
+
+@given(tgst.frame_ranges(min_frames=0, max_frames=3, max_start=5))
+def test_frame_ranges_include_the_edges(r: FrameRange) -> None:
+    assert 0 <= len(r) <= 3
+    assert r.start <= 5
+
+
+def test_edges_are_generated() -> None:
+    quick = settings(database=None, max_examples=500)
+    assert len(find(tgst.frame_ranges(), lambda r: len(r) == 0, settings=quick)) == 0
+    assert len(find(tgst.frame_ranges(), lambda r: len(r) == 1, settings=quick)) == 1
+
+
+def test_shrinks_to_a_small_readable_example() -> None:
+    # "some message has two images" shrinks to one message: a two-frame 1x1 run
+    example = find(
+        tgst.conversations(),
+        lambda c: any(m.images >= 2 for m in c),
+        settings=settings(database=None, max_examples=2000, derandomize=True),
+    )
+    assert example == (Message("user", (FramesItem(FrameRange(0, 2), 1, 1),)),)
+    text = find(tgst.texts(), lambda s: len(s) >= 3, settings=settings(database=None))
+    assert text == "000"
+
+
+@pytest.mark.parametrize(
+    ("build", "pattern"),
+    [
+        (lambda: tgst.conversations(min_turns=5, max_turns=2),
+         "min_turns=5 is greater than max_turns=2"),
+        (lambda: tgst.conversations(max_turns=-1), "max_turns must be >= 0"),
+        (lambda: tgst.conversations(min_images_per_turn=3, max_images_per_turn=1),
+         "min_images=3 is greater than max_images=1"),
+        (lambda: tgst.conversations(max_frames_per_run=0), "max_frames must be >= 1"),
+        (lambda: tgst.conversations(roles=[]), "roles must be a non-empty list"),
+        (lambda: tgst.conversations(roles="user"), "roles must be a non-empty list"),
+        (lambda: tgst.messages(roles=["user", " bot"]), "role ' bot' is not a word"),
+        (lambda: tgst.messages(max_texts=0, max_images=0), "leave a message with no content"),
+        (lambda: tgst.messages(sizes=[(1, 2)]), "sizes must be a strategy"),  # type: ignore[arg-type]
+        (lambda: tgst.image_sizes(min_side=0), "min_side must be >= 1"),
+        (lambda: tgst.image_sizes(max_aspect=0.5), "max_aspect must be a number >= 1"),
+        (lambda: tgst.image_sizes(max_side=2.5), "max_side must be an integer"),  # type: ignore[arg-type]
+        (lambda: tgst.frame_ranges(min_frames=4, max_frames=3), "min_frames=4 is greater"),
+        (lambda: tgst.texts(min_size=-1), "min_size must be >= 0"),
+    ],
+)
+def test_bad_arguments_fail_at_once(build: Any, pattern: str) -> None:
+    with pytest.raises(InvalidArgument, match=pattern):
+        build()  # raised when the strategy is built, before any example is drawn
