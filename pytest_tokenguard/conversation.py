@@ -23,18 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from .errors import ConversationError as ConversationError
+from .errors import FrameRangeError as FrameRangeError
 from .specs import IMAGE_TOKEN
 
 CONTENT_TYPES = ("text", "image", "frames")
 ROLE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
-
-
-class ConversationError(ValueError):
-    """A conversation the chat template or the processor cannot take; names the spot and the fix."""
-
-
-class FrameRangeError(ConversationError):
-    """A frame range that is not a valid half-open ``[start, end)`` range."""
 
 
 def _frame_int(name: str, value: object) -> int:

@@ -19,11 +19,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .errors import CountingError as CountingError
 from .specs import MAX_IMAGE_SIZE, ModelSpec
-
-
-class CountingError(ValueError):
-    """An input the processor could not turn into tokens; the message names it and the fix."""
 
 
 class ImageCost(NamedTuple):

@@ -11,18 +11,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ImageReadError as ImageReadError
+
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
-
-
-class ImageReadError(ValueError):
-    """A path that is not a readable image; the message names the path and the fix."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -36,15 +36,12 @@ from .conversation import (
     to_chat_template,
 )
 from .counting import count_image
+from .errors import TemplateError as TemplateError
 from .tokens import TokenCounter, fast_text_counter
 
 IM_START = "<|im_start|>"
 END_OF_UTTERANCE = "<end_of_utterance>"
 GENERATION_PROMPT = "Assistant:"
-
-
-class TemplateError(ValueError):
-    """The processor's chat template is not the SmolVLM2 one this calculator models."""
 
 
 class MessageCost(NamedTuple):

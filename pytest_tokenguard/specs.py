@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import SpecError as SpecError
+
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
 #: transformers' ``MAX_IMAGE_SIZE`` for SmolVLM: no resized side exceeds it.
@@ -26,10 +28,6 @@ MAX_IMAGE_SIZE = 4096
 IMAGE_TOKEN = "<image>"
 FAKE_TOKEN = "<fake_token_around_image>"
 GLOBAL_TOKEN = "<global-img>"
-
-
-class SpecError(ValueError):
-    """A model's configuration cannot be turned into a spec; the message says why and how to fix."""
 
 
 @dataclass(frozen=True)

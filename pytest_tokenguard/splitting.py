@@ -28,28 +28,11 @@ from .conversation import (
     MessageLike,
     parse_conversation,
 )
+from .errors import SplitError as SplitError
 from .sequence import _facts, base_tokens, message_cost
 from .tokens import TokenCounter
 
 DEFAULT_MAX_TOKENS = 4096
-
-
-class SplitError(ValueError):
-    """The conversation cannot be split under the limit; names the message, its size, the fix.
-
-    ``index`` and ``tokens`` are the offending message's position and exact cost (None
-    when the leading context or an argument is at fault); ``room`` is what a chunk
-    has for messages once the template and leading context are counted.
-    """
-
-    def __init__(
-        self, text: str, *, index: int | None = None, tokens: int | None = None,
-        room: int | None = None,
-    ) -> None:
-        super().__init__(text)
-        self.index = index
-        self.tokens = tokens
-        self.room = room
 
 
 @dataclass(frozen=True)

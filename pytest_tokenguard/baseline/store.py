@@ -69,6 +69,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import BaselineError as BaselineError
 from ..plugin.summary import ResolutionFigures
 from ..units import format_bytes, parse_size
 
@@ -83,10 +84,6 @@ DEFAULT_BASELINE = ".tokenguard/baseline.json"
 
 #: Exit messages and docs point here to accept a deliberate change.
 ACCEPT_HINT = "Re-run pytest with --tokenguard --tokenguard-update to accept"
-
-
-class BaselineError(Exception):
-    """A baseline file that cannot be used; the message names the file and the fix."""
 
 
 # --------------------------------------------------------------------------- figures

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+from ..errors import GpuUnavailable as GpuUnavailable
 from ..units import format_bytes
 from ..verdict import LimitResult
 
@@ -44,10 +45,6 @@ MEASURES: tuple[Measure, ...] = ("max", "allocated", "reserved", "nvml")
 #: Seconds between NVML samples. NVML's own counters refresh about this often; a
 #: shorter interval only burns CPU in the sampling thread.
 DEFAULT_INTERVAL = 0.005
-
-
-class GpuUnavailable(RuntimeError):
-    """No CUDA device can be measured; ``str(exc)`` is the reason, fit for a skip."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..counting import count_image
+from ..errors import MemoryModelError as MemoryModelError
 from ..specs import KNOWN_SPECS, ModelSpec, known_spec
 from ..units import format_bytes
 from ..verdict import LimitResult
@@ -58,10 +59,6 @@ GIB = 1024**3
 #: Attributed (not verified) to cuBLAS workspaces, 32 MiB per handle on Hopper, one
 #: for the forward thread and one for autograd's backward thread.
 LIBRARY_WORKSPACES = 2 * 32 * 1024**2
-
-
-class MemoryModelError(ValueError):
-    """The inputs cannot be modelled; the message names the input and the fix."""
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..errors import ProcessorLoadError as ProcessorLoadError
 from ..specs import DEFAULT_MODEL, ModelSpec, SpecError, known_spec, spec_from_processor
 
 ENV_MODEL = "TOKENGUARD_MODEL"
 DEFAULT_NETWORK_TIMEOUT = 3.0
-
-
-class ProcessorLoadError(RuntimeError):
-    """The processor could not be had; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

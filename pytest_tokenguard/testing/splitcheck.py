@@ -31,6 +31,7 @@ from ..conversation import (
     parse_conversation,
     to_dicts,
 )
+from ..errors import SplitterCheckError as SplitterCheckError
 from ..processor.loading import LoadedProcessor
 from ..sequence import count_conversation, processor_count
 from ..splitting import Chunk
@@ -38,10 +39,6 @@ from ..tokens import TokenCounter
 
 ChunkLike: TypeAlias = Chunk | Sequence[MessageLike]
 SplitFunction: TypeAlias = Callable[[list[dict[str, Any]]], Iterable[ChunkLike]]
-
-
-class SplitterCheckError(AssertionError):
-    """A splitter broke the contract; the message holds the (shrunk) evidence."""
 
 
 class _CalculatedOverflow(AssertionError):
