@@ -218,12 +218,10 @@ _DEFAULT_COUNTERS: dict[tuple[str, int | None], TokenCounter] = {}
 
 def _counter(counter: TokenCounter | None, longest_edge: int | None) -> TokenCounter:
     if counter is None:
-        import os
+        from .processor.loading import load_processor
+        from .processor.source import model_or_default
 
-        from .processor.loading import ENV_MODEL, load_processor
-        from .specs import DEFAULT_MODEL
-
-        model = os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+        model = model_or_default()
         key = (model, longest_edge)
         if key not in _DEFAULT_COUNTERS:
             loaded = load_processor(model, longest_edge)

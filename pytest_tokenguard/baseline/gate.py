@@ -101,7 +101,7 @@ def add_options(parser: pytest.Parser, group: Any) -> None:
         default=None,
         metavar="TOL",
         help="how far a GPU peak may rise above the baseline before the test fails: a percentage "
-        f"(10%%) or memory (512MiB) (default {DEFAULT_GPU_TOLERANCE})",
+        f"(10%%) or memory (512MiB) (default {DEFAULT_GPU_TOLERANCE.replace('%', '%%')})",
     )
     parser.addini("tokenguard_gpu_tolerance", default="",
                   help="same as --tokenguard-gpu-tolerance")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, TextIO
 
-from ..specs import DEFAULT_MODEL, ModelSpec, SpecError, known_spec, spec_from_folder
+from ..errors import ProcessorLoadError, SpecError
+from ..processor.source import ENV_MODEL, model_or_default, resolve_source
+from ..specs import ModelSpec
 
 
 def positive_int(text: str) -> int:
@@ -28,24 +29,8 @@ def positive_int(text: str) -> int:
 
 
 def spec_for_model(model: str) -> ModelSpec:
-    """The counting spec for a folder, a cached hub id, or a known checkpoint; no torch."""
-    from ..processor.loading import cached_snapshot
-
-    expanded = os.path.expanduser(model)
-    if os.path.isdir(expanded):
-        return spec_from_folder(expanded, name=model)
-    if model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise SpecError(f"model folder {model!r} does not exist; fix the --model path")
-    snapshot = cached_snapshot(model)
-    if snapshot is not None:
-        return spec_from_folder(snapshot, name=model)
-    spec = known_spec(model)
-    if spec is None:
-        raise SpecError(
-            f"unknown model {model!r}: not a folder, not in the Hugging Face cache, and not a "
-            "known SmolVLM2 checkpoint; pass a checkpoint folder with --model"
-        )
-    return spec
+    """The counting spec of ``model`` through the one resolver, never touching the network."""
+    return resolve_source(model, network_timeout=None).spec()
 
 
 def run_count(
@@ -57,8 +42,8 @@ def run_count(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        spec = spec_for_model(args.model)
-    except SpecError as exc:
+        spec = spec_for_model(model_or_default(args.model))
+    except (SpecError, ProcessorLoadError) as exc:
         print(f"tokenguard count: {exc}", file=err)
         return 2
     edges = args.longest_edge or [spec.default_longest_edge]
@@ -97,8 +82,8 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     count.add_argument(
         "--model",
-        default=os.environ.get("TOKENGUARD_MODEL", DEFAULT_MODEL),
-        help="hub id or checkpoint folder (env TOKENGUARD_MODEL; default %(default)s)",
+        default=None,
+        help=f"hub id or checkpoint folder (default: ${ENV_MODEL}, else {model_or_default()})",
     )
     count.add_argument(
         "--longest-edge", type=positive_int, action="append",

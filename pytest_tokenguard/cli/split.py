@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..conversation import Conversation, ConversationError, parse_conversation, to_dicts
+from ..files import write_atomic
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -133,8 +132,8 @@ def read_jsonl(path: str) -> list[tuple[int, Any, Conversation]]:
 def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
               stderr: TextIO | None = None) -> int:
     """Run ``tokenguard split`` for parsed ``args``; the exit status (0 ok, 1 error)."""
-    from ..processor.loading import ENV_MODEL, ProcessorLoadError, load_processor
-    from ..specs import DEFAULT_MODEL
+    from ..processor.loading import ProcessorLoadError, load_processor
+    from ..processor.source import model_or_default
     from ..splitting import SplitError, split
     from ..tokens import TokenCounter
 
@@ -152,7 +151,7 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
         records = read_jsonl(args.input)
     except InputError as exc:
         return fail(str(exc))
-    model = args.model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+    model = model_or_default(args.model)
     try:
         loaded = load_processor(model, args.longest_edge)
     except ProcessorLoadError as exc:
@@ -176,7 +175,7 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
     text = "".join(line + "\n" for line in lines)
     if args.output:
         try:
-            _write_atomically(args.output, text)
+            write_atomic(Path(args.output), text)
         except OSError as exc:
             return fail(f"cannot write {args.output}: {exc.strerror or exc}")
     else:
@@ -189,16 +188,3 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
         file=err,
     )
     return EXIT_OK
-
-
-def _write_atomically(path: str, text: str) -> None:
-    target = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent if str(target.parent) else ".")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

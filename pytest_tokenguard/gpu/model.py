@@ -39,14 +39,12 @@ CUDA libraries' workspaces (:data:`LIBRARY_WORKSPACES`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from ..counting import count_image
 from ..errors import MemoryModelError as MemoryModelError
-from ..specs import KNOWN_SPECS, ModelSpec, known_spec
+from ..specs import ModelSpec
 from ..units import format_bytes
 from ..verdict import LimitResult
 
@@ -198,32 +196,25 @@ KNOWN_ARCHITECTURES: dict[str, Architecture] = {
 
 
 def resolve_model(model: str) -> tuple[Architecture, ModelSpec]:
-    """The architecture and token spec of ``model``: a folder holding ``config.json`` (and
-    the processor files), or a known hub id, or a folder named like one."""
-    folder = Path(model).expanduser()
-    if (folder / "config.json").is_file():
-        try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise MemoryModelError(f"{folder / 'config.json'}: not valid JSON ({exc})") from None
-        arch = architecture_from_config(config, name=str(folder))
-        spec = known_spec(model)
-        if spec is None and (folder / "preprocessor_config.json").is_file():
-            from ..specs import spec_from_folder
+    """The architecture and token spec of ``model``, through the one model resolver
+    (:func:`~pytest_tokenguard.processor.source.resolve_source`, never the network): a
+    checkpoint folder's ``config.json``, or the published architecture of a known hub id."""
+    from ..errors import ProcessorLoadError, SpecError
+    from ..processor.source import resolve_source
 
-            spec = spec_from_folder(folder)
-        if spec is None:
-            raise MemoryModelError(
-                f"{folder}: has config.json but no preprocessor_config.json to tell its tiles"
-            )
-        return arch, spec
-    parts = Path(model).parts
-    key = model if model in KNOWN_ARCHITECTURES else "/".join(parts[-2:])
-    if key in KNOWN_ARCHITECTURES:
-        return KNOWN_ARCHITECTURES[key], KNOWN_SPECS[key]
+    try:
+        source = resolve_source(model, network_timeout=None)
+        config = source.read_json("config.json")
+        spec = source.spec()
+    except (ProcessorLoadError, SpecError) as exc:
+        raise MemoryModelError(str(exc)) from None
+    if config is not None:
+        return architecture_from_config(config, name=model), spec
+    if source.folder is None and source.known is not None:
+        return KNOWN_ARCHITECTURES[source.known], spec
     raise MemoryModelError(
-        f"unknown model {model!r}: give a checkpoint folder with config.json, or one of "
-        f"{', '.join(KNOWN_ARCHITECTURES)}"
+        f"{source.folder}: has no config.json, which the memory model reads the architecture "
+        f"from; add it, or give one of {', '.join(KNOWN_ARCHITECTURES)}"
     )
 
 

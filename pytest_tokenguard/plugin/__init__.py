@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..baseline import gate as gating
-from ..processor.loading import DEFAULT_NETWORK_TIMEOUT, ENV_MODEL, ProcessorLoadError
+from ..errors import ProcessorLoadError
+from ..processor.source import DEFAULT_NETWORK_TIMEOUT, ENV_MODEL
 from ..specs import DEFAULT_MODEL
 from .markers import (
     MarkerResult,
@@ -29,8 +30,9 @@ from .summary import USER_PROPERTY, ResolutionFigures, figures_from_recording, f
 
 if TYPE_CHECKING:
     from ..gpu.measure import GpuPeak
-    from ..processor.loading import LoadedProcessor, ModelSource
+    from ..processor.loading import LoadedProcessor
     from ..processor.recording import Recorder, Recording
+    from ..processor.source import ModelSource
     from ..tokens import TokenCounter
     from ..verdict import LimitResult
 
@@ -179,7 +181,7 @@ class ProcessorCache:
 
     def source(self) -> ModelSource:
         if self._source is None:
-            from ..processor.loading import resolve_source
+            from ..processor.source import resolve_source
 
             self._source = resolve_source(self.model, self.timeout)
         return self._source

@@ -268,6 +268,12 @@ def test_bad_inputs_named(kwargs: dict[str, Any], match: str) -> None:
 def test_resolve_model_errors(tmp_path: Path) -> None:
     with pytest.raises(MemoryModelError, match="unknown model 'nope/nope'"):
         resolve_model("nope/nope")
+    with pytest.raises(MemoryModelError, match="has no preprocessor_config.json"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"max_image_size": {"longest_edge": 384}, "size": {"longest_edge": 1536}}),
+        encoding="utf-8")
+    (tmp_path / "processor_config.json").write_text('{"image_seq_len": 81}', encoding="utf-8")
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(MemoryModelError, match="not valid JSON"):
         resolve_model(str(tmp_path))
