@@ -268,7 +268,7 @@ def test_bad_inputs_named(kwargs: dict[str, Any], match: str) -> None:
 def test_resolve_model_errors(tmp_path: Path) -> None:
     with pytest.raises(MemoryModelError, match="unknown model 'nope/nope'"):
         resolve_model("nope/nope")
-    with pytest.raises(MemoryModelError, match="has no preprocessor_config.json"):
+    with pytest.raises(MemoryModelError, match=r"has no preprocessor_config\.json"):
         resolve_model(str(tmp_path))
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(
         {"max_image_size": {"longest_edge": 384}, "size": {"longest_edge": 1536}}),
