@@ -134,3 +134,12 @@ def build_embedded_processor(model: str, **kwargs: Any) -> Any:
     )
     processor.name_or_path = model
     return processor
+
+
+def fingerprint(model: str) -> bytes:
+    """What decides the embedded default's counts for ``model``, as bytes to hash: its
+    processor settings, its chat template and its tokenizer."""
+    import json
+
+    return json.dumps({"settings": _preprocessor_settings(model), "template": CHAT_TEMPLATE,
+                       "tokenizer": "byte-level rule v1"}, sort_keys=True).encode()

@@ -21,6 +21,7 @@ counting spec (:meth:`ModelSource.spec`) and the checkpoint's ``config.json``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -41,6 +42,7 @@ __all__ = [
     "hub_offline",
     "model_or_default",
     "resolve_source",
+    "transformers_version",
 ]
 
 ENV_MODEL = "TOKENGUARD_MODEL"
@@ -89,6 +91,24 @@ class ModelSource:
             )
         where = {"folder": "local folder", "hub-cache": "hub cache", "hub": "hub"}[self.kind]
         return f"{self.model} from {where} {self.location}: all tokens exact"
+
+    def digest(self) -> str:
+        """``sha256:...`` of what decides the counts: the checkpoint's processor files
+        (JSON and templates, no weights), or the embedded default's tokenizer and
+        settings; ``unknown`` for a hub model not yet downloaded."""
+        digest = hashlib.sha256()
+        folder = self.folder
+        if folder is not None:
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and path.suffix in (".json", ".jinja", ".txt"):
+                    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        elif self.kind == "embedded":
+            from .embedded import fingerprint
+
+            digest.update(fingerprint(self.model))
+        else:
+            return "unknown"
+        return "sha256:" + digest.hexdigest()
 
     def spec(self) -> ModelSpec:
         """The counting spec, read from the files where they are here, else the built-in
@@ -218,3 +238,13 @@ def resolve_source(
             "checkpoint folder, or use one of the SmolVLM2 checkpoints"
         )
     return ModelSource(model, "embedded", "pytest_tokenguard.processor.embedded", reason)
+
+
+def transformers_version() -> str:
+    """The installed transformers version, read from its metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "not installed"
