@@ -181,7 +181,8 @@ class Gate:
                                  f"({facts.stopped_early}); re-run without -x/--maxfail")
             return
         path = self.settings.path
-        if path.exists() and not os.access(path, os.W_OK):
+        if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+            # no write bit at all is read-only by intent, even for root, who may write it
             self.outcome.note = (f"baseline {shown} not written: the file is read-only; make it "
                                  f"writable (chmod u+w {shown}) to accept new figures")
             self.outcome.failed = True

@@ -8,9 +8,10 @@ in the suite are inert.
 
 What a test is charged with (the semantics the README documents): every SmolVLM
 processor call made from the start of the test's setup (its fixtures) to the end of
-its call phase. Marker verdicts and the baseline comparison are decided at the end of
-the call phase and raised there, so a marker failure is the test failing, for
-``xfail`` as for anything else.
+its call phase. Marker verdicts are decided at the end of the call phase and raised
+there, so a marker failure is the test failing, for ``xfail`` as for anything else.
+The baseline comparison reads the finished report, so figures other plugins add to it
+are gated too.
 """
 
 from __future__ import annotations
@@ -199,16 +200,18 @@ class TokenguardSession:
 
     # ------------------------------------------------------------------ running a test
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        if self.enabled:
-            failure = item.stash.get(_GPU_FAIL_KEY, None)
-            if failure is not None:
-                pytest.fail(failure, pytrace=False)
-            stack = contextlib.ExitStack()
-            recording = stack.enter_context(self.recorder.record(item.nodeid))
-            item.stash[_RECORDING_KEY] = (stack, recording)
-        return (yield)
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Before the test's fixtures: inside every hook wrapper (so other plugins' setup
+        state exists when this fails), before pytest sets the fixtures up."""
+        if not self.enabled:
+            return
+        failure = item.stash.get(_GPU_FAIL_KEY, None)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        stack = contextlib.ExitStack()
+        recording = stack.enter_context(self.recorder.record(item.nodeid))
+        item.stash[_RECORDING_KEY] = (stack, recording)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -272,14 +275,29 @@ class TokenguardSession:
                     GpuFigure(verdict.peak_bytes, verdict.measure.replace(" ", "_")))
                 checks.append(wire.GpuCheck(verdict.measure, verdict.peak_bytes,
                                             verdict.limit_bytes))
-        excluded = self._excluded(item)
-        wire.publish(item.user_properties, figures, excluded=excluded, gpu_checks=checks)
-        failures = longrepr(verdicts)
-        if self.gate is not None:
-            message = self.gate.judge(item.nodeid, figures, excluded)
-            if message:
-                failures = f"{failures}\n\n{message}" if failures else message
-        return failures
+        wire.publish(item.user_properties, figures, excluded=self._excluded(item),
+                     gpu_checks=checks)
+        return longrepr(verdicts)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
+                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """The baseline gate, on the finished call report: outermost, so GPU peaks that
+        other plugins append to the report (docs/ci-gating.md) are judged too."""
+        report = yield
+        if not self.enabled or self.gate is None or report.when != "call" or report.skipped:
+            return report
+        record = wire.read(report.user_properties)
+        if not record.present:
+            return report
+        message = self.gate.judge(report.nodeid, record.figures, record.excluded)
+        if message:
+            if report.passed:
+                report.outcome = "failed"
+                report.longrepr = message
+            else:
+                report.sections.append(("tokenguard baseline", message))
+        return report
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
