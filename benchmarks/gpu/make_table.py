@@ -54,7 +54,8 @@ def recipe_label(case: dict[str, Any]) -> str:
     """A short recipe name for the table: optimizer, LoRA, frozen part, sharding."""
     parts = [case.get("optimizer", "adamw-foreach")]
     if case.get("lora_rank"):
-        parts.append(f"LoRA r{case['lora_rank']}" + (" +dropout" if case.get("lora_dropout") else ""))
+        dropout = " +dropout" if case.get("lora_dropout") else ""
+        parts.append(f"LoRA r{case['lora_rank']}{dropout}")
     if case.get("freeze"):
         parts.append(f"{case['freeze']} frozen")
     if case.get("gpus", 1) > 1:

@@ -295,7 +295,8 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
         "peft": _version("peft"),
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
+        "nccl": (".".join(map(str, torch.cuda.nccl.version()))
+                 if torch.cuda.is_available() else None),
     }
 
 
