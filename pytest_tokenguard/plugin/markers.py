@@ -14,14 +14,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..counting import count_image
 from ..specs import MAX_IMAGE_SIZE, ModelSpec
 from ..verdict import PASSED, CheckResult, LimitResult, Verdict
 
 if TYPE_CHECKING:
-    from ..gpu.measure import GpuPeak
+    from ..gpu.measure import DevicesPeak, GpuPeak
     from ..processor.recording import ImageRecord, Recording, SequenceRecord
 
 __all__ = [
@@ -47,7 +47,7 @@ class Context:
     """What a check sees once the test ran."""
 
     recording: Recording | None
-    gpu_peak: GpuPeak | None
+    gpu_peak: GpuPeak | DevicesPeak | None
 
 
 # --------------------------------------------------------------------------- token checks
@@ -194,26 +194,25 @@ class GpuLimit:
 
     limit_bytes: int
     measure: str
-    devices: object
+    devices: tuple[int, ...] | Literal["all"] | None
 
 
 def _limit_gpu_memory(size: int | str, measure: str = "max", devices: object = None) -> GpuLimit:
     """measure the test's GPU peak (torch allocated and reserved, NVML device memory) and
     fail over size ("24 GiB", "800MB", "24G" or bytes); measure is max, allocated, reserved
     or nvml; devices is the current device (None), a device index, a list of them, or
-    "all" (every visible GPU, through NVML: for tests that start other processes); skips
-    without CUDA unless --tokenguard-require-gpu"""
-    from ..gpu.measure import MEASURES
+    "all" (every visible GPU, through NVML, with the processes the test starts, e.g. a
+    torchrun job: fails when any GPU passes size); skips without CUDA unless
+    --tokenguard-require-gpu"""
+    from ..gpu.measure import MEASURES, validate_devices
 
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if not (devices is None or devices == "all"
-            or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0)
-            or (isinstance(devices, list | tuple) and devices and all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))):
-        raise ValueError(f'devices must be None, "all", a device index or a list of them, got '
-                         f"{devices!r}")
-    return GpuLimit(_size("limit_gpu_memory", size), measure, devices)
+    chosen = validate_devices(devices)
+    if chosen is not None and measure not in ("max", "nvml"):
+        raise ValueError(f"measure={measure!r} reads torch's counters of this process's device; "
+                         "devices= measures every GPU through NVML: leave measure out")
+    return GpuLimit(_size("limit_gpu_memory", size), measure, chosen)
 
 
 def _tokenguard_no_baseline(reason: str = "") -> str:
@@ -225,13 +224,15 @@ def _tokenguard_no_baseline(reason: str = "") -> str:
 
 
 def _predicted_signature() -> inspect.Signature:
-    """``size`` and every keyword the memory model takes, from the model's own signature."""
-    from ..gpu.model import check_predicted_for_model
+    """``size``, every keyword of the memory model's one definition of a training step
+    (:func:`pytest_tokenguard.gpu.model.shape_fields`) and ``margin``."""
+    from ..gpu.model import shape_fields
 
-    model_params = inspect.signature(check_predicted_for_model).parameters
+    keyword = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("size", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [p.replace(annotation=inspect.Parameter.empty)
-               for name, p in model_params.items() if name not in ("limit", "model")]
+    params += [inspect.Parameter(field.name, keyword, default=field.default)
+               for field in shape_fields()]
+    params.append(inspect.Parameter("margin", keyword, default=0.0))
     return inspect.Signature(params)
 
 
@@ -301,10 +302,13 @@ def _check_sequences(n: int, context: Context) -> Verdict:
 
 
 def _check_gpu(limit: GpuLimit, context: Context) -> Verdict:
-    from ..gpu.measure import check_gpu_limit
+    from ..gpu.measure import DevicesPeak, check_gpu_limit, check_gpu_limits
 
-    assert context.gpu_peak is not None
-    return check_gpu_limit(context.gpu_peak, limit.limit_bytes, limit.measure)  # type: ignore[arg-type]
+    peak = context.gpu_peak
+    assert peak is not None
+    if isinstance(peak, DevicesPeak):
+        return check_gpu_limits(peak, limit.limit_bytes)
+    return check_gpu_limit(peak, limit.limit_bytes, limit.measure)  # type: ignore[arg-type]
 
 
 def _check_predicted(verdict: LimitResult, context: Context) -> Verdict:

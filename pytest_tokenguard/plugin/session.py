@@ -226,9 +226,10 @@ class TokenguardSession:
             if limit is None:
                 result = yield
             else:
-                from ..gpu.measure import GpuMeasure
+                from ..gpu.measure import GpuMeasure, MultiGpuMeasure
 
-                measure = GpuMeasure()
+                measure: GpuMeasure | MultiGpuMeasure = (
+                    GpuMeasure() if limit.devices is None else MultiGpuMeasure(limit.devices))
                 try:
                     with measure:
                         result = yield
@@ -273,8 +274,10 @@ class TokenguardSession:
             if isinstance(verdict, LimitResult):
                 figures = figures.with_gpu(
                     GpuFigure(verdict.peak_bytes, verdict.measure.replace(" ", "_")))
+                per_gpu = peak.per_gpu() if hasattr(peak, "per_gpu") else {}
                 checks.append(wire.GpuCheck(verdict.measure, verdict.peak_bytes,
-                                            verdict.limit_bytes))
+                                            verdict.limit_bytes,
+                                            tuple(sorted(per_gpu.items()))))
         wire.publish(item.user_properties, figures, excluded=self._excluded(item),
                      gpu_checks=checks)
         return longrepr(verdicts)
