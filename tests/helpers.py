@@ -4,11 +4,12 @@ measurements.
 
 Tests that need "the real processor" name the checkpoint by its hub id
 (:func:`model_ref`), exactly as a user does. The suite runs offline
-(``HF_HUB_OFFLINE=1``, set in ``conftest.py``), so on a fresh machine, in CI, and also
-where ``../shared`` exists, that id resolves through the package's own resolver to the
-embedded default: every machine runs the same tests on the same processor.
-``tests/oracle/test_embedded.py`` proves that processor gives the real files'
-``input_ids``.
+(``HF_HUB_OFFLINE=1``, set in ``conftest.py``), so with no model cache (a fresh machine;
+CI uses an empty one) that id resolves through the package's own resolver to the
+embedded default, whether or not ``../shared`` exists: every such machine runs the same
+tests on the same processor. ``tests/oracle/test_embedded.py`` proves that processor
+gives the real files' ``input_ids`` (a cached snapshot, where one exists, is the real
+files too).
 
 The real files (``../shared/models`` beside the checkout, or ``TOKENGUARD_MODELS_DIR``)
 are used only by tests that need them by design (:func:`model_folder`): the equality
@@ -53,7 +54,7 @@ def model_ref(checkpoint: str = "2.2B") -> str:
     """The hub id of a checkpoint (short name or hub id): what a user passes as the model.
 
     Offline and uncached it resolves to the embedded default, whether or not the real
-    files are on this machine.
+    files are in ``../shared``.
     """
     return CHECKPOINTS.get(checkpoint, checkpoint)
 
