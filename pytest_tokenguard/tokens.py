@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .counting import ImageCost, ImageCounter
+from .processor.chat import render_chat
 from .specs import IMAGE_TOKEN, ModelSpec
 
 
@@ -93,9 +94,8 @@ class TokenCounter:
         """
         sizes = [image_item_size(item) for m in messages for item in _content(m)
                  if item.get("type") == "image"]
-        rendered = self.processor.apply_chat_template(
-            list(messages), add_generation_prompt=add_generation_prompt, tokenize=False
-        )
+        rendered = render_chat(self.processor, messages,
+                               add_generation_prompt=add_generation_prompt)
         return self.prompt(rendered, sizes)
 
 

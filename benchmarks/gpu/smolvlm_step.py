@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_tokenguard.gpu.measure import GpuMeasure
+from pytest_tokenguard.processor.chat import render_chat
 
 #: Text of every sample; the assistant answer is long enough that text is not nil.
 USER_TEXT = "Describe what changes across these video frames, one sentence per frame."
@@ -143,7 +144,7 @@ def build_inputs(folder: Path, case: StepCase) -> dict[str, Any]:
         {"role": "user", "content": content},
         {"role": "assistant", "content": [{"type": "text", "text": ASSISTANT_TEXT}]},
     ]
-    text = processor.apply_chat_template(messages)
+    text = render_chat(processor, messages)
     images = [make_frames(case.images, seed) for seed in range(case.batch)]
     batch = processor(text=[text] * case.batch, images=images, return_tensors="pt")
     inputs = dict(batch)

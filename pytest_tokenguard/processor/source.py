@@ -77,17 +77,13 @@ class ModelSource:
         spec = known_spec(self.model)
         return spec.name if spec is not None else None
 
-    @property
-    def exact(self) -> bool:
-        """Whether every token (text included) is counted exactly."""
-        return self.kind != "embedded"
-
     def describe(self) -> str:
-        """One line for the session header: which processor is in use and what is exact."""
+        """One line for the session header: which processor is in use, and that its counts
+        are exact (the embedded default ships the checkpoints' own tokenizer)."""
         if self.kind == "embedded":
             return (
-                f"embedded default for {self.model} ({self.reason}): image and special tokens "
-                "exact, text tokens an upper bound (1 per UTF-8 byte, newline pairs merged)"
+                f"embedded default for {self.model} ({self.reason}): SmolVLM2's tokenizer "
+                "shipped with tokenguard, all tokens exact"
             )
         where = {"folder": "local folder", "hub-cache": "hub cache", "hub": "hub"}[self.kind]
         return f"{self.model} from {where} {self.location}: all tokens exact"

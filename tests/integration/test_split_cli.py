@@ -16,7 +16,7 @@ import pytest
 from pytest_tokenguard.cli.split import add_split_parser, run_split
 from pytest_tokenguard.conversation import atoms, parse_conversation
 from pytest_tokenguard.sequence import processor_count
-from tests.helpers import REPO, loaded, model_path
+from tests.helpers import REPO, loaded, model_ref
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def test_output_recounted_by_the_real_processor(tmp_path: Path) -> None:
     leading.write_text("Name the surgical step shown.\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     code, stdout, stderr = run([
-        "--max-tokens", "2000", "--model", model_path("2.2B"), "--longest-edge", "384",
+        "--max-tokens", "2000", "--model", model_ref("2.2B"), "--longest-edge", "384",
         "--leading-file", str(leading), "--allow-frame-split", str(source), "-o", str(out),
     ])
     assert code == 0, stderr
@@ -99,7 +99,7 @@ def test_stdout_and_env_model_in_a_subprocess(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [
         {"id": "a", "messages": [{"role": "user", "content": "hello"}]}
     ])
-    env = {**os.environ, "TOKENGUARD_MODEL": model_path("500M"), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "TOKENGUARD_MODEL": model_ref("500M"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "pytest_tokenguard.cli", "split", "--max-tokens", "4096",
@@ -136,7 +136,7 @@ def test_bad_line_is_named_and_nothing_is_written(tmp_path: Path, line: str, pat
                       + line + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     out.write_text("previous run\n", encoding="utf-8")
-    code, stdout, stderr = run(["--max-tokens", "4096", "--model", model_path("2.2B"),
+    code, stdout, stderr = run(["--max-tokens", "4096", "--model", model_ref("2.2B"),
                                 "--longest-edge", "384", str(source), "-o", str(out)])
     assert code == 1
     assert stderr.startswith("tokenguard split: error: ")
@@ -151,7 +151,7 @@ def test_leading_context_too_long_and_other_usage_errors(tmp_path: Path) -> None
         {"role": "user", "content": "hi"}]}])
     leading = tmp_path / "lead.json"
     leading.write_text(json.dumps([{"role": "system", "content": "word " * 300}]))
-    code, _, stderr = run(["--max-tokens", "100", "--model", model_path("2.2B"),
+    code, _, stderr = run(["--max-tokens", "100", "--model", model_ref("2.2B"),
                            "--longest-edge", "384", "--leading-file", str(leading), str(source)])
     assert code == 1
     assert "leading context alone is" in stderr

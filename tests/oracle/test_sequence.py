@@ -7,12 +7,15 @@ all) at every checkpoint and resolution, and, for many more examples at low cost
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenguard.conversation import Conversation, to_chat_template
 from pytest_tokenguard.counting import count_image
+from pytest_tokenguard.processor.chat import render_chat
 from pytest_tokenguard.sequence import (
     count_conversation,
     processor_input_ids,
@@ -72,9 +75,8 @@ def test_render_is_the_chat_template(
     checkpoint: str, conversation: Conversation, generation: bool
 ) -> None:
     processor = loaded(checkpoint, 384).processor
-    expected = processor.apply_chat_template(
-        to_chat_template(conversation), tokenize=False, add_generation_prompt=generation
-    )
+    expected = render_chat(processor, to_chat_template(conversation),
+                           add_generation_prompt=generation)
     assert render(conversation, generation) == expected
 
 
@@ -91,7 +93,7 @@ def test_fast_text_count_is_the_tokenizer(checkpoint: str, text: str) -> None:
 
 def test_breakdown_of_a_known_conversation() -> None:
     c = counter("2.2B", 384)
-    conversation = [
+    conversation: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "image", "width": 640, "height": 480},
                                      {"type": "text", "text": "What is this?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},

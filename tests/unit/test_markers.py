@@ -15,7 +15,7 @@ from pytest_tokenguard.plugin.markers import (
     suggest_longest_edge,
 )
 from pytest_tokenguard.processor.recording import ImageRecord, Recorder, SequenceRecord
-from tests.helpers import model_folder
+from tests.helpers import real_processor
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
@@ -68,9 +68,7 @@ def test_max_sequence_names_the_longest_offender() -> None:
 
 @pytest.fixture
 def processor() -> Any:
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(str(model_folder(MODEL)), size={"longest_edge": 512})
+    return real_processor(MODEL, 512)
 
 
 def test_recorder_reads_the_processor_output(processor: Any) -> None:

@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from pytest_tokenguard.cli.memory import add_memory_parser, run_memory
 from pytest_tokenguard.counting import count_image
 from pytest_tokenguard.specs import KNOWN_SPECS
-
-ROOT = Path(__file__).resolve().parents[2]
-MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))
+from tests.helpers import model_folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,9 +104,8 @@ def test_unknown_model_exits_2() -> None:
 
 
 def test_model_folder_gives_the_same_answer_as_the_hub_id() -> None:
-    folder = MODELS_DIR / "HuggingFaceTB" / "SmolVLM2-500M-Video-Instruct"
-    if not (folder / "config.json").is_file():
-        pytest.skip(f"{folder} not found; set TOKENGUARD_MODELS_DIR")
+    """Needs the real config.json: the folder's own files against the built-in values."""
+    folder = model_folder("500M", needs="config.json")
     by_folder = json.loads(run("--model", str(folder), "--json")[1])
     by_id = json.loads(run("--model", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "--json")[1])
     by_folder.pop("model")

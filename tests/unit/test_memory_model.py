@@ -29,19 +29,17 @@ from pytest_tokenguard.gpu.model import (
     resolve_model,
 )
 from pytest_tokenguard.specs import KNOWN_SPECS
+from tests.helpers import model_folder
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))
 RESULTS = sorted((ROOT / "benchmarks" / "gpu").glob("results-*.json"))
 ARCH_22B = KNOWN_ARCHITECTURES["HuggingFaceTB/SmolVLM2-2.2B-Instruct"]
 GiB = 1024**3
 
 
 def config_path(name: str) -> Path:
-    path = MODELS_DIR / name / "config.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not found; set TOKENGUARD_MODELS_DIR to the shared models folder")
-    return path
+    """A checkpoint's real config.json: these tests check the built-in values against it."""
+    return model_folder(name, needs="config.json") / "config.json"
 
 
 def recorded_cases() -> list[dict[str, Any]]:
