@@ -41,6 +41,7 @@ __all__ = [
     "TOKENIZER_SHA256",
     "build_embedded_processor",
     "embedded_tokenizer",
+    "fingerprint",
     "preprocessor_settings",
     "tokenizer_json",
 ]
@@ -169,5 +170,6 @@ def fingerprint(model: str) -> bytes:
     processor settings, its chat template and its tokenizer."""
     import json
 
-    return json.dumps({"settings": _preprocessor_settings(model), "template": CHAT_TEMPLATE,
-                       "tokenizer": "byte-level rule v1"}, sort_keys=True).encode()
+    return json.dumps({"settings": preprocessor_settings(model), "template": CHAT_TEMPLATE,
+                       "tokenizer": TOKENIZER_SHA256,
+                       "tokenizer_settings": TOKENIZER_SETTINGS}, sort_keys=True).encode()
