@@ -160,6 +160,33 @@ def test_one_minute_clip_at_the_defaults(checkpoint: str) -> None:
     assert cost.block_tokens == 60 * (c.spec.image_seq_len + 3)
 
 
+@pytest.mark.parametrize("checkpoint", list(CHECKPOINTS))
+def test_videos_of_one_call_share_the_largest_frame_count(checkpoint: str) -> None:
+    """transformers spells the padded batch's frame count in every intro: a 4-frame video
+    next to a 21-frame one is introduced as "twenty-one frames" (VideoCounter.many)."""
+    import numpy as np
+
+    c = counter(checkpoint)
+    text = "Compare <video> with\n<video>"
+    shapes = [(40, 10.0, 4.0), (210, 10.0, 21.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = c.processor(
+            text=[text], return_tensors="pt", do_sample_frames=True,
+            videos=[np.zeros((n, 8, 10, 3), np.uint8) for n, _, _ in shapes],
+            video_metadata=[{"total_num_frames": n, "fps": f, "duration": d}
+                            for n, f, d in shapes])
+    ids = [int(i) for i in out["input_ids"][0]]
+    costs = c.video_counter.many([video_info(n, f, d) for n, f, d in shapes])
+    assert [cost.intro_frames for cost in costs] == [21, 21]
+    spliced = splice_videos(text, costs)
+    assert sum(c.text(piece) for piece in spliced.pieces) + spliced.block_tokens == len(ids)
+    expanded = BLOCK.format("<image>" * c.spec.image_seq_len).join(spliced.pieces)
+    assert c.processor.tokenizer(expanded, add_special_tokens=False)["input_ids"] == ids
+    alone = c.video(video_info(*shapes[0]))  # "four" and "twenty-one" differ in tokens
+    assert alone.tokens != costs[0].tokens
+
+
 def test_frames_sent_as_a_video_cost_the_same_at_every_longest_edge() -> None:
     """8 frames of 384×384 through ``videos=`` (no metadata): one block each at any
     ``longest_edge``; as images they are tiled by ``longest_edge`` instead."""
