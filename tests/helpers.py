@@ -176,11 +176,11 @@ def torchcodec_missing() -> str | None:
     transformers 5.x decodes paths with torchcodec only (the torchvision fallback is
     gone from torchvision 0.26), and torchcodec needs FFmpeg's shared libraries.
     """
-    try:
-        from transformers.utils.import_utils import is_torchcodec_usable
-    except ImportError:  # pragma: no cover - older transformers
-        return "this transformers has no is_torchcodec_usable"
-    if not is_torchcodec_usable(decode="video"):
+    import transformers.utils.import_utils as import_utils
+
+    usable = getattr(import_utils, "is_torchcodec_usable", None)  # 5.24; 5.17 has no such check
+    ok = usable(decode="video") if usable else import_utils.is_torchcodec_available()
+    if not ok:
         return ("transformers cannot decode video paths here: install torchcodec and FFmpeg's "
                 "shared libraries (e.g. apt-get install libavcodec59 libavformat59 libavutil57 "
                 "libswscale6 libswresample4 libavfilter8 libavdevice59)")

@@ -92,7 +92,7 @@ def test_processor_folder(benchmark: Any, clip_folder: Path) -> None:
     def process() -> list[int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return [len(c.processor(text=["<video>"], videos=[path], do_sample_frames=True,
+            return [len(c.processor(text=["<video>"], videos=[[path]], do_sample_frames=True,
                                     return_tensors="pt")["input_ids"][0]) for path in paths]
 
     lengths = benchmark.pedantic(process, rounds=3, iterations=1)

@@ -2,7 +2,7 @@
 
 Three oracles:
 
-* metadata: ``processor(text=["<video>"], videos=[frames], video_metadata=[...])`` over
+* metadata: ``processor(text=["<video>"], videos=[[frames]], video_metadata=[...])`` over
   durations, frame rates, frame counts, per-call ``num_frames``/``fps``/``size`` and
   both sampling modes (frames a few pixels wide: only the sampled ones are processed);
 * files: clips written with PyAV in several containers, given to the processor by path,
@@ -56,6 +56,8 @@ def expected_text(cost: VideoCost, seq: int) -> str:
 
 
 def video_ids(processor: Any, **kwargs: Any) -> list[int]:
+    """The ids of one ``<video>`` prompt; ``videos`` nested per sample, as transformers
+    5.17 requires and 5.24 accepts."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = processor(text=["<video>"], return_tensors="pt", **kwargs)
@@ -136,7 +138,7 @@ def test_counter_equals_processor_on_metadata(
     if not sample:  # as transformers' loaders report a path they decoded whole
         metadata["frames_indices"] = list(range(total))
     frames = np.zeros((total, 8, 10, 3), np.uint8)
-    ids = video_ids(c.processor, videos=[frames], video_metadata=[metadata],
+    ids = video_ids(c.processor, videos=[[frames]], video_metadata=[metadata],
                     do_sample_frames=sample, **kwargs)
     info = video_info(total, video_fps, duration)
     cost = c.video(info, num_frames=num_frames, fps=fps, video_size=size, do_sample_frames=sample)
@@ -152,7 +154,7 @@ def test_one_minute_clip_at_the_defaults(checkpoint: str) -> None:
 
     c = counter(checkpoint)
     metadata = {"total_num_frames": 1800, "fps": 30.0, "duration": 60.0}
-    ids = video_ids(c.processor, videos=[np.zeros((1800, 8, 10, 3), np.uint8)],
+    ids = video_ids(c.processor, videos=[[np.zeros((1800, 8, 10, 3), np.uint8)]],
                     video_metadata=[metadata], do_sample_frames=True)
     cost = c.video(video_info(1800, 30.0, 60.0))
     assert_exact(c, cost, ids)
@@ -173,7 +175,7 @@ def test_videos_of_one_call_share_the_largest_frame_count(checkpoint: str) -> No
         warnings.simplefilter("ignore")
         out = c.processor(
             text=[text], return_tensors="pt", do_sample_frames=True,
-            videos=[np.zeros((n, 8, 10, 3), np.uint8) for n, _, _ in shapes],
+            videos=[[np.zeros((n, 8, 10, 3), np.uint8) for n, _, _ in shapes]],
             video_metadata=[{"total_num_frames": n, "fps": f, "duration": d}
                             for n, f, d in shapes])
     ids = [int(i) for i in out["input_ids"][0]]
@@ -196,7 +198,7 @@ def test_frames_sent_as_a_video_cost_the_same_at_every_longest_edge() -> None:
     totals = set()
     for edge in RESOLUTIONS:
         c = counter("2.2B", edge)
-        ids = video_ids(c.processor, videos=[frames])
+        ids = video_ids(c.processor, videos=[[frames]])
         cost = c.video(plan_frames(indices=range(8)))
         assert_exact(c, cost, ids)
         totals.add(cost.tokens)
@@ -258,7 +260,7 @@ def test_counter_equals_processor_on_files(
         assert _chat_count(c, messages, cost) == len(ids)
         assert ids.count(c.processor.image_token_id) == cost.image_tokens
     else:
-        assert_exact(c, cost, video_ids(c.processor, videos=[str(path)],
+        assert_exact(c, cost, video_ids(c.processor, videos=[[str(path)]],
                                          do_sample_frames=sample, **kwargs))
 
 
