@@ -322,13 +322,14 @@ def _open_container(path: str | os.PathLike[str]) -> Any:
         raise VideoReadError(path, "is empty (0 bytes); re-export or remove it")
     try:
         import av
+        from av.error import FFmpegError  # PyAV >= 7; av.FFmpegError only in recent ones
     except ImportError:
         raise VideoReadError(
             path, "reading videos needs PyAV: pip install 'pytest-tokenguard[video]'"
         ) from None
     try:
         return av.open(str(file), "r")
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
+    except (FFmpegError, UnicodeDecodeError) as exc:
         raise VideoReadError(
             path, f"is not a video FFmpeg can read (corrupt, truncated or another format: {exc})"
         ) from None
@@ -354,9 +355,9 @@ def read_video_info(
     if backend not in ("torchcodec", "pyav"):
         raise CountingError(f"backend must be 'torchcodec' or 'pyav', got {backend!r}")
     container = _open_container(path)
-    try:
-        import av
+    from av.error import FFmpegError  # PyAV is there: _open_container imported it
 
+    try:
         format_name = container.format.name or ""
         if format_name == "image2" or format_name.endswith("_pipe"):
             raise VideoReadError(path, f"is an image ({format_name}), not a video; count it as "
@@ -366,7 +367,7 @@ def read_video_info(
                                        "or the index is missing); re-export it")
         try:
             stream = container.streams.best("video")
-        except (av.FFmpegError, ValueError):
+        except (FFmpegError, ValueError):
             stream = None
         if stream is None:
             raise VideoReadError(path, "has no video stream (audio or data only, or truncated); "
@@ -376,7 +377,7 @@ def read_video_info(
         if backend == "pyav":
             return _header_info(path, stream, width, height)
         return _scanned_info(path, container, stream, width, height)
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise VideoReadError(path, f"cannot be read to the end ({exc}); the file is corrupt or "
                                 "truncated: re-export it") from None
     finally:

@@ -295,6 +295,37 @@ def test_metadata_equals_what_transformers_loads(
         pytest.skip(f"torchcodec side not checked: {missing}")
 
 
+@pytest.mark.usefixtures("decodes_paths")
+@pytest.mark.parametrize("fmt", CLIP_FORMATS[:4])
+def test_metadata_of_damaged_files_equals_torchcodec(
+    clips: ClipCache, tmp_path: Path, fmt: tuple[str, str]
+) -> None:
+    """200 garbage bytes a third of the way in: the demuxer resyncs and loses packets
+    (Matroska, WebM) or not (MP4, AVI); the scan loses exactly the ones torchcodec loses."""
+    import random
+
+    from transformers.video_utils import load_video
+
+    from pytest_tokenguard.errors import VideoReadError
+
+    data = bytearray(clips(60, 5, *fmt).read_bytes())
+    rng = random.Random(len(data))
+    start = len(data) // 3
+    data[start:start + 200] = bytes(rng.randrange(256) for _ in range(200))
+    damaged = tmp_path / f"damaged{fmt[0]}"
+    damaged.write_bytes(bytes(data))
+    try:
+        _, loaded = load_video(str(damaged), backend="torchcodec",
+                               sample_indices_fn=lambda metadata, **_: [0])
+    except Exception:  # torchcodec refuses the file: so must the scan
+        with pytest.raises(VideoReadError):
+            read_video_info(damaged)
+        return
+    info = read_video_info(damaged)
+    assert (info.total_frames, info.fps, info.duration) == (
+        loaded.total_num_frames, loaded.fps, loaded.duration)
+
+
 def test_folder_counter_needs_no_transformers(tmp_path: Path) -> None:
     """VideoCounter.from_folder and read_video_info import neither torch nor transformers."""
     import subprocess
