@@ -117,7 +117,7 @@ MetadataBackend = Literal["torchcodec", "pyav"]
 
 
 def _checked(name: str, value: object, fix: str, *, minimum: float = 0,
-         integer: bool = False, inclusive: bool = True) -> Any:
+             integer: bool = False, inclusive: bool = True) -> Any:
     """``value`` checked as a number >= (or >) ``minimum``; a CountingError naming it."""
     if isinstance(value, bool) or not isinstance(value, int | float) or (
         integer and not isinstance(value, int)
@@ -497,7 +497,7 @@ def plan_video(
     """
     if num_frames is not None:
         _checked("num_frames", num_frames, "pass the most frames to sample, e.g. num_frames=8",
-             minimum=1, integer=True)
+                 minimum=1, integer=True)
     if fps is not None:
         _checked("fps", fps, "pass the frames to sample per second, e.g. fps=1", inclusive=False)
     where = info.path or "the video"
@@ -745,8 +745,8 @@ class VideoCounter:
     ) -> VideoPlan:
         """The frames kept of ``video`` (a plan is returned as it is)."""
         if video_size is not None:
-            _checked("video_size", video_size, 'pass the longest edge, e.g. {"longest_edge": 384}',
-                 minimum=1, integer=True)
+            _checked("video_size", video_size,
+                     'pass the longest edge, e.g. {"longest_edge": 384}', minimum=1, integer=True)
         if isinstance(video, VideoPlan):
             return video
         if not isinstance(video, VideoInfo):
@@ -758,7 +758,7 @@ class VideoCounter:
         """The cost of a plan (``intro_frames``: see :func:`video_pieces`)."""
         if intro_frames is not None:
             _checked("intro_frames", intro_frames, "pass the largest frame count of the call",
-                 minimum=plan.frames, integer=True)
+                     minimum=plan.frames, integer=True)
         pieces = video_pieces(plan, intro_frames)
         frames = plan.frames
         seq = self.spec.image_seq_len
