@@ -128,3 +128,72 @@ def recorded_results() -> list[dict[str, Any]]:
             if "steady" in case:
                 cases.append({**case, "results_file": path.name})
     return cases
+
+
+# ------------------------------------------------------------------------------ video clips
+
+#: (suffix, codec) pairs the video tests write: MP4 and AVI record a frame count in the
+#: header, Matroska and WebM do not; H.264 reorders frames (B-frames), so pts != dts.
+CLIP_FORMATS = (
+    (".mp4", "mpeg4"), (".mkv", "mpeg4"), (".avi", "mpeg4"), (".webm", "libvpx-vp9"),
+    (".mov", "libx264"),
+)
+
+
+def write_clip(path: Path, frames: int, rate: Any, codec: str = "mpeg4",
+               size: tuple[int, int] = (16, 12)) -> Path:
+    """Write a tiny clip with PyAV: ``frames`` frames at ``rate`` (int or Fraction) fps.
+
+    Frames are a few pixels wide and differ in shade, so encoding takes milliseconds.
+    """
+    import av
+    import numpy as np
+
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream: Any = container.add_stream(codec, rate=rate)  # a VideoStream
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        for index in range(frames):
+            pixels = np.full((height, width, 3), (index * 37) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+class ClipCache:
+    """Clips written once per test session, by (frames, rate, suffix, codec)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._clips: dict[tuple[int, Any, str, str], Path] = {}
+
+    def __call__(self, frames: int, rate: Any, suffix: str = ".mp4",
+                 codec: str = "mpeg4") -> Path:
+        key = (frames, rate, suffix, codec)
+        path = self._clips.get(key)
+        if path is None:
+            name = f"clip_{frames}f_{str(rate).replace('/', '-')}fps_{codec}{suffix}"
+            path = write_clip(self.folder / name, frames, rate, codec)
+            self._clips[key] = path
+        return path
+
+
+def torchcodec_missing() -> str | None:
+    """Why transformers cannot decode a video path here (None when it can).
+
+    transformers 5.x decodes paths with torchcodec only (the torchvision fallback is
+    gone from torchvision 0.26), and torchcodec needs FFmpeg's shared libraries.
+    """
+    import transformers.utils.import_utils as import_utils
+
+    usable = getattr(import_utils, "is_torchcodec_usable", None)  # 5.24; 5.17 has no such check
+    ok = usable(decode="video") if usable else import_utils.is_torchcodec_available()
+    if not ok:
+        return ("transformers cannot decode video paths here: install torchcodec and FFmpeg's "
+                "shared libraries (e.g. apt-get install libavcodec59 libavformat59 libavutil57 "
+                "libswscale6 libswresample4 libavfilter8 libavdevice59)")
+    return None
