@@ -80,13 +80,14 @@ def test_chat_template_total_matches_processor(tokenguard_processor: Any,
     assert tokenguard_counter.conversation(sized).total == len(ids)
 
 
-def test_four_default_frames_overflow_a_4096_sample(tokenguard_counter: TokenCounter,
-                                                   tokenguard_longest_edge: int) -> None:
-    """Why the plugin exists: at the default 1536, four frames no longer fit 4,096 tokens,
-    even though 4 × 81 "per image" would suggest a few hundred."""
+def test_four_frames_fit_4096_only_up_to_longest_edge_1024(
+        tokenguard_processor: Any, tokenguard_counter: TokenCounter,
+        tokenguard_longest_edge: int, frame: Image.Image, is_22b: bool) -> None:
+    """Why the plugin exists: four frames and a question fit a 4,096-token sample at
+    ``longest_edge`` 1024 or less but not at the default 1536, although "81 tokens per
+    image" would say 324 tokens at any resolution. The real processor's count decides."""
     text = "<image>" * 4 + "Summarise the clip."
-    total = tokenguard_counter.prompt(text, [(384, 384)] * 4).total
-    naive = 4 * tokenguard_counter.spec.image_seq_len
-    assert total > naive
-    if tokenguard_longest_edge >= 1536 and tokenguard_counter.spec.tile_size == 384:
-        assert total > 4096
+    ids = tokenguard_processor(text=[text], images=[[frame] * 4])["input_ids"][0]
+    assert tokenguard_counter.prompt(text, [frame.size] * 4).total == len(ids)
+    if is_22b:
+        assert (len(ids) <= 4096) == (tokenguard_longest_edge <= 1024)
