@@ -116,3 +116,12 @@ def recorded_results() -> list[dict[str, Any]]:
             if "steady" in case:
                 cases.append({**case, "results_file": path.name})
     return cases
+
+
+def plugin_args() -> list[str]:
+    """``-p pytest_tokenguard.plugin`` where the plugin is not installed (the GPU machine
+    runs the suite from a copy of the package, without its entry point)."""
+    from importlib.metadata import entry_points
+
+    installed = any("tokenguard" in ep.name for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "pytest_tokenguard.plugin"]
