@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from ..counting import CountingError
@@ -22,6 +24,7 @@ from ..gpu.model import (
     MemoryModelError,
     check_predicted_limit,
     estimate_for_model,
+    shape_fields,
     validate,
 )
 from ..specs import DEFAULT_MODEL, SpecError
@@ -63,6 +66,40 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _model_folder_problem(model: str) -> str | None:
+    """Why ``--model`` cannot be a checkpoint folder, worded for this command, or None.
+
+    The model resolver says the same for every entry point (``--tokenguard-model``, the
+    ini value, the environment); here the user typed ``--model``. A value that looks
+    like a path (starts with ``.``, ``/`` or ``~``, or has more than one ``/``) and does
+    not exist is refused: it is never taken for a hub id and priced with built-in
+    numbers."""
+    expanded = Path(os.path.expanduser(model))
+    if expanded.is_dir():
+        if not (expanded / "preprocessor_config.json").is_file():
+            return (f"--model {model!r}: the folder has no preprocessor_config.json; give a "
+                    "SmolVLM checkpoint folder (config.json, preprocessor_config.json...)")
+        return None
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or expanded.exists():
+        what = "is not a folder" if expanded.exists() else "no such folder"
+        return (f"--model {model!r}: {what}; give a SmolVLM checkpoint folder (with its "
+                f"config.json) or a hub id such as {DEFAULT_MODEL}")
+    return None
+
+
+def _for_the_command_line(message: str) -> str:
+    """The memory model's messages name its keywords (``images=0``, as the marker takes
+    them); here they name this command's options (``--images 0``)."""
+    names = sorted((field.name for field in shape_fields()), key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(names) + r")(=| takes|:)")
+
+    def option(match: re.Match[str]) -> str:
+        flag = "--" + match.group(1).replace("_", "-")
+        return flag + (" " if match.group(2) == "=" else match.group(2))
+
+    return pattern.sub(option, message)
 
 
 def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -122,6 +159,10 @@ def run_memory(
     """Print the estimate; 0, or 1 over ``--limit``, or 2 on bad input."""
     out = out or sys.stdout
     err = err or sys.stderr
+    problem = _model_folder_problem(args.model)
+    if problem is not None:
+        print(f"tokenguard memory: {problem}", file=err)
+        return 2
     recipe = {}
     if args.lora_targets is not None:
         recipe["lora_targets"] = args.lora_targets
@@ -144,10 +185,24 @@ def run_memory(
         )
         estimate = estimate_for_model(args.model, shape)
     except (MemoryModelError, SpecError, CountingError) as exc:
-        print(f"tokenguard memory: {exc}", file=err)
+        line = " ".join(str(exc).split())  # one line, whatever a hostile file held
+        print(f"tokenguard memory: {_for_the_command_line(line)}", file=err)
         return 2
     result = (None if args.limit is None
               else check_predicted_limit(estimate, args.limit, subject="The step"))
+    try:
+        _print_estimate(args, estimate, result, out)
+    except BrokenPipeError:
+        # ``tokenguard memory | head -1``: the reader left, as with any Unix filter; point
+        # stdout at /dev/null so the interpreter's final flush does not fail again
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    return 0 if result is None or result.passed else 1
+
+
+def _print_estimate(args: argparse.Namespace, estimate: Any, result: Any, out: TextIO) -> None:
     if args.json:
         data = estimate.to_dict()
         if result is not None:
@@ -160,4 +215,4 @@ def run_memory(
               f"{format_bytes(estimate.peak_bytes)} is a floor for nvidia-smi)", file=out)
         if result is not None:
             print(("PASS " if result.passed else "FAIL ") + result.message, file=out)
-    return 0 if result is None or result.passed else 1
+    out.flush()

@@ -68,6 +68,7 @@ once) and the 14 bytes per pixel of the processor's inputs on the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -276,6 +277,12 @@ def validate(**kwargs: Any) -> StepShape:
     return StepShape(**kwargs)
 
 
+#: The largest count the model takes, from a config.json or a keyword (2**31 - 1, a C
+#: int as the checkpoint's own loaders read it): above it is a broken or hostile input,
+#: and the arithmetic would leave what a float (and so a printed size) can hold.
+MAX_CONFIG_INT = 2**31 - 1
+
+
 def _bad(name: str, value: object, accepted: str) -> MemoryModelError:
     return MemoryModelError(f"{name}={value!r} is not accepted; {name} takes {accepted}")
 
@@ -284,6 +291,8 @@ def _integer(minimum: int) -> Callable[[str, object], int]:
     def check(name: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise _bad(name, value, f"an integer, {minimum} or more")
+        if value > MAX_CONFIG_INT:
+            raise _bad(name, value, f"an integer, at most {MAX_CONFIG_INT}")
         return value
 
     return check
@@ -316,12 +325,14 @@ def _choice(choices: tuple[str, ...], aliases: Mapping[str, str] | None = None,
 def _image_size(name: str, value: object) -> tuple[int, int]:
     if isinstance(value, str):
         parts = value.lower().split("x")
-        if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
-            value = (int(parts[0]), int(parts[1]))
+        with contextlib.suppress(ValueError):  # "²".isdigit() is True, int("²") fails
+            if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
+                value = (int(parts[0]), int(parts[1]))
     if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_CONFIG_INT
                        for v in value)):
-        raise _bad(name, value, "two positive integers, e.g. (384, 384) or '384x384'")
+        raise _bad(name, value, f"two integers from 1 to {MAX_CONFIG_INT}, e.g. (384, 384) or "
+                   "'384x384'")
     return int(value[0]), int(value[1])
 
 
@@ -505,12 +516,19 @@ class Architecture:
 
 def _int(section: dict[str, Any], key: str, where: str) -> int:
     value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if (isinstance(value, bool) or not isinstance(value, int) or value < 1
+            or value > MAX_CONFIG_INT):
         raise MemoryModelError(
-            f"{where}: {key} must be a positive integer, got {value!r}; is this a SmolVLM "
-            "config.json?"
+            f"{where}.{key} must be a positive integer (at most {MAX_CONFIG_INT}), got "
+            f"{_shown(value)}; is this a SmolVLM config.json? Restore it from the checkpoint"
         )
     return value
+
+
+def _shown(value: object) -> str:
+    """``value`` for a one-line message: a hostile file's value can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _optional_int(section: dict[str, Any], key: str, default: int, where: str) -> int:
@@ -521,33 +539,43 @@ def _optional_int(section: dict[str, Any], key: str, default: int, where: str) -
     return _int(section, key, where)
 
 
-def architecture_from_config(config: dict[str, Any], name: str = "config") -> Architecture:
-    """An :class:`Architecture` from the parsed ``config.json`` of a SmolVLM checkpoint."""
+def architecture_from_config(config: dict[str, Any], name: str = "config",
+                             where: str | None = None) -> Architecture:
+    """An :class:`Architecture` from the parsed ``config.json`` of a SmolVLM checkpoint.
+
+    ``name`` names the architecture (the model as the user gave it); ``where`` names the
+    file in error messages (its path), which then name the key too:
+    ``.../config.json: text_config.head_dim must be a positive integer, got -64``.
+    """
+    where = where or name
     text = config.get("text_config")
     vision = config.get("vision_config")
     if not isinstance(text, dict) or not isinstance(vision, dict):
+        missing = "text_config" if not isinstance(text, dict) else "vision_config"
         raise MemoryModelError(
-            f"{name}: needs 'text_config' and 'vision_config' objects (a SmolVLM / Idefics3 "
+            f"{where}: {missing} must be a JSON object, got {_shown(config.get(missing))}; "
+            "needs 'text_config' and 'vision_config' objects (a SmolVLM / Idefics3 "
             "config.json)"
         )
-    heads = _int(text, "num_attention_heads", f"{name} text_config")
-    hidden = _int(text, "hidden_size", f"{name} text_config")
+    t, v = f"{where}: text_config", f"{where}: vision_config"
+    heads = _int(text, "num_attention_heads", t)
+    hidden = _int(text, "hidden_size", t)
     return Architecture(
         name=name,
-        text_layers=_int(text, "num_hidden_layers", f"{name} text_config"),
+        text_layers=_int(text, "num_hidden_layers", t),
         text_hidden=hidden,
-        text_intermediate=_int(text, "intermediate_size", f"{name} text_config"),
+        text_intermediate=_int(text, "intermediate_size", t),
         text_heads=heads,
-        text_kv_heads=_optional_int(text, "num_key_value_heads", heads, f"{name} text_config"),
-        head_dim=_optional_int(text, "head_dim", hidden // heads, f"{name} text_config"),
-        vocab_size=_int(text, "vocab_size", f"{name} text_config"),
-        vision_layers=_int(vision, "num_hidden_layers", f"{name} vision_config"),
-        vision_hidden=_int(vision, "hidden_size", f"{name} vision_config"),
-        vision_intermediate=_int(vision, "intermediate_size", f"{name} vision_config"),
-        vision_heads=_int(vision, "num_attention_heads", f"{name} vision_config"),
-        patch_size=_int(vision, "patch_size", f"{name} vision_config"),
-        image_size=_int(vision, "image_size", f"{name} vision_config"),
-        scale_factor=_int(config, "scale_factor", name),
+        text_kv_heads=_optional_int(text, "num_key_value_heads", heads, t),
+        head_dim=_optional_int(text, "head_dim", max(hidden // heads, 1), t),
+        vocab_size=_int(text, "vocab_size", t),
+        vision_layers=_int(vision, "num_hidden_layers", v),
+        vision_hidden=_int(vision, "hidden_size", v),
+        vision_intermediate=_int(vision, "intermediate_size", v),
+        vision_heads=_int(vision, "num_attention_heads", v),
+        patch_size=_int(vision, "patch_size", v),
+        image_size=_int(vision, "image_size", v),
+        scale_factor=_int(config, "scale_factor", f"{where}: config"),
         tie_word_embeddings=bool(
             config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
         ),
@@ -593,12 +621,23 @@ def resolve_model(model: str) -> tuple[Architecture, ModelSpec]:
 
     try:
         source = resolve_source(model, network_timeout=None)
+    except (ProcessorLoadError, SpecError) as exc:
+        raise MemoryModelError(str(exc)) from None
+    path = source.folder / "config.json" if source.folder is not None else None
+    try:
         config = source.read_json("config.json")
         spec = source.spec()
     except (ProcessorLoadError, SpecError) as exc:
         raise MemoryModelError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        # what read_json lets through: an integer of over 4300 digits (Python's limit on
+        # int from str), brackets nested too deep for the parser
+        what = str(exc).split("\n")[0][:120] or type(exc).__name__
+        raise MemoryModelError(
+            f"{path or model}: cannot be read as a SmolVLM config ({what}); restore the file "
+            "from the checkpoint") from None
     if config is not None:
-        return architecture_from_config(config, name=model), spec
+        return architecture_from_config(config, name=model, where=str(path)), spec
     if source.folder is None and source.known is not None:
         return KNOWN_ARCHITECTURES[source.known], spec
     raise MemoryModelError(

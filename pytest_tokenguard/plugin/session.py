@@ -33,7 +33,6 @@ from .report import Row, format_gpu_rows, format_table
 
 if TYPE_CHECKING:
     from ..baseline.gate import Gate
-    from ..gpu.measure import CudaStatus
     from ..processor.recording import Recorder, Recording
 
 __all__ = ["TokenguardSession", "session_of"]
@@ -69,7 +68,7 @@ class TokenguardSession:
         self.processors = ProcessorCache(settings.model, settings.network_timeout)
         self.gate: Gate | None = None
         self._recorder: Recorder | None = None
-        self._cuda: CudaStatus | None = None
+        self._gpu_reasons: dict[str, str] = {}
         self.rows: list[Row] = []
         self.gpu_checks: list[tuple[str, wire.GpuCheck]] = []
         self.deselected = 0
@@ -169,25 +168,39 @@ class TokenguardSession:
                 "unguarded (pass --tokenguard, or set tokenguard = true in the ini file)"))
 
     def _gpu_availability(self, items: list[pytest.Item]) -> None:
-        """Skip (or, under --tokenguard-require-gpu, fail) limit_gpu_memory tests without a
-        CUDA device; the skip is a marker added here, so it points at the test."""
-        gpu_items = [item for item in items
-                     if any(d.name == "limit_gpu_memory" for d, _ in item.stash[_PARSED_KEY])]
-        if not gpu_items:
-            return
-        if self._cuda is None:
-            from ..gpu.measure import cuda_status
-
-            self._cuda = cuda_status()
-        if self._cuda.available:
-            return
-        reason = f"tokenguard: limit_gpu_memory needs a CUDA device: {self._cuda.reason}"
-        for item in gpu_items:
+        """Skip (or, under --tokenguard-require-gpu, fail) limit_gpu_memory tests that
+        cannot be measured here: no CUDA device for the current device's measure, no NVML
+        for ``devices=``. The skip is a marker added here, so it points at the test."""
+        for item in items:
+            limit = next((p for d, p in item.stash[_PARSED_KEY] if isinstance(p, GpuLimit)),
+                         None)
+            if limit is None:
+                continue
+            reason = self._gpu_unavailable(limit)
+            if reason is None:
+                continue
             if self.settings.require_gpu:
                 item.stash[_GPU_FAIL_KEY] = (f"{reason} (--tokenguard-require-gpu turns this "
                                              "skip into a failure)")
             else:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+    def _gpu_unavailable(self, limit: GpuLimit) -> str | None:
+        """Why ``limit`` cannot be measured on this machine, or None; asked once per kind."""
+        kind = "cuda" if limit.devices is None else "nvml"
+        if kind not in self._gpu_reasons:
+            from ..gpu.measure import cuda_status, nvml_module
+
+            if kind == "cuda":
+                status = cuda_status()
+                reason = "" if status.available else status.reason
+            else:
+                pynvml, reason = nvml_module()
+                if pynvml is not None:
+                    pynvml.nvmlShutdown()
+            self._gpu_reasons[kind] = reason
+        reason = self._gpu_reasons[kind]
+        return f"tokenguard: limit_gpu_memory needs a CUDA device: {reason}" if reason else None
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)
@@ -219,25 +232,26 @@ class TokenguardSession:
             return (yield)
         parsed = item.stash.get(_PARSED_KEY, [])
         limit = next((p for d, p in parsed if isinstance(p, GpuLimit)), None)
+        measure: Any = None
+        if limit is not None:
+            from ..gpu.measure import GpuMeasure, MultiGpuMeasure
+
+            measure = GpuMeasure() if limit.devices is None else MultiGpuMeasure(limit.devices)
+            try:
+                self._enter_measure(measure)
+            except BaseException:
+                self._stop_recording(item)
+                raise
         error: BaseException | None = None
-        peak = None
         result: object = None
         try:
-            if limit is None:
-                result = yield
-            else:
-                from ..gpu.measure import GpuMeasure, MultiGpuMeasure
-
-                measure: GpuMeasure | MultiGpuMeasure = (
-                    GpuMeasure() if limit.devices is None else MultiGpuMeasure(limit.devices))
-                try:
-                    with measure:
-                        result = yield
-                finally:
-                    with contextlib.suppress(RuntimeError):  # no peak: entering failed
-                        peak = measure.peak
+            result = yield
         except BaseException as exc:
             error = exc
+        peak = None
+        if measure is not None:
+            measure.__exit__(type(error) if error else None, error, None)
+            peak = measure.peak
         recording = self._stop_recording(item)
         if error is not None and not isinstance(error, Exception | pytest.fail.Exception):
             raise error  # skip, xfail, exit, KeyboardInterrupt: nothing to judge
@@ -249,6 +263,20 @@ class TokenguardSession:
         if failures:
             raise pytest.fail.Exception(failures, pytrace=False)
         return result
+
+    def _enter_measure(self, measure: Any) -> None:
+        """Start measuring; a device that cannot be measured (a GPU index that does not
+        exist, NVML failing) is a skip, or a failure under --tokenguard-require-gpu, with
+        its reason, never a traceback."""
+        from ..errors import GpuUnavailable
+
+        try:
+            measure.__enter__()
+        except GpuUnavailable as exc:
+            reason = f"tokenguard: limit_gpu_memory cannot measure: {exc}"
+            if self.settings.require_gpu:
+                pytest.fail(reason, pytrace=False)
+            pytest.skip(reason)
 
     def _stop_recording(self, item: pytest.Item) -> Recording | None:
         entry = item.stash.get(_RECORDING_KEY, None)

@@ -63,6 +63,7 @@ def test_training_step_under_recorded_ceiling(case_id: str) -> None:
         seq_len=recorded["seq_len"],
         batch=case.batch,
         gradient_checkpointing=case.gradient_checkpointing,
+        optimizer=case.optimizer,  # these cases use AdamW foreach, not the default (fused)
     )
     total = torch.cuda.get_device_properties(0).total_memory
     needed = steady.get("nvml_used") or steady["torch_reserved"]

@@ -18,13 +18,18 @@ import pytest
 
 from pytest_tokenguard.gpu import measure as gpu
 from pytest_tokenguard.gpu.measure import (
+    DevicePeak,
+    DevicesPeak,
     GpuMeasure,
     GpuPeak,
     GpuUnavailable,
+    MultiGpuMeasure,
     NvmlSampler,
     check_gpu_limit,
+    check_gpu_limits,
     cuda_status,
     nvml_module,
+    validate_devices,
 )
 
 GiB = 1024**3
@@ -404,3 +409,237 @@ def test_peak_to_dict_is_json_ready() -> None:
     data = make_peak().to_dict()
     assert json.loads(json.dumps(data)) == data
     assert GpuPeak(**data) == make_peak()
+
+
+# --- several devices through NVML: MultiGpuMeasure and check_gpu_limits ----------------
+
+
+class FakeDevice:
+    def __init__(self, name: str, uuid: str, used: int) -> None:
+        self.name, self.uuid, self.used = name, uuid, used
+        #: (pid, used bytes) of the compute processes the driver lists on this device
+        self.processes: list[tuple[int, int]] = []
+        self.list_fails = False
+
+
+class FakeMultiNvml(types.ModuleType):
+    """pynvml with several devices, their used memory and compute processes, driven by
+    the test; it counts nvmlInit/nvmlShutdown so a test can check they pair up."""
+
+    NVMLError = NVMLError
+
+    def __init__(self, devices: list[FakeDevice]) -> None:
+        super().__init__("pynvml")
+        self.devices = devices
+        self.inits = 0
+        self.shutdowns = 0
+
+    def nvmlInit(self) -> None:
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "580.159.04"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeDevice:
+        if not 0 <= index < len(self.devices):
+            raise NVMLError("Invalid Argument")
+        return self.devices[index]
+
+    def nvmlDeviceGetUUID(self, handle: FakeDevice) -> bytes:
+        return handle.uuid.encode()
+
+    def nvmlDeviceGetName(self, handle: FakeDevice) -> bytes:
+        return handle.name.encode()
+
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeDevice) -> Any:
+        return types.SimpleNamespace(used=handle.used, total=80 * GiB)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeDevice) -> list[Any]:
+        if handle.list_fails:
+            raise NVMLError("Not Supported")
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used)
+                for pid, used in handle.processes]
+
+
+WORKER_0, WORKER_1, STRANGER = 900_001, 900_002, 900_003
+
+
+@pytest.fixture
+def gpus(monkeypatch: pytest.MonkeyPatch) -> FakeMultiNvml:
+    """Two fake H100s; two torchrun workers of this process, one process of someone else.
+
+    The process tree is read from ``/proc``; the fake pids' parents are planted."""
+    module = FakeMultiNvml([FakeDevice("NVIDIA H100 80GB HBM3", "GPU-aaaa-0", 2 * GiB),
+                            FakeDevice("NVIDIA H100 80GB HBM3", "GPU-bbbb-1", 3 * GiB)])
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    torchrun = 900_000
+    parents = {WORKER_0: torchrun, WORKER_1: torchrun, torchrun: os.getpid(), STRANGER: 1}
+    monkeypatch.setattr(gpu, "_parent", lambda pid: parents.get(pid, 0))
+    return module
+
+
+def test_process_tree_mode_sums_this_tree_only_per_gpu(gpus: FakeMultiNvml) -> None:
+    zero, one = gpus.devices
+    zero.processes = [(STRANGER, 30 * GiB)]  # on the GPU before and during: not ours
+    with MultiGpuMeasure(devices="all", interval=0.001) as measure:
+        zero.processes += [(WORKER_0, 5 * GiB)]
+        one.processes = [(WORKER_1, 6 * GiB), (os.getpid(), GiB)]
+        zero.used, one.used = 37 * GiB, 10 * GiB
+    peak = measure.peak
+    assert [(d.index, d.mode, d.used) for d in peak.devices] == [
+        (0, "process-tree", 5 * GiB), (1, "process-tree", 7 * GiB)]
+    assert peak.worst.index == 1
+    assert peak.per_gpu() == {0: 5 * GiB, 1: 7 * GiB}
+    assert peak.driver_version == "580.159.04"
+    assert [d.uuid for d in peak.devices] == ["GPU-aaaa-0", "GPU-bbbb-1"]
+    assert all(d.samples >= 2 for d in peak.devices)
+    assert gpus.inits == gpus.shutdowns == 1
+
+
+def test_device_delta_mode_when_no_process_of_the_tree_is_listed(gpus: FakeMultiNvml) -> None:
+    zero, one = gpus.devices
+    one.list_fails = True  # inside some containers the driver lists nothing
+    with MultiGpuMeasure(devices=[0, 1], interval=0.001) as measure:
+        zero.processes = [(STRANGER, 4 * GiB)]
+        zero.used += 4 * GiB  # someone else's process: device-delta cannot tell
+        one.used += 512 * MiB
+    peak = measure.peak
+    assert [(d.mode, d.used, d.baseline) for d in peak.devices] == [
+        ("device-delta", 4 * GiB, 2 * GiB), ("device-delta", 512 * MiB, 3 * GiB)]
+
+
+def test_device_delta_never_goes_negative(gpus: FakeMultiNvml) -> None:
+    with MultiGpuMeasure(devices=0, interval=0.001) as measure:
+        gpus.devices[0].used -= GiB  # memory freed during the block
+    assert measure.peak.devices[0].used == 0
+
+
+@pytest.mark.parametrize(("visible", "names"), [
+    ("1,0", ["GPU-bbbb-1", "GPU-aaaa-0"]),
+    ("GPU-bbbb", ["GPU-bbbb-1"]),  # a UUID prefix, as CUDA accepts it
+    ("1,7,0", ["GPU-bbbb-1"]),  # CUDA stops at the first invalid entry
+    ("0,,1", ["GPU-aaaa-0"]),  # and at an empty one
+])
+def test_cuda_visible_devices_renumbers_as_torch_does(gpus: FakeMultiNvml,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      visible: str, names: list[str]) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with MultiGpuMeasure(devices="all", interval=0.001) as measure:
+        pass
+    peak = measure.peak
+    assert [d.uuid for d in peak.devices] == names
+    assert [d.index for d in peak.devices] == list(range(len(names)))  # torch's numbering
+
+
+def test_devices_list_picks_torch_indices_under_cuda_visible_devices(
+        gpus: FakeMultiNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    with MultiGpuMeasure(devices=[1], interval=0.001) as measure:
+        gpus.devices[0].used += GiB
+    (device,) = measure.peak.devices
+    assert (device.index, device.uuid, device.used) == (1, "GPU-aaaa-0", GiB)
+
+
+def test_uuid_prefix_matching_several_gpus_is_refused(gpus: FakeMultiNvml,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-")
+    with pytest.raises(GpuUnavailable, match="CUDA_VISIBLE_DEVICES entry 'GPU-' names no "
+                                             "single GPU NVML knows"), MultiGpuMeasure():
+        pytest.fail("the block must not run")
+    assert gpus.inits == gpus.shutdowns == 1
+
+
+def test_device_index_that_does_not_exist(gpus: FakeMultiNvml) -> None:
+    with pytest.raises(GpuUnavailable, match=r"devices=\[0, 5\]: no visible GPU 5 "
+                                             r"\(2 visible\)"), MultiGpuMeasure(devices=[0, 5]):
+        pytest.fail("the block must not run")
+    assert gpus.inits == gpus.shutdowns == 1
+
+
+def test_no_gpu_visible(gpus: FakeMultiNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(GpuUnavailable, match="no GPU visible to NVML "
+                                             "\\(CUDA_VISIBLE_DEVICES=''\\)"), MultiGpuMeasure():
+        pytest.fail("the block must not run")
+
+
+def test_nvml_missing_is_unavailable_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    with pytest.raises(GpuUnavailable) as excinfo, MultiGpuMeasure(devices="all"):
+        pytest.fail("the block must not run")
+    reason = str(excinfo.value)
+    assert reason.startswith("NVML not measured: pynvml cannot be imported")
+    assert "pip install nvidia-ml-py" in reason
+    assert reason.endswith("; devices='all' measures through NVML only")
+    assert "torch measures are still taken" not in reason  # there are none here
+
+
+def test_nvml_failing_at_init_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(init_error=True))
+    with pytest.raises(GpuUnavailable, match=r"nvmlInit failed \(Driver Not Loaded\)"), \
+            MultiGpuMeasure():
+        pytest.fail("the block must not run")
+
+
+def test_multi_peak_read_before_the_end_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="after the with-block"):
+        _ = MultiGpuMeasure().peak
+
+
+@pytest.mark.parametrize("devices", ["al", "", [], [-1], [True], 1.5, "0,1", b"all", [0, "1"]])
+def test_bad_devices_are_refused_before_measuring(devices: Any) -> None:
+    with pytest.raises(ValueError, match=r"devices=.* is not accepted; give 'all'"):
+        MultiGpuMeasure(devices=devices)
+
+
+def test_devices_are_deduplicated_in_order() -> None:
+    assert validate_devices([1, 0, 1]) == (1, 0)
+    assert validate_devices(2) == (2,)
+    assert validate_devices("all") == "all"
+    assert validate_devices(None) is None
+
+
+def make_devices_peak(*used: int) -> DevicesPeak:
+    return DevicesPeak(tuple(
+        DevicePeak(index=i, name="NVIDIA H100 80GB HBM3", uuid=f"GPU-{i}", total_memory=80 * GiB,
+                   used=u, mode="process-tree", samples=40, baseline=0)
+        for i, u in enumerate(used)), "580.159.04", 2.5)
+
+
+def test_limits_fail_when_any_gpu_passes_naming_every_peak() -> None:
+    result = check_gpu_limits(make_devices_peak(3 * GiB, 5 * GiB), 4 * GiB)
+    assert not result.passed
+    assert result.message == ("Test was limited to 4.0GiB per GPU but 1 of 2 GPUs passed it: "
+                              "GPU 1 peaked at 5.0GiB (GPU 0 3.0GiB, GPU 1 5.0GiB)")
+    assert (result.peak_bytes, result.limit_bytes) == (5 * GiB, 4 * GiB)
+    assert result.measure == "NVML process-tree, GPU 1"
+    lines = result.detail.splitlines()
+    assert lines[0] == "GPU peaks per device (NVML, driver 580.159.04), 2.50s measured:"
+    assert lines[1].split() == ["limit", "per", "GPU", "4.0GiB"]
+    assert lines[2].endswith("3.0GiB (process-tree, 40 samples)")
+    assert lines[3].endswith("5.0GiB (process-tree, 40 samples)  OVER")
+
+
+def test_limits_pass_when_every_gpu_is_under() -> None:
+    result = check_gpu_limits(make_devices_peak(3 * GiB, 2 * GiB), 4 * GiB)
+    assert result.passed
+    assert result.message == ("GPU peaks (GPU 0 3.0GiB, GPU 1 2.0GiB) are within the limit "
+                              "of 4.0GiB per GPU")
+    assert "OVER" not in result.detail
+
+
+def test_limit_exactly_reached_passes() -> None:
+    assert check_gpu_limits(make_devices_peak(4 * GiB), 4 * GiB).passed
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "4 GiB"])
+def test_limits_bad_limit_rejected(limit: Any) -> None:
+    with pytest.raises(ValueError, match="limit_bytes must be a positive int"):
+        check_gpu_limits(make_devices_peak(GiB), limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,12 +118,13 @@ def test_model_folder_gives_the_same_answer_as_the_hub_id() -> None:
     ("argv", "message"),
     [
         (["--images", "0", "--text-tokens", "0"], "nothing to train on"),
-        (["--gpus", "4"], "gpus=4 needs sharding"),
+        (["--gpus", "4"], "--gpus 4 needs --sharding: ddp or fsdp"),
         (["--gpus", "2", "--sharding", "fsdp", "--freeze", "vision", "--freeze", "text"],
          "freezes everything"),
-        (["--sharding", "fsdp"], "sharding=fsdp with gpus=1"),
+        (["--sharding", "fsdp"], "--sharding fsdp with --gpus 1"),
         (["--lora-rank", "8", "--lora-targets", "self_attn"], "names no Linear module"),
-        (["--model", "/nonexistent/HuggingFaceTB/SmolVLM2-2.2B-Instruct"], ""),
+        (["--model", "/nonexistent/HuggingFaceTB/SmolVLM2-2.2B-Instruct"],
+         "--model '/nonexistent/HuggingFaceTB/SmolVLM2-2.2B-Instruct': no such folder"),
     ],
 )
 def test_bad_recipes_exit_2(argv: list[str], message: str) -> None:
@@ -165,3 +167,84 @@ def test_lora_and_fsdp_lower_the_prediction() -> None:
     assert lora["peak_bytes"] < full["peak_bytes"]
     assert fsdp["peak_bytes"] < full["peak_bytes"]
     assert lora["trained_parameters"] < full["trained_parameters"]
+
+
+# --- hostile input (issue 13's memory items), worded for this command ------------------
+
+
+def test_missing_model_folder_names_the_path_and_the_option() -> None:
+    code, out, err = run("--model", "/no/such/place/SmolVLM2-2.2B-Instruct")
+    assert (code, out) == (2, "")
+    assert err == ("tokenguard memory: --model '/no/such/place/SmolVLM2-2.2B-Instruct': no "
+                   "such folder; give a SmolVLM checkpoint folder (with its config.json) or a "
+                   "hub id such as HuggingFaceTB/SmolVLM2-2.2B-Instruct\n")
+    assert "--tokenguard-model" not in err  # an option of the plugin, not of this command
+
+
+@pytest.mark.parametrize("model", ["./SmolVLM2-2.2B-Instruct", "~/no-such-model-here",
+                                   "a/b/SmolVLM2-2.2B-Instruct"])
+def test_path_like_models_are_never_priced_as_a_hub_id(model: str) -> None:
+    code, _, err = run("--model", model)
+    assert code == 2
+    assert f"--model {model!r}: no such folder" in err
+
+
+def test_a_folder_without_processor_files_is_named(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    code, _, err = run("--model", str(tmp_path))
+    assert code == 2
+    assert err.startswith(f"tokenguard memory: --model {str(tmp_path)!r}: the folder has no "
+                          "preprocessor_config.json")
+
+
+def test_a_sample_of_nothing_is_refused_with_the_options_named() -> None:
+    code, out, err = run("--images", "0", "--text-tokens", "0")
+    assert (code, out) == (2, "")
+    assert err.startswith("tokenguard memory: --images 0 and --text-tokens 0: a sample of "
+                          "nothing")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--lora-dropout", "2"], "--lora-dropout 2.0 is not accepted; --lora-dropout takes a "
+                              "number from 0 to below 1"),
+    (["--lora-rank", "4", "--lora-targets", "nothing"], "--lora-targets: 'nothing' matches "
+                                                        "no module"),
+    (["--images", str(2**31)], f"--images {2**31} is not accepted; --images takes an "
+                               "integer, at most 2147483647"),
+    (["--image-size", f"{2**31}x1"], "--image-size (2147483648, 1) is not accepted"),
+])
+def test_model_messages_name_the_options_of_this_command(argv: list[str], message: str) -> None:
+    code, _, err = run(*argv)
+    assert code == 2
+    assert message in err
+    assert "=" not in err.split(": ", 1)[1].split(";")[0]  # no keyword=value spelling
+
+
+def test_bare_limit_is_a_usage_error_naming_the_input(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        parser().parse_args(["memory", "--limit", "24"])
+    assert excinfo.value.code == 2
+    assert "size '24' has no unit, so it means 24 bytes; write 24G or 24GiB" in (
+        capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_limit_failure_is_worded_for_the_command_line(json_output: bool) -> None:
+    code, out, err = run("--limit", "1G", *(["--json"] if json_output else []))
+    assert (code, err) == (1, "")
+    message = json.loads(out)["message"] if json_output else out.splitlines()[-1]
+    expected = "The step is limited to 1.0GiB but its predicted GPU peak was "
+    assert message.startswith(expected if json_output else "FAIL " + expected)
+    assert "Test was limited" not in out
+    assert "longest_edge=" in message  # names the shape it predicted
+
+
+def test_a_closed_stdout_is_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    args = parser().parse_args(["memory"])
+    assert run_memory(args, Closed(), io.StringIO()) == 0

@@ -61,10 +61,22 @@ def predict(case: dict[str, Any]) -> MemoryEstimate:
     return table_predict(case)
 
 
-#: The one recorded case the model does not explain: DDP on the 256M checkpoint at 384
-#: peaks one bucket set (0.48 GiB) above its other steps in its second step, which the
-#: 2.2B and 500M DDP cases do not; measured twice, on two machines.
+#: The one recorded case the model does not explain: DDP on the 256M checkpoint at 384.
+#: Its recorded second step (``dist_step.py``, under GpuMeasure) peaks 513,802,240 bytes
+#: above its third step's backward peak: one gradient set (512,969,856 bytes); the 2.2B
+#: and 500M DDP cases do not show it; recorded twice, on two machines. DDP's first
+#: iteration reduces ONE bucket of every gradient (``find_unused_parameters=False`` makes
+#: torch's initial ``bucket_size_limits`` ``[sys.maxsize]``) and rebuilds 25 MiB buckets at
+#: the second forward (``_rebuild_buckets``). A probe of the same case on 2x H100
+#: (``benchmarks/gpu/ddp_probe.py``, ``probe-ddp-h100x2.jsonl``) found step 2's forward and
+#: backward peaks equal to step 3's (within 3 MB), with and without a 1 s pause after step
+#: 1: so the rebuild itself adds nothing once forward starts. The extra set is either in
+#: step 2's optimizer step (the probe did not read that peak; it does now) or depends on
+#: timing the probe changed (the first bucket kept alive by NCCL's stashed work until its
+#: watchdog, which wakes every 100 ms, drops it). Which one needs that next measurement;
+#: until then it is not modelled, and this stays a strict xfail.
 UNEXPLAINED = {"256M-le384-nogc-b1-i4-fused-ddp2"}
+PROBE = ROOT / "benchmarks" / "gpu" / "probe-ddp-h100x2.jsonl"
 
 
 # --- the architecture table and the parameter count -------------------------------
@@ -106,14 +118,42 @@ def test_parameter_counts_recorded_on_the_gpu_agree() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['file']}:{c['case']}" for c in CASES])
-def test_prediction_within_5_percent_and_never_2_percent_below(case: dict[str, Any]) -> None:
+def test_prediction_within_5_percent_and_never_2_percent_below(
+        case: dict[str, Any], request: pytest.FixtureRequest) -> None:
     """Issue 10's target: every measured case within 5% of its peak, none more than 2%
     below it (a gate that says "fits" must be believed). Recorded: -0.9% to +4.9%."""
     if case["case"] in UNEXPLAINED:
-        pytest.xfail("DDP second-step transient of the 256M checkpoint is not modelled")
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="DDP second step of the 256M checkpoint peaks one gradient "
+            "set higher than its steady state; not modelled (see UNEXPLAINED)"))
     measured = case["steady"]["torch_allocated"]
     error = (predict(case).peak_bytes - measured) / measured
     assert -0.02 <= error <= 0.05, f"{case['case']}: predicted {error:+.1%} off the measured peak"
+
+
+def _probes() -> list[dict[str, Any]]:
+    if not PROBE.is_file():
+        return []
+    return [json.loads(line) for line in PROBE.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("probe", _probes(),
+                         ids=[f"{p['case']}-pause{p['ranks'][0]['pause_s']}" for p in _probes()])
+def test_ddp_probe_second_and_third_steps_peak_as_predicted(probe: dict[str, Any]) -> None:
+    """The DDP probe's steps 2 and 3 (forward and backward peaks, every rank) are predicted
+    within 5% and never 2% below: the steady DDP step, 256M included, is modelled."""
+    recorded = next(c for c in CASES if c["case"] == probe["case"])
+    predicted = predict(recorded).peak_bytes
+    for rank in probe["ranks"]:
+        for step in ("step2", "step3"):
+            measured = max(rank[step]["peak_forward"], rank[step]["peak_backward"])
+            error = (predicted - measured) / measured
+            assert -0.02 <= error <= 0.05, f"{probe['case']} {step}: {error:+.1%}"
+    # the recorded second step of the unexplained case is one gradient set over the probe's
+    first = probe["ranks"][0]
+    if probe["case"] in UNEXPLAINED:
+        extra = recorded["steady"]["torch_allocated"] - first["step2"]["peak_backward"]
+        assert abs(extra - first["gradient_bytes"]) < 0.01 * first["gradient_bytes"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['file']}:{c['case']}" for c in CASES])
