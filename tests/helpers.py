@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,20 @@ def recorded_results() -> list[dict[str, Any]]:
             if "steady" in case:
                 cases.append({**case, "results_file": path.name})
     return cases
+
+
+@cache
+def _light_counter(path: str, edge: int) -> TokenCounter:
+    from pytest_tokenguard.processor.light import light_processor
+    from pytest_tokenguard.processor.source import resolve_source
+
+    source = resolve_source(path, network_timeout=None)
+    processor = light_processor(source)
+    assert processor is not None, f"{path}: no tokenizer-only processor"
+    spec = replace(source.spec(), default_longest_edge=edge)
+    return TokenCounter(processor, spec, edge)
+
+
+def light_counter(checkpoint: str = "2.2B", edge: int = 384) -> TokenCounter:
+    """The tokenizer-only counter ``tokenguard split`` uses (no torch), for a checkpoint."""
+    return _light_counter(model_path(checkpoint), edge)
