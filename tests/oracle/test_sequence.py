@@ -128,7 +128,7 @@ def test_fast_text_count_is_the_tokenizer(checkpoint: str, text: str) -> None:
 
 def test_breakdown_of_a_known_conversation() -> None:
     c = counter("2.2B", 384)
-    conversation = [
+    conversation: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "image", "width": 640, "height": 480},
                                      {"type": "text", "text": "What is this?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
@@ -154,7 +154,7 @@ def test_string_content_counts_as_the_template_renders_it() -> None:
     and TokenCounter.conversation said 17 (issue 12, item 3)."""
     c = counter("2.2B", 384)
     processor = loaded("2.2B", 384).processor
-    conversation = [{"role": "user", "content": "Hello there"},
+    conversation: list[dict[str, Any]] = [{"role": "user", "content": "Hello there"},
                     {"role": "assistant", "content": [{"type": "text", "text": "General!"}]}]
     rendered = processor.apply_chat_template(conversation, tokenize=False)
     assert "Hello there" not in rendered
