@@ -50,7 +50,9 @@ __all__ = [
 DEFAULT_WORDING: Mapping[str, str] = MappingProxyType({
     "allow_frame_split": "allow_frame_split=True",
     "max_tokens": "max_tokens",
-    "model": "--tokenguard-model (or $TOKENGUARD_MODEL, or the tokenguard_model ini value)",
+    # the command line's spelling is listed too while `count` and `memory` show str(exc)
+    "model": "--tokenguard-model (or $TOKENGUARD_MODEL, the tokenguard_model ini value, or "
+             "--model)",
     "resolutions": "--tokenguard-resolutions=384,512,1536",
 })
 #: How the ``tokenguard`` command spells them.
