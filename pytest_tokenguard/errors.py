@@ -43,6 +43,7 @@ __all__ = [
     "SplitterCheckError",
     "TemplateError",
     "TokenguardError",
+    "VideoReadError",
     "reword",
 ]
 
@@ -111,6 +112,16 @@ class CountingError(InputError):
 
 class ImageReadError(InputError):
     """A path that is not a readable image; the message names the path and the fix."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class VideoReadError(InputError):
+    """A path that is not a readable video (or PyAV, which reads it, is missing); the
+    message names the path and the fix."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = str(path)

@@ -53,6 +53,7 @@ from .conversation import (
 from .counting import count_image
 from .errors import ConversationError, InputError
 from .errors import TemplateError as TemplateError
+from .processor.chat import render_chat
 from .tokens import TokenCounter, fast_text_counter
 
 __all__ = [
@@ -408,9 +409,7 @@ def processor_input_ids(
     if not messages:
         raise ValueError("the processor cannot render an empty conversation")
     hf = to_chat_template(messages)
-    rendered = processor.apply_chat_template(
-        hf, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    rendered = render_chat(processor, hf, add_generation_prompt=add_generation_prompt)
     pixels = [_pixels(item) for m in hf if not isinstance(m["content"], str)
               for item in m["content"] if item["type"] == "image"]
     assert len(pixels) == len(image_sizes(messages))

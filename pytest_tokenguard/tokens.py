@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .counting import ImageCost, ImageCounter
+from .processor.chat import render_chat
 from .specs import IMAGE_TOKEN, ModelSpec
 
 
@@ -113,9 +114,8 @@ class TokenCounter:
                 "give at least one message"
             )
         sizes = image_sizes(parsed)
-        rendered = self.processor.apply_chat_template(
-            to_chat_template(parsed), add_generation_prompt=add_generation_prompt, tokenize=False
-        )
+        rendered = render_chat(self.processor, to_chat_template(parsed),
+                               add_generation_prompt=add_generation_prompt)
         for placeholder in PLACEHOLDERS:
             expected = len(sizes) if placeholder == IMAGE_TOKEN else 0
             if rendered.count(placeholder) != expected:
@@ -126,6 +126,37 @@ class TokenCounter:
                     "refuses; fix the template"
                 )
         return self.prompt(rendered, sizes)
+
+    def video(
+        self, video: Any, *, num_frames: int | None = None, fps: float | None = None,
+        video_size: int | None = None, do_sample_frames: bool = True,
+        intro_frames: int | None = None,
+    ) -> Any:
+        """The exact :class:`~pytest_tokenguard.video.VideoCost` of one video: a path (its
+        metadata read as the processor's loader reads it, no frame decoded), a
+        :class:`~pytest_tokenguard.video.VideoInfo` or a
+        :class:`~pytest_tokenguard.video.VideoPlan`.
+
+        Sampling defaults are this processor's own (``video_processor.num_frames`` and
+        ``fps``); ``do_sample_frames=True`` is what ``apply_chat_template`` does. The
+        :class:`~pytest_tokenguard.video.VideoCounter` behind it is built once and kept
+        on the counter (``counter.video_counter``) for ``many``/``max_frames_within``.
+        """
+        return self.video_counter(video, num_frames=num_frames, fps=fps,
+                                  video_size=video_size, do_sample_frames=do_sample_frames,
+                                  intro_frames=intro_frames)
+
+    @property
+    def video_counter(self) -> Any:
+        """The :class:`~pytest_tokenguard.video.VideoCounter` of this processor (lazy)."""
+        counter = self.__dict__.get("_video_counter")
+        if counter is None:
+            from .video import VideoCounter, video_sampling_from_processor
+
+            counter = VideoCounter(self.spec, self.text,
+                                   video_sampling_from_processor(self.processor))
+            self.__dict__["_video_counter"] = counter
+        return counter
 
 
 def image_item_size(item: dict[str, Any]) -> tuple[int, int]:

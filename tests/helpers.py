@@ -1,9 +1,20 @@
-"""The one helper module of the test suite: where the processor files are, how the real
-processor is loaded (once per process), and the recorded GPU measurements.
+"""The one helper module of the test suite: which model a test loads, how the processor is
+loaded (once per process), where the real checkpoint files are, and the recorded GPU
+measurements.
 
-The processor files are not in the repo: they live in ``../shared/models`` beside the
-checkout (or wherever ``TOKENGUARD_MODELS_DIR`` points). Tests that need them skip with
-the reason when they are missing.
+Tests that need "the real processor" name the checkpoint by its hub id
+(:func:`model_ref`), exactly as a user does. The suite runs offline
+(``HF_HUB_OFFLINE=1``, set in ``conftest.py``), so with no model cache (a fresh machine;
+CI uses an empty one) that id resolves through the package's own resolver to the
+embedded default, whether or not ``../shared`` exists: every such machine runs the same
+tests on the same processor. ``tests/oracle/test_embedded.py`` proves that processor
+gives the real files' ``input_ids`` (a cached snapshot, where one exists, is the real
+files too).
+
+The real files (``../shared/models`` beside the checkout, or ``TOKENGUARD_MODELS_DIR``)
+are used only by tests that need them by design (:func:`model_folder`): the equality
+test, the ``spec_from_folder`` and folder-loading tests. Those skip with the reason
+where the files are missing.
 """
 
 from __future__ import annotations
@@ -40,29 +51,44 @@ def models_dir() -> Path:
     return Path(os.environ.get("TOKENGUARD_MODELS_DIR") or ROOT.parent / "shared" / "models")
 
 
-MODELS_DIR = models_dir()
+def model_ref(checkpoint: str = "2.2B") -> str:
+    """The hub id of a checkpoint (short name or hub id): what a user passes as the model.
+
+    Offline and uncached it resolves to the embedded default, whether or not the real
+    files are in ``../shared``.
+    """
+    return CHECKPOINTS.get(checkpoint, checkpoint)
 
 
-def model_folder(name: str) -> Path:
-    """The folder of a checkpoint's real processor files (hub id or short name)."""
-    folder = models_dir() / CHECKPOINTS.get(name, name)
-    if not (folder / "preprocessor_config.json").is_file():
-        pytest.skip(f"real processor files for {name} not found in {models_dir()}; set "
+def model_folder(name: str, needs: str = "preprocessor_config.json") -> Path:
+    """The folder of a checkpoint's real files (hub id or short name), for the tests that
+    need the files themselves; skips with the reason where ``needs`` is not there."""
+    folder = models_dir() / model_ref(name)
+    if not (folder / needs).is_file():
+        pytest.skip(f"real files of {name} ({needs}) not found in {models_dir()}; set "
                     "TOKENGUARD_MODELS_DIR to the shared models folder")
     return folder
 
 
-def model_path(checkpoint: str = "2.2B") -> str:
-    return str(model_folder(checkpoint))
-
-
 @cache
-def real_processor(name: str, longest_edge: int | None = None) -> Any:
-    """The real transformers processor, loaded the way users load it (cached per process)."""
-    from transformers import AutoProcessor
+def _load(model: str, edge: int | None) -> LoadedProcessor:
+    import torch
 
-    kwargs = {"size": {"longest_edge": longest_edge}} if longest_edge else {}
-    return AutoProcessor.from_pretrained(str(model_folder(name)), **kwargs)
+    torch.set_num_threads(1)  # one core per xdist worker; many small ops
+    return load_processor(model, edge)
+
+
+def real_processor(name: str, longest_edge: int | None = None) -> Any:
+    """The transformers processor of a checkpoint, loaded as users load it (by hub id,
+    ``size={"longest_edge": ...}`` at load time; None keeps the checkpoint's default),
+    cached per process."""
+    return _load(model_ref(name), longest_edge).processor
+
+
+def folder_processor(name: str, longest_edge: int | None = None) -> Any:
+    """The processor loaded from the checkpoint's real files (skips where they are
+    missing): the reference the embedded default is compared with."""
+    return _load(str(model_folder(name)), longest_edge).processor
 
 
 def real_image_tokens(processor: Any, width: int, height: int, **kwargs: Any) -> tuple[int, int]:
@@ -74,37 +100,23 @@ def real_image_tokens(processor: Any, width: int, height: int, **kwargs: Any) ->
     return ids.count(processor.image_token_id), len(ids)
 
 
-@cache
-def _load(path: str, edge: int) -> LoadedProcessor:
-    import torch
-
-    torch.set_num_threads(1)  # one core per xdist worker; many small ops
-    return load_processor(path, edge)
-
-
 def loaded(checkpoint: str = "2.2B", edge: int = 384) -> LoadedProcessor:
-    return _load(model_path(checkpoint), edge)
+    return _load(model_ref(checkpoint), edge)
 
 
 @cache
-def _counter(path: str, edge: int) -> TokenCounter:
-    lp = _load(path, edge)
+def _counter(model: str, edge: int) -> TokenCounter:
+    lp = _load(model, edge)
     return TokenCounter(lp.processor, lp.spec, lp.longest_edge)
 
 
 def counter(checkpoint: str = "2.2B", edge: int = 384) -> TokenCounter:
-    return _counter(model_path(checkpoint), edge)
+    return _counter(model_ref(checkpoint), edge)
 
 
 def gpu_model_folder(name: str) -> Path:
     """A checkpoint folder with its config.json, for the GPU tests (short folder name)."""
-    folder = models_dir() / "HuggingFaceTB" / name
-    if not (folder / "config.json").is_file():
-        pytest.skip(
-            f"{name}: no config.json in {folder.parent}; set TOKENGUARD_MODELS_DIR to the "
-            "folder holding HuggingFaceTB/<checkpoint>/"
-        )
-    return folder
+    return model_folder(f"HuggingFaceTB/{name}", needs="config.json")
 
 
 def recorded_results() -> list[dict[str, Any]]:
@@ -119,18 +131,91 @@ def recorded_results() -> list[dict[str, Any]]:
     return cases
 
 
+# ------------------------------------------------------------------------------ video clips
+
+#: (suffix, codec) pairs the video tests write: MP4 and AVI record a frame count in the
+#: header, Matroska and WebM do not; H.264 reorders frames (B-frames), so pts != dts.
+CLIP_FORMATS = (
+    (".mp4", "mpeg4"), (".mkv", "mpeg4"), (".avi", "mpeg4"), (".webm", "libvpx-vp9"),
+    (".mov", "libx264"),
+)
+
+
+def write_clip(path: Path, frames: int, rate: Any, codec: str = "mpeg4",
+               size: tuple[int, int] = (16, 12)) -> Path:
+    """Write a tiny clip with PyAV: ``frames`` frames at ``rate`` (int or Fraction) fps.
+
+    Frames are a few pixels wide and differ in shade, so encoding takes milliseconds.
+    """
+    import av
+    import numpy as np
+
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream: Any = container.add_stream(codec, rate=rate)  # a VideoStream
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        for index in range(frames):
+            pixels = np.full((height, width, 3), (index * 37) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+class ClipCache:
+    """Clips written once per test session, by (frames, rate, suffix, codec)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._clips: dict[tuple[int, Any, str, str], Path] = {}
+
+    def __call__(self, frames: int, rate: Any, suffix: str = ".mp4",
+                 codec: str = "mpeg4") -> Path:
+        key = (frames, rate, suffix, codec)
+        path = self._clips.get(key)
+        if path is None:
+            name = f"clip_{frames}f_{str(rate).replace('/', '-')}fps_{codec}{suffix}"
+            path = write_clip(self.folder / name, frames, rate, codec)
+            self._clips[key] = path
+        return path
+
+
+def torchcodec_missing() -> str | None:
+    """Why transformers cannot decode a video path here (None when it can).
+
+    transformers 5.x decodes paths with torchcodec only (the torchvision fallback is
+    gone from torchvision 0.26), and torchcodec needs FFmpeg's shared libraries.
+    """
+    import transformers.utils.import_utils as import_utils
+
+    usable = getattr(import_utils, "is_torchcodec_usable", None)  # 5.24; 5.17 has no such check
+    ok = usable(decode="video") if usable else import_utils.is_torchcodec_available()
+    if not ok:
+        return ("transformers cannot decode video paths here: install torchcodec and FFmpeg's "
+                "shared libraries (e.g. apt-get install libavcodec59 libavformat59 libavutil57 "
+                "libswscale6 libswresample4 libavfilter8 libavdevice59)")
+    return None
+
+
 @cache
-def _light_counter(path: str, edge: int) -> TokenCounter:
+def _light_counter(model: str, edge: int) -> TokenCounter:
     from pytest_tokenguard.processor.light import light_processor
     from pytest_tokenguard.processor.source import resolve_source
 
-    source = resolve_source(path, network_timeout=None)
+    source = resolve_source(model, network_timeout=None)
     processor = light_processor(source)
-    assert processor is not None, f"{path}: no tokenizer-only processor"
+    assert processor is not None, f"{model}: no tokenizer-only processor"
     spec = replace(source.spec(), default_longest_edge=edge)
     return TokenCounter(processor, spec, edge)
 
 
-def light_counter(checkpoint: str = "2.2B", edge: int = 384) -> TokenCounter:
-    """The tokenizer-only counter ``tokenguard split`` uses (no torch), for a checkpoint."""
-    return _light_counter(model_path(checkpoint), edge)
+def light_counter(checkpoint: str = "2.2B", edge: int = 384, *, folder: bool = False
+                  ) -> TokenCounter:
+    """The tokenizer-only counter ``tokenguard split`` uses (no torch): of the model as
+    tests name it (``model_ref``), or of the checkpoint's real folder (``folder=True``,
+    skipped where the files are not here)."""
+    return _light_counter(str(model_folder(checkpoint)) if folder else model_ref(checkpoint),
+                          edge)

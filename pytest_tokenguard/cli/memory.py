@@ -15,7 +15,15 @@ import sys
 from typing import Any, TextIO
 
 from ..counting import CountingError
-from ..gpu.model import DTYPE_BYTES, MemoryModelError, check_predicted_limit, estimate_for_model
+from ..gpu.model import (
+    DTYPE_BYTES,
+    FREEZABLE,
+    OPTIMIZERS,
+    MemoryModelError,
+    check_predicted_limit,
+    estimate_for_model,
+    validate,
+)
 from ..specs import DEFAULT_MODEL, SpecError
 from ..units import accepted_units, format_bytes, parse_size
 
@@ -31,9 +39,12 @@ def _count(text: str) -> int:
 
 
 def _positive(text: str) -> int:
-    value = _count(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+        raise argparse.ArgumentTypeError(f"{value} is not accepted; use 1 or more")
     return value
 
 
@@ -61,7 +72,7 @@ def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="predicted GPU peak of one training step (no GPU needed)",
         description="Predict the torch peak allocated memory of one SmolVLM2 training step "
         "(forward, backward, AdamW step; bf16 weights, gradients and moments) from the "
-        "model's shapes. Validated within 10%% of measured peaks (docs/gpu-memory.md); the "
+        "model's shapes. Validated within 5% of measured peaks (docs/gpu-memory.md); the "
         "allocator's cache and the CUDA context come on top.",
     )
     parser.add_argument(
@@ -79,8 +90,25 @@ def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="text tokens per sample besides the image blocks (64)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bfloat16")
-    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
-                        help="adamw is the measured recipe; sgd (no state) is not validated")
+    parser.add_argument("--optimizer", choices=(*OPTIMIZERS, "adamw"), default="adamw-fused",
+                        help="adamw-fused is the HF Trainer's default (adamw_torch_fused); "
+                        "adamw-foreach (alias adamw) is torch.optim.AdamW's default; sgd keeps "
+                        "no state (default %(default)s)")
+    parser.add_argument("--lora-rank", type=_positive, default=None,
+                        help="LoRA rank through peft (default: full fine-tuning)")
+    parser.add_argument("--lora-targets", default=None,
+                        help="comma-separated module names as peft's target_modules matches "
+                        "them, vision tower included (default "
+                        "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
+    parser.add_argument("--lora-dropout", type=float, default=0.0,
+                        help="LoRA dropout; above 0 adds a mask and copy per adapter (0)")
+    parser.add_argument("--freeze", choices=FREEZABLE, action="append", default=[],
+                        help="freeze the vision tower, or the text model with lm_head")
+    parser.add_argument("--gpus", type=_positive, default=1,
+                        help="data-parallel GPUs, one process each; predicts the per-GPU peak")
+    parser.add_argument("--sharding", choices=("ddp", "fsdp"), default=None,
+                        help="ddp (a full copy per GPU) or fsdp (FSDP2 fully_shard per layer); "
+                        "needs --gpus 2 or more")
     parser.add_argument("--limit", type=_size, default=None,
                         help=f"exit 1 when the prediction passes this size ({accepted_units()})")
     parser.add_argument("--json", action="store_true", help="one JSON object")
@@ -94,9 +122,11 @@ def run_memory(
     """Print the estimate; 0, or 1 over ``--limit``, or 2 on bad input."""
     out = out or sys.stdout
     err = err or sys.stderr
+    recipe = {}
+    if args.lora_targets is not None:
+        recipe["lora_targets"] = args.lora_targets
     try:
-        estimate = estimate_for_model(
-            args.model,
+        shape = validate(
             longest_edge=args.longest_edge,
             images=args.images,
             text_tokens=args.text_tokens,
@@ -105,11 +135,19 @@ def run_memory(
             dtype=args.dtype,
             optimizer=args.optimizer,
             image_size=args.image_size,
+            lora_rank=args.lora_rank,
+            lora_dropout=args.lora_dropout,
+            freeze=tuple(args.freeze),
+            gpus=args.gpus,
+            sharding=args.sharding,
+            **recipe,
         )
+        estimate = estimate_for_model(args.model, shape)
     except (MemoryModelError, SpecError, CountingError) as exc:
         print(f"tokenguard memory: {exc}", file=err)
         return 2
-    result = None if args.limit is None else check_predicted_limit(estimate, args.limit)
+    result = (None if args.limit is None
+              else check_predicted_limit(estimate, args.limit, subject="The step"))
     if args.json:
         data = estimate.to_dict()
         if result is not None:

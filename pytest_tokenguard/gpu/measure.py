@@ -31,6 +31,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -38,6 +39,27 @@ from typing import Any, Literal
 from ..errors import GpuUnavailable as GpuUnavailable
 from ..units import format_bytes
 from ..verdict import LimitResult
+
+__all__ = [
+    "MEASURES",
+    "CudaStatus",
+    "DevicePeak",
+    "Devices",
+    "DevicesPeak",
+    "GpuMeasure",
+    "GpuPeak",
+    "GpuUnavailable",
+    "Measure",
+    "MultiGpuMeasure",
+    "NvmlSampler",
+    "check_gpu_limit",
+    "check_gpu_limits",
+    "cuda_status",
+    "gpu_detail",
+    "gpus_detail",
+    "nvml_module",
+    "validate_devices",
+]
 
 Measure = Literal["max", "allocated", "reserved", "nvml"]
 MEASURES: tuple[Measure, ...] = ("max", "allocated", "reserved", "nvml")
@@ -440,3 +462,281 @@ def check_gpu_limit(peak: GpuPeak, limit_bytes: int, measure: Measure = "max") -
     if note:
         detail += f"\n  {note}compared torch reserved instead"
     return LimitResult(passed, limit_bytes, value, name, message, detail)
+
+
+# --- several devices, several processes: the driver's view --------------------------
+
+#: ``devices=`` values: ``None`` (the current device, measured through torch and NVML
+#: as :class:`GpuMeasure` does), ``"all"`` (every visible GPU) or a list of indices in
+#: torch's numbering (``CUDA_VISIBLE_DEVICES`` order).
+Devices = int | Sequence[int] | str | None
+
+
+def validate_devices(devices: object) -> tuple[int, ...] | Literal["all"] | None:
+    """``devices=`` checked at collection: ``None``, ``"all"``, an index or a list of them."""
+    if devices is None:
+        return None
+    if devices == "all":
+        return "all"
+    items = [devices] if isinstance(devices, int) else devices
+    if (isinstance(devices, (str, bytes)) or not isinstance(items, (list, tuple))
+            or not items or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                    for i in items)):
+        raise ValueError(
+            f"devices={devices!r} is not accepted; give 'all' (every visible GPU), a GPU "
+            "index or a list of indices (torch's numbering), or leave it out for the "
+            "current device")
+    return tuple(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class DevicePeak:
+    """The driver's peak for one GPU over the measured block.
+
+    ``mode`` is ``"process-tree"`` when the driver listed processes of this process's
+    tree (the test and what it started, e.g. ``torchrun`` workers): ``used`` is then
+    their summed memory; else ``"device-delta"``: the GPU's used memory above its level
+    at the start (other processes' changes included).
+    """
+
+    index: int
+    name: str
+    uuid: str
+    total_memory: int
+    used: int
+    mode: str
+    samples: int
+    baseline: int
+
+
+@dataclass(frozen=True)
+class DevicesPeak:
+    """Per-GPU peaks of one block, measured through NVML on several devices."""
+
+    devices: tuple[DevicePeak, ...]
+    driver_version: str | None
+    duration_s: float
+
+    @property
+    def worst(self) -> DevicePeak:
+        """The GPU that came closest to running out (the largest peak)."""
+        return max(self.devices, key=lambda device: device.used)
+
+    def per_gpu(self) -> dict[int, int]:
+        """``{index: peak bytes}``: what a report's summary lists."""
+        return {device.index: device.used for device in self.devices}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _visible_indices(pynvml: Any) -> list[tuple[int, Any]]:
+    """``(torch index, NVML handle)`` of every GPU this process may use, honouring
+    ``CUDA_VISIBLE_DEVICES`` (indices or ``GPU-`` UUID prefixes), without touching CUDA."""
+    count = int(pynvml.nvmlDeviceGetCount())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
+    found = []
+    for position, item in enumerate(part.strip() for part in visible.split(",")):
+        if not item:
+            break
+        if item.isdigit():
+            if int(item) >= count:
+                break  # CUDA stops at the first invalid entry
+            found.append((position, pynvml.nvmlDeviceGetHandleByIndex(int(item))))
+            continue
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        matches = [h for h in handles
+                   if _text(pynvml.nvmlDeviceGetUUID(h)).startswith(item)]
+        if len(matches) != 1:
+            raise GpuUnavailable(
+                f"CUDA_VISIBLE_DEVICES entry {item!r} names no single GPU NVML knows; use "
+                "indices or GPU- UUIDs")
+        found.append((position, matches[0]))
+    return found
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _TreeSampler:
+    """Samples several GPUs: this process tree's memory and each device's used memory."""
+
+    def __init__(self, pynvml: Any, handles: list[tuple[int, Any]], interval: float) -> None:
+        self._nvml, self._handles, self._interval = pynvml, handles, interval
+        self._root = os.getpid()
+        self._ours: dict[int, bool] = {self._root: True}
+        self.baseline = [int(pynvml.nvmlDeviceGetMemoryInfo(h).used) for _, h in handles]
+        self.tree_peak = [0] * len(handles)
+        self.delta_peak = [0] * len(handles)
+        self.seen_tree = [False] * len(handles)
+        self.samples = [0] * len(handles)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _in_tree(self, pid: int) -> bool:
+        chain: list[int] = []
+        while pid > 1 and pid not in self._ours and len(chain) < 64:
+            chain.append(pid)
+            pid = _parent(pid)
+        ours = self._ours.get(pid, False)
+        self._ours.update(dict.fromkeys(chain, ours))
+        return ours
+
+    def sample(self) -> None:
+        for slot, (_, handle) in enumerate(self._handles):
+            try:
+                used = int(self._nvml.nvmlDeviceGetMemoryInfo(handle).used)
+                try:
+                    processes = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                except self._nvml.NVMLError:
+                    processes = []
+            except self._nvml.NVMLError:
+                continue
+            tree = [int(getattr(p, "usedGpuMemory", 0) or 0)
+                    for p in processes if self._in_tree(int(p.pid))]
+            if tree:
+                self.seen_tree[slot] = True
+                self.tree_peak[slot] = max(self.tree_peak[slot], sum(tree))
+            self.delta_peak[slot] = max(self.delta_peak[slot], used - self.baseline[slot])
+            self.samples[slot] += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+    def start(self) -> None:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="tokenguard-nvml-all",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+
+class MultiGpuMeasure:
+    """Context manager: the per-GPU peaks of the ``with`` block on several devices.
+
+    Everything is read through NVML, so memory of processes the block starts (a
+    ``torchrun`` job, one worker per GPU) is seen; no CUDA context is created here, so
+    none is counted. ``devices="all"`` takes every GPU visible to this process; a list
+    takes those indices (torch's numbering). Raises :class:`GpuUnavailable` on entry
+    when NVML cannot be read (the reason says why) or a device does not exist.
+    """
+
+    def __init__(self, devices: Devices = "all", *, interval: float = DEFAULT_INTERVAL
+                 ) -> None:
+        chosen = validate_devices(devices)
+        self._wanted: tuple[int, ...] | None = chosen if isinstance(chosen, tuple) else None
+        self._interval = interval
+        self._peak: DevicesPeak | None = None
+
+    @property
+    def peak(self) -> DevicesPeak:
+        if self._peak is None:
+            raise RuntimeError("MultiGpuMeasure.peak is read after the with-block has ended")
+        return self._peak
+
+    def __enter__(self) -> MultiGpuMeasure:
+        pynvml, reason = nvml_module()
+        if pynvml is None:
+            raise GpuUnavailable(reason.replace(" (the torch measures are still taken)", "")
+                                 + "; devices='all' measures through NVML only")
+        self._pynvml = pynvml
+        try:
+            handles = _visible_indices(pynvml)
+            if self._wanted is not None:
+                by_index = dict(handles)
+                missing = [i for i in self._wanted if i not in by_index]
+                if missing:
+                    raise GpuUnavailable(
+                        f"devices={list(self._wanted)}: no visible GPU {missing[0]} "
+                        f"({len(handles)} visible)")
+                handles = [(i, by_index[i]) for i in self._wanted]
+            if not handles:
+                raise GpuUnavailable("no GPU visible to NVML (CUDA_VISIBLE_DEVICES="
+                                     f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+            self._handles = handles
+            self._driver = _text(pynvml.nvmlSystemGetDriverVersion())
+            self._facts = [
+                (_text(pynvml.nvmlDeviceGetName(h)), _text(pynvml.nvmlDeviceGetUUID(h)),
+                 int(pynvml.nvmlDeviceGetMemoryInfo(h).total)) for _, h in handles
+            ]
+            self._sampler = _TreeSampler(pynvml, handles, self._interval)
+        except BaseException:
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
+            raise
+        self._t0 = time.perf_counter()
+        self._sampler.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        sampler = self._sampler
+        sampler.stop()
+        duration = time.perf_counter() - self._t0
+        with contextlib.suppress(self._pynvml.NVMLError):
+            self._pynvml.nvmlShutdown()
+        peaks = []
+        for slot, ((index, _), (name, uuid, total)) in enumerate(
+                zip(self._handles, self._facts, strict=True)):
+            tree = sampler.seen_tree[slot]
+            peaks.append(DevicePeak(
+                index=index, name=name, uuid=uuid, total_memory=total,
+                used=sampler.tree_peak[slot] if tree else sampler.delta_peak[slot],
+                mode="process-tree" if tree else "device-delta",
+                samples=sampler.samples[slot], baseline=sampler.baseline[slot],
+            ))
+        self._peak = DevicesPeak(tuple(peaks), self._driver, duration)
+
+
+def gpus_detail(peak: DevicesPeak, limit_bytes: int | None = None) -> str:
+    """The multi-line section listing every GPU's peak (and the limit), for reports."""
+    lines = [f"GPU peaks per device (NVML, driver {peak.driver_version}), "
+             f"{peak.duration_s:.2f}s measured:"]
+    if limit_bytes is not None:
+        lines.append(f"  limit per GPU  {format_bytes(limit_bytes):>10}")
+    for device in peak.devices:
+        flag = "  OVER" if limit_bytes is not None and device.used > limit_bytes else ""
+        lines.append(
+            f"  GPU {device.index} {device.name} ({format_bytes(device.total_memory)}): "
+            f"{format_bytes(device.used):>10} ({device.mode}, {device.samples} samples){flag}")
+    return "\n".join(lines)
+
+
+def check_gpu_limits(peak: DevicesPeak, limit_bytes: int) -> LimitResult:
+    """Compare every GPU's peak with one per-GPU ceiling; fails when any GPU passes it.
+
+    The message names the GPU that peaked highest and lists the others; ``detail``
+    lists every GPU with its measure (``process-tree`` or ``device-delta``).
+    """
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 1:
+        raise ValueError(f"limit_bytes must be a positive int, got {limit_bytes!r}")
+    worst = peak.worst
+    over = [d for d in peak.devices if d.used > limit_bytes]
+    each = ", ".join(f"GPU {d.index} {format_bytes(d.used)}" for d in peak.devices)
+    measure = f"NVML {worst.mode}, GPU {worst.index}"
+    if not over:
+        message = (f"GPU peaks ({each}) are within the limit of {format_bytes(limit_bytes)} "
+                   "per GPU")
+    else:
+        message = (f"Test was limited to {format_bytes(limit_bytes)} per GPU but "
+                   f"{len(over)} of {len(peak.devices)} GPUs passed it: GPU {worst.index} "
+                   f"peaked at {format_bytes(worst.used)} ({each})")
+    return LimitResult(not over, limit_bytes, worst.used, measure, message,
+                       gpus_detail(peak, limit_bytes))

@@ -1,46 +1,77 @@
-"""Predict the GPU peak of one SmolVLM2 training step from the model's shapes alone.
+"""Predict the per-GPU peak of one SmolVLM2 training step from the model's shapes alone.
 
 Most CI has no GPU, so this model lets CI gate "fits in 80 GB" from ``config.json``,
-the tiles the processor makes and the text length. Memory estimators in the wild
-(accelerate's ``estimate-memory``, DeepSpeed's) count weights and optimizer states
-only; for a VLM the vision tower's activations grow with every image tile and are
-usually the largest term, so they are modelled here layer by layer.
+the tiles the processor makes, the text length and the training recipe. Memory
+estimators in the wild (accelerate's ``estimate-memory``, DeepSpeed's) count weights and
+optimizer states only; for a VLM the vision tower's activations grow with every image
+tile and are usually the largest term, so they are modelled here layer by layer.
 
-The recipe modelled is the one measured in ``benchmarks/gpu`` (see
-``benchmarks/gpu/smolvlm_step.py``): pure bf16 parameters and gradients,
-``torch.optim.AdamW`` with its moments in the parameter dtype, ``sdpa`` attention,
-``labels = input_ids``, the steady-state step (the optimizer's moments already exist
-when forward runs). The peak predicted is **torch's peak allocated** memory: what
-must be live at once. The allocator's reserved memory and the driver's view add a
-cache and the CUDA context on top; ``docs/gpu-memory.md`` records by how much.
+**What is modelled** (:class:`StepShape`, one definition shared by this module,
+``tokenguard memory`` and the ``limit_predicted_gpu_memory`` marker): pure bf16 (or
+fp16/fp32) parameters and gradients, ``sdpa`` attention, ``labels = input_ids``, the
+steady-state step (optimizer states already exist when forward runs), and
 
-How the terms are derived (``b`` = bytes per element of the dtype, 2 for bf16):
+* the optimizer: ``adamw-fused`` (``torch.optim.AdamW(fused=True)``, the Hugging Face
+  Trainer's default ``adamw_torch_fused`` and the default here), ``adamw-foreach``
+  (``AdamW(foreach=True)``, torch's own default) or ``sgd`` (no momentum);
+* full fine-tuning, or LoRA through peft (``get_peft_model`` with its defaults: adapters
+  in fp32, the input of each adapted Linear cast to fp32) on the Linear modules that
+  ``lora_targets`` names, matched by peft's rule;
+* frozen towers (``freeze``: the vision tower, or the text model with ``lm_head``);
+* data parallelism on ``gpus`` GPUs, one process each: ``ddp`` (DistributedDataParallel
+  with its default gradient buckets) or ``fsdp`` (FSDP2 ``fully_shard`` on every encoder
+  and decoder layer, then the root), ``batch`` samples per GPU.
 
-* per token and layer, a SigLIP vision layer saves ``b·(8·h + 2·i)`` bytes (two
-  LayerNorm inputs and outputs, q/k/v, the attention output, the MLP's fc1 output
-  and GELU output) plus the attention's fp32 log-sum-exp; a Llama text layer saves
-  ``2·(4 + 2b)·h`` for its two RMSNorms (transformers upcasts to fp32 and keeps it),
-  ``b·(2·heads + 2·kv_heads)·head_dim`` for attention and ``4·b·i`` for the SwiGLU MLP;
-* with gradient checkpointing each layer keeps only its input (``b·h`` per token)
-  and one layer is recomputed at a time during backward;
+Anything else is refused with :class:`MemoryModelError`, never approximated.
+
+The peak predicted is **torch's peak allocated** memory on the busiest GPU: what must be
+live at once. The allocator's reserved memory and the driver's view add a cache and the
+CUDA context on top; ``docs/gpu-memory.md`` records by how much.
+
+How the terms are derived (``b`` = bytes per element of the dtype, 2 for bf16), from
+what autograd saves for backward (a Linear saves its input only when its weight is
+trained; a frozen one saves nothing but its weight):
+
+* a SigLIP vision layer saves its two LayerNorm inputs (``b·h`` each, plus fp32 mean
+  and rstd), q/k/v and the attention output (``4·b·h``, plus the fp32 log-sum-exp per
+  head), the fc1 output (GELU's input, ``b·i``) and, for each trained Linear, its input
+  (LayerNorm outputs ``b·h``, GELU output ``b·i``); a Llama text layer saves per RMSNorm
+  the fp32 upcast (``4·h``), the normalised bf16 value when the norm's weight trains,
+  ``b·(2·heads + 2·kv_heads)·head_dim`` for attention, ``3·b·i`` for the SwiGLU MLP, and
+  the inputs of trained Linears; a LoRA adapter saves the fp32 copy of its input
+  (``4·in``), plus a 1-byte dropout mask per element when dropout is on, and its ``r``
+  intermediate values;
+* with gradient checkpointing each layer keeps only its input (``b·h`` per token) and
+  one layer is recomputed at a time during backward;
 * the loss upcasts the logits to fp32: the forward briefly holds ``b + 4 + 4`` bytes
   per logit (bf16 logits, fp32 copy, log-softmax) and keeps 4; the backward's first
   node holds 8 more;
-* the step holds weights + moments throughout, gradients as backward makes them,
-  and AdamW's foreach step allocates one parameter-sized temporary.
+* the step holds weights + optimizer states throughout, gradients as backward makes
+  them; AdamW keeps two moments per trained parameter, its foreach step allocates one
+  parameter-sized temporary, the fused step none; SGD keeps nothing;
+* DDP adds its gradient buckets, a second copy of the trained gradients, held from
+  construction on; FSDP2 keeps ``1/gpus`` of parameters, gradients and states, plus what
+  does not shrink with more GPUs: every activation, the root's parameters (embeddings,
+  connector, norms, ``lm_head``), which it keeps gathered from forward to the end of
+  backward, the root's gradients at full size until its reduce-scatter at the end of
+  backward, and the layers being all-gathered, reduced and prefetched
+  (:data:`FSDP_LAYER_BUFFERS` layer-sized buffers).
 
-The peak is the largest of five moments of the step (end of forward, start of
-backward, start of the vision tower's backward, end of backward, optimizer step);
-:attr:`MemoryEstimate.phase` says which one sets it. The derived coefficients were
-checked against per-phase GPU measurements of all three checkpoints (within about
-1-2% per term); no free parameter was fitted. One measured constant is added: the
-CUDA libraries' workspaces (:data:`LIBRARY_WORKSPACES`).
+The peak is the largest of five moments of the step (end of forward, start of backward,
+start of the vision tower's backward, end of backward, optimizer step);
+:attr:`MemoryEstimate.phase` says which one sets it. The derived terms were checked
+against per-phase GPU measurements of all three checkpoints (``benchmarks/gpu``).
+Measured constants, not derived: :data:`LIBRARY_WORKSPACES` (the CUDA libraries'
+workspaces), :data:`FSDP_LAYER_BUFFERS` (how many layer-sized buffers FSDP2 holds at
+once) and the 14 bytes per pixel of the processor's inputs on the GPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
 
 from ..counting import count_image
 from ..errors import MemoryModelError as MemoryModelError
@@ -48,7 +79,33 @@ from ..specs import ModelSpec
 from ..units import format_bytes
 from ..verdict import LimitResult
 
-Optimizer = Literal["adamw", "sgd"]
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "DTYPE_BYTES",
+    "FREEZABLE",
+    "FSDP_LAYER_BUFFERS",
+    "KNOWN_ARCHITECTURES",
+    "LIBRARY_WORKSPACES",
+    "OPTIMIZERS",
+    "SHARDINGS",
+    "Architecture",
+    "LinearModule",
+    "MemoryEstimate",
+    "MemoryModelError",
+    "ShapeField",
+    "StepShape",
+    "architecture_from_config",
+    "check_predicted_for_model",
+    "check_predicted_limit",
+    "estimate_for_model",
+    "estimate_step",
+    "lora_modules",
+    "resolve_model",
+    "sample_shape",
+    "shape_fields",
+    "validate",
+]
+
 DTYPE_BYTES = {"bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "float32": 4, "fp32": 4}
 GIB = 1024**3
 
@@ -57,6 +114,270 @@ GIB = 1024**3
 #: Attributed (not verified) to cuBLAS workspaces, 32 MiB per handle on Hopper, one
 #: for the forward thread and one for autograd's backward thread.
 LIBRARY_WORKSPACES = 2 * 32 * 1024**2
+
+#: FSDP2's layer-sized buffers live at once during backward: the layer's all-gathered
+#: parameters, the next layer's (prefetched), the layer's unsharded gradients and the
+#: reduce-scatter input they are copied into. Measured (see ``docs/gpu-memory.md``).
+FSDP_LAYER_BUFFERS = 4
+
+#: Bytes per element of the embedding table that its backward holds beyond the gradient,
+#: measured (steps whose peak is the end of backward reach that much above weights,
+#: states and gradients), attributed to an fp32 accumulation buffer and sort buffers.
+EMBEDDING_BACKWARD = 5
+
+#: The SmolVLM fine-tuning notebook's LoRA targets: every projection of attention and MLP.
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj")
+#: Optimizer implementations modelled; ``adamw`` is kept as an alias of ``adamw-foreach``
+#: (what ``torch.optim.AdamW`` runs by default, and what the first recorded cases used).
+OPTIMIZERS = ("adamw-fused", "adamw-foreach", "sgd")
+_OPTIMIZER_ALIASES = {"adamw": "adamw-foreach", "adamw_torch_fused": "adamw-fused",
+                      "adamw_torch": "adamw-foreach"}
+FREEZABLE = ("vision", "text")
+SHARDINGS = ("ddp", "fsdp")
+
+
+def _meta(help_text: str, accepted: str) -> dict[str, str]:
+    return {"help": help_text, "accepted": accepted}
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """The sample and the recipe of one training step: every keyword the memory model
+    takes, checked on construction (:func:`validate` builds one from keywords).
+
+    The one definition behind ``estimate_for_model``, ``tokenguard memory``'s options and
+    the ``limit_predicted_gpu_memory`` marker's keywords: each field's metadata carries
+    its help text and accepted values (:func:`shape_fields`).
+    """
+
+    longest_edge: int | None = field(default=None, metadata=_meta(
+        "processor resolution in pixels (default: the checkpoint's own)",
+        "a positive integer, or None for the checkpoint's default"))
+    images: int = field(default=4, metadata=_meta(
+        "images per sample", "an integer, 0 or more"))
+    image_size: tuple[int, int] = field(default=(384, 384), metadata=_meta(
+        "WIDTHxHEIGHT of every image", "two positive integers, e.g. (384, 384) or '384x384'"))
+    text_tokens: int = field(default=64, metadata=_meta(
+        "text tokens per sample besides the image blocks", "an integer, 0 or more"))
+    batch: int = field(default=1, metadata=_meta(
+        "samples per step on each GPU", "an integer, 1 or more"))
+    gradient_checkpointing: bool = field(default=False, metadata=_meta(
+        "recompute each layer in backward (non-reentrant checkpointing)", "True or False"))
+    dtype: str = field(default="bfloat16", metadata=_meta(
+        "dtype of parameters, gradients and optimizer states", ", ".join(DTYPE_BYTES)))
+    optimizer: str = field(default="adamw-fused", metadata=_meta(
+        "adamw-fused is the HF Trainer's default (adamw_torch_fused); adamw-foreach is "
+        "torch.optim.AdamW's own default ('adamw' is an alias); sgd keeps no state",
+        ", ".join(OPTIMIZERS)))
+    lora_rank: int | None = field(default=None, metadata=_meta(
+        "LoRA rank through peft (default: full fine-tuning)", "an integer, 1 or more"))
+    lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata=_meta(
+        "Linear modules that get LoRA adapters, as peft's target_modules list matches them "
+        "(a module's full name or its trailing dotted parts; 'all-linear' for every Linear "
+        "but lm_head), vision tower included",
+        "module names, comma-separated or a list"))
+    lora_dropout: float = field(default=0.0, metadata=_meta(
+        "LoRA dropout (any value above 0 adds a dropout mask and copy per adapter)",
+        "a number from 0 to below 1"))
+    freeze: tuple[str, ...] = field(default=(), metadata=_meta(
+        "frozen part: the vision tower, or the text model with lm_head",
+        ", ".join(FREEZABLE)))
+    gpus: int = field(default=1, metadata=_meta(
+        "data-parallel GPUs, one process each; the prediction is per GPU",
+        "an integer, 1 or more"))
+    sharding: str | None = field(default=None, metadata=_meta(
+        "how several GPUs share the model: ddp (a full copy each) or fsdp (FSDP2 "
+        "fully_shard per layer)", ", ".join(SHARDINGS)))
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            check = _CHECKS[spec.name]
+            object.__setattr__(self, spec.name, check(spec.name, getattr(self, spec.name)))
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        if self.images == 0 and self.text_tokens == 0:
+            raise MemoryModelError(
+                "images=0 and text_tokens=0: a sample of nothing has nothing to train on; "
+                "give images or text tokens (1 or more)")
+        if self.lora_rank is None and self.lora_targets != DEFAULT_LORA_TARGETS:
+            raise MemoryModelError("lora_targets is given without lora_rank; give lora_rank "
+                                   "(1 or more) for LoRA, or drop lora_targets")
+        if self.lora_rank is None and self.lora_dropout:
+            raise MemoryModelError("lora_dropout is given without lora_rank; give lora_rank "
+                                   "(1 or more) for LoRA, or drop lora_dropout")
+        if set(self.freeze) == set(FREEZABLE):
+            raise MemoryModelError(
+                "freeze=vision,text freezes everything but the connector: not a modelled "
+                "recipe; freeze one of vision, text")
+        if self.gpus > 1 and self.sharding is None:
+            raise MemoryModelError(f"gpus={self.gpus} needs sharding: ddp or fsdp")
+        if self.gpus == 1 and self.sharding is not None:
+            raise MemoryModelError(
+                f"sharding={self.sharding} with gpus=1: sharding is modelled on 2 GPUs or "
+                "more; give gpus 2 or more, or drop sharding")
+
+    def recipe(self) -> str:
+        """The recipe in a few words, for reports."""
+        parts = [self.dtype, self.optimizer]
+        if self.lora_rank is None:
+            parts.append("full fine-tuning")
+        else:
+            dropout = f", dropout {self.lora_dropout:g}" if self.lora_dropout else ""
+            parts.append(f"LoRA r={self.lora_rank} on {','.join(self.lora_targets)}{dropout}")
+        if self.freeze:
+            parts.append(f"{' and '.join(self.freeze)} frozen")
+        parts.append("gradient checkpointing " + ("on" if self.gradient_checkpointing else "off"))
+        if self.sharding is not None:
+            parts.append(f"{self.sharding.upper()} on {self.gpus} GPUs, per GPU")
+        return ", ".join(parts)
+
+    def sample(self, longest_edge: int) -> str:
+        """The sample predicted, named in full: a prediction never hides its shape."""
+        width, height = self.image_size
+        return (f"batch {self.batch} x ({self.images} images of {width}x{height} at "
+                f"longest_edge={longest_edge} + {self.text_tokens} text tokens)")
+
+
+@dataclass(frozen=True)
+class ShapeField:
+    """One :class:`StepShape` keyword: its default, help text and accepted values."""
+
+    name: str
+    default: Any
+    help: str
+    accepted: str
+
+    @property
+    def option(self) -> str:
+        """Its ``tokenguard memory`` option, e.g. ``--lora-rank``."""
+        return "--" + self.name.replace("_", "-")
+
+
+def shape_fields() -> tuple[ShapeField, ...]:
+    """Every keyword of :class:`StepShape`, in order: what the CLI and the marker list."""
+    return tuple(
+        ShapeField(spec.name, spec.default if spec.default is not MISSING else None,
+                   spec.metadata["help"], spec.metadata["accepted"])
+        for spec in fields(StepShape)
+    )
+
+
+def validate(**kwargs: Any) -> StepShape:
+    """A :class:`StepShape` from keywords, each checked; an unknown keyword, a bad value or
+    a combination that is not modelled raises :class:`MemoryModelError` naming it."""
+    known = {spec.name for spec in fields(StepShape)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise MemoryModelError(
+            f"unknown keyword{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the "
+            f"memory model takes: {', '.join(spec.name for spec in fields(StepShape))}")
+    return StepShape(**kwargs)
+
+
+def _bad(name: str, value: object, accepted: str) -> MemoryModelError:
+    return MemoryModelError(f"{name}={value!r} is not accepted; {name} takes {accepted}")
+
+
+def _integer(minimum: int) -> Callable[[str, object], int]:
+    def check(name: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _bad(name, value, f"an integer, {minimum} or more")
+        return value
+
+    return check
+
+
+def _optional_positive(name: str, value: object) -> int | None:
+    return None if value is None else _integer(1)(name, value)
+
+
+def _boolean(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(name, value, "True or False")
+    return value
+
+
+def _choice(choices: tuple[str, ...], aliases: Mapping[str, str] | None = None,
+            optional: bool = False) -> Callable[[str, object], Any]:
+    def check(name: str, value: object) -> str | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, str):
+            value = (aliases or {}).get(value.lower(), value.lower())
+        if value not in choices:
+            raise _bad(name, value, "one of " + ", ".join(choices))
+        return str(value)
+
+    return check
+
+
+def _image_size(name: str, value: object) -> tuple[int, int]:
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
+            value = (int(parts[0]), int(parts[1]))
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                       for v in value)):
+        raise _bad(name, value, "two positive integers, e.g. (384, 384) or '384x384'")
+    return int(value[0]), int(value[1])
+
+
+def _names(name: str, value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (tuple, list)) or not all(isinstance(v, str) for v in items):
+        raise _bad(name, value, "module names, comma-separated or a list")
+    names = tuple(item.strip() for item in items)
+    if not names or not all(names):
+        raise _bad(name, value, "one or more non-empty module names")
+    return names
+
+
+def _dropout(name: str, value: object) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value < 1):
+        raise _bad(name, value, "a number from 0 to below 1")
+    return float(value)
+
+
+def _freeze(name: str, value: object) -> tuple[str, ...]:
+    parts = _names(name, value) if value not in ((), [], "") else ()
+    for part in parts:
+        if part not in FREEZABLE:
+            raise _bad(name, value, "vision or text")
+    return tuple(sorted(set(parts), key=FREEZABLE.index))
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "longest_edge": _optional_positive,
+    "images": _integer(0),
+    "image_size": _image_size,
+    "text_tokens": _integer(0),
+    "batch": _integer(1),
+    "gradient_checkpointing": _boolean,
+    "dtype": _choice(tuple(DTYPE_BYTES)),
+    "optimizer": _choice(OPTIMIZERS, _OPTIMIZER_ALIASES),
+    "lora_rank": _optional_positive,
+    "lora_targets": _names,
+    "lora_dropout": _dropout,
+    "freeze": _freeze,
+    "gpus": _integer(1),
+    "sharding": _choice(SHARDINGS, optional=True),
+}
+
+
+@dataclass(frozen=True)
+class LinearModule:
+    """One ``nn.Linear`` of the model: its peft-visible name and where it sits."""
+
+    name: str
+    part: str  # "vision", "connector", "text" or "lm_head"
+    layer: int | None
+    role: str  # q_proj, fc1, ... the last part of the name
+    fan_in: int
+    fan_out: int
 
 
 @dataclass(frozen=True)
@@ -112,6 +433,66 @@ class Architecture:
     def lm_head_parameters(self) -> int:
         return 0 if self.tie_word_embeddings else self.vocab_size * self.text_hidden
 
+    def linear_modules(self) -> tuple[LinearModule, ...]:
+        """Every ``nn.Linear`` of the model with the name ``named_modules()`` gives it in
+        transformers 5 (the names peft's ``target_modules`` are matched against)."""
+        hv, iv = self.vision_hidden, self.vision_intermediate
+        h, i = self.text_hidden, self.text_intermediate
+        q_out, kv_out = self.text_heads * self.head_dim, self.text_kv_heads * self.head_dim
+        found: list[LinearModule] = []
+        for index in range(self.vision_layers):
+            stem = f"model.vision_model.encoder.layers.{index}"
+            for role, fan_in, fan_out in (("q_proj", hv, hv), ("k_proj", hv, hv),
+                                          ("v_proj", hv, hv), ("out_proj", hv, hv),
+                                          ("fc1", hv, iv), ("fc2", iv, hv)):
+                group = "self_attn" if role.endswith("proj") else "mlp"
+                found.append(LinearModule(f"{stem}.{group}.{role}", "vision", index, role,
+                                          fan_in, fan_out))
+        found.append(LinearModule("model.connector.modality_projection.proj", "connector", None,
+                                  "proj", hv * self.scale_factor**2, h))
+        for index in range(self.text_layers):
+            stem = f"model.text_model.layers.{index}"
+            for role, fan_in, fan_out in (("q_proj", h, q_out), ("k_proj", h, kv_out),
+                                          ("v_proj", h, kv_out), ("o_proj", q_out, h),
+                                          ("gate_proj", h, i), ("up_proj", h, i),
+                                          ("down_proj", i, h)):
+                group = "self_attn" if role[0] in "qkvo" else "mlp"
+                found.append(LinearModule(f"{stem}.{group}.{role}", "text", index, role,
+                                          fan_in, fan_out))
+        found.append(LinearModule("lm_head", "lm_head", None, "lm_head", h, self.vocab_size))
+        return tuple(found)
+
+    def other_module_names(self) -> tuple[str, ...]:
+        """Names of the modules that are not ``nn.Linear`` (what a LoRA target that is no
+        Linear matches: embeddings, convolutions, norms, containers)."""
+        names = ["model", "model.vision_model", "model.vision_model.embeddings",
+                 "model.vision_model.embeddings.patch_embedding",
+                 "model.vision_model.embeddings.position_embedding",
+                 "model.vision_model.encoder", "model.vision_model.encoder.layers",
+                 "model.vision_model.post_layernorm", "model.connector",
+                 "model.connector.modality_projection", "model.text_model",
+                 "model.text_model.embed_tokens", "model.text_model.layers",
+                 "model.text_model.norm", "model.text_model.rotary_emb"]
+        for index in range(self.vision_layers):
+            stem = f"model.vision_model.encoder.layers.{index}"
+            names += [stem, f"{stem}.self_attn", f"{stem}.mlp", f"{stem}.layer_norm1",
+                      f"{stem}.layer_norm2", f"{stem}.mlp.activation_fn"]
+        for index in range(self.text_layers):
+            stem = f"model.text_model.layers.{index}"
+            names += [stem, f"{stem}.self_attn", f"{stem}.mlp", f"{stem}.input_layernorm",
+                      f"{stem}.post_attention_layernorm", f"{stem}.mlp.act_fn"]
+        return tuple(names)
+
+    @property
+    def vision_layer_parameters(self) -> int:
+        h, i = self.vision_hidden, self.vision_intermediate
+        return 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h
+
+    @property
+    def text_layer_parameters(self) -> int:
+        h, i, d = self.text_hidden, self.text_intermediate, self.head_dim
+        return h * self.text_heads * d * 2 + h * self.text_kv_heads * d * 2 + 3 * h * i + 2 * h
+
     @property
     def parameters(self) -> int:
         return (
@@ -132,6 +513,14 @@ def _int(section: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
+def _optional_int(section: dict[str, Any], key: str, default: int, where: str) -> int:
+    """A key transformers fills in when absent (or null), but checked like the others when
+    given: ``head_dim: -64`` or ``num_key_value_heads: "eight"`` is a broken file."""
+    if section.get(key) is None:
+        return default
+    return _int(section, key, where)
+
+
 def architecture_from_config(config: dict[str, Any], name: str = "config") -> Architecture:
     """An :class:`Architecture` from the parsed ``config.json`` of a SmolVLM checkpoint."""
     text = config.get("text_config")
@@ -149,8 +538,8 @@ def architecture_from_config(config: dict[str, Any], name: str = "config") -> Ar
         text_hidden=hidden,
         text_intermediate=_int(text, "intermediate_size", f"{name} text_config"),
         text_heads=heads,
-        text_kv_heads=int(text.get("num_key_value_heads") or heads),
-        head_dim=int(text.get("head_dim") or hidden // heads),
+        text_kv_heads=_optional_int(text, "num_key_value_heads", heads, f"{name} text_config"),
+        head_dim=_optional_int(text, "head_dim", hidden // heads, f"{name} text_config"),
         vocab_size=_int(text, "vocab_size", f"{name} text_config"),
         vision_layers=_int(vision, "num_hidden_layers", f"{name} vision_config"),
         vision_hidden=_int(vision, "hidden_size", f"{name} vision_config"),
@@ -218,15 +607,230 @@ def resolve_model(model: str) -> tuple[Architecture, ModelSpec]:
     )
 
 
+def lora_modules(arch: Architecture, shape: StepShape) -> tuple[LinearModule, ...]:
+    """The Linear modules peft puts adapters on for ``shape``, by peft's rule for a list of
+    ``target_modules``: a module matches a target equal to its full name or to its
+    trailing dotted parts (``q_proj`` matches ``...self_attn.q_proj`` in both towers);
+    ``all-linear`` takes every Linear but ``lm_head``. A frozen tower gets no adapters.
+
+    Raises :class:`MemoryModelError` for a target that matches no Linear module.
+    """
+    if shape.lora_rank is None:
+        return ()
+    linears = arch.linear_modules()
+    chosen: dict[str, LinearModule] = {}
+    for target in shape.lora_targets:
+        if target == "all-linear":
+            hits = [m for m in linears if m.part != "lm_head"]
+        else:
+            hits = [m for m in linears if m.name == target or m.name.endswith("." + target)]
+        if not hits:
+            others = [n for n in arch.other_module_names()
+                      if n == target or n.endswith("." + target)]
+            what = ("names no Linear module (only Linear targets are modelled: LoRA on "
+                    "embeddings, convolutions or containers is not)" if others
+                    else "matches no module")
+            roles = sorted({m.role for m in linears})
+            raise MemoryModelError(
+                f"lora_targets: {target!r} {what} of {arch.name}; Linear modules end in "
+                f"{', '.join(roles)}")
+        chosen.update((m.name, m) for m in hits)
+    frozen = {"vision": {"vision"}, "text": {"text", "lm_head"}}
+    skip = set().union(*(frozen[part] for part in shape.freeze)) if shape.freeze else set()
+    return tuple(m for m in linears if m.name in chosen and m.part not in skip)
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """How one Linear trains: its base weight, and its LoRA adapter (if any)."""
+
+    base: bool = False
+    lora: bool = False
+
+
+class _Saver:
+    """Bytes per token autograd saves along one layer, following which values need grad."""
+
+    def __init__(self, b: int, rank: int, dropout: bool) -> None:
+        self.b, self.rank, self.dropout = b, rank, dropout
+        self.bytes = 0
+
+    def linears(self, fan_in: int, users: list[_Linear], live: bool,
+                input_saved: bool = False) -> bool:
+        """Linears sharing one input: it is saved once if a base weight trains (unless
+        ``input_saved``: another node keeps it already); each LoRA adapter saves its own
+        fp32 copy (or dropout output and mask) and its r values."""
+        if any(user.base for user in users) and not input_saved:
+            self.bytes += self.b * fan_in
+        for user in users:
+            if user.lora:
+                shared = self.b == 4 and not self.dropout and not any(u.base for u in users)
+                self.bytes += (0 if shared else 4 * fan_in) + 4 * self.rank
+                self.bytes += fan_in if self.dropout else 0
+        return live or any(user.base or user.lora for user in users)
+
+
+def _vision_layer(arch: Architecture, saver: _Saver, lin: Callable[[str], _Linear],
+                  norms: bool, live: bool) -> bool:
+    h, i, b = arch.vision_hidden, arch.vision_intermediate, saver.b
+    if live or norms:  # layer_norm1 saves its input, mean and rstd
+        saver.bytes += b * h + 8
+    live = live or norms
+    attn = saver.linears(h, [lin("q_proj"), lin("k_proj"), lin("v_proj")], live)
+    if attn:  # sdpa saves q, k, v, its output and the log-sum-exp
+        saver.bytes += 4 * b * h + 4 * arch.vision_heads
+    # out_proj's input is the attention output sdpa saves already
+    live = saver.linears(h, [lin("out_proj")], attn, input_saved=attn) or live
+    if live or norms:  # layer_norm2
+        saver.bytes += b * h + 8
+    mlp = saver.linears(h, [lin("fc1")], live or norms)
+    if mlp:  # GELU saves its input
+        saver.bytes += b * i
+    return saver.linears(i, [lin("fc2")], mlp) or live
+
+
+def _text_layer(arch: Architecture, saver: _Saver, lin: Callable[[str], _Linear],
+                norms: bool, live: bool) -> bool:
+    h, i, b, d = arch.text_hidden, arch.text_intermediate, saver.b, arch.head_dim
+
+    def rms_norm(live: bool) -> bool:
+        if live or norms:  # the fp32 upcast and rsqrt; the bf16 normalised value for the weight
+            saver.bytes += 4 * h + 4 + (b * h if norms else 0)
+        return live or norms
+
+    attn = saver.linears(h, [lin("q_proj"), lin("k_proj"), lin("v_proj")], rms_norm(live))
+    if attn:
+        saver.bytes += b * (2 * arch.text_heads + 2 * arch.text_kv_heads) * d
+        saver.bytes += 4 * arch.text_heads
+    live = saver.linears(arch.text_heads * d, [lin("o_proj")], attn, input_saved=attn) or live
+    mlp = saver.linears(h, [lin("gate_proj"), lin("up_proj")], rms_norm(live))
+    if mlp:  # SiLU's input, its output and up_proj's output (the product saves both)
+        saver.bytes += 3 * b * i
+    return saver.linears(i, [lin("down_proj")], mlp) or live
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What trains and what autograd saves, per token, for one recipe."""
+
+    weights: int
+    trained: int  # bytes of trained parameters (= gradient bytes)
+    trained_vision: int
+    trained_root: int  # bytes of trained parameters outside the FSDP-wrapped layers
+    root_weights: int  # bytes of parameters outside the wrapped layers
+    largest_layer: int  # bytes of the largest wrapped layer
+    trained_parameters: int
+    lora_parameters: int
+    vision_layers: tuple[int, ...]  # saved bytes per vision token, per layer
+    vision_live: tuple[bool, ...]  # whether each layer's output needs grad
+    vision_outside: int
+    text_layers: tuple[int, ...]
+    text_live: tuple[bool, ...]
+    text_outside: int
+    embedding_trains: bool
+
+
+def _plan(arch: Architecture, shape: StepShape) -> _Plan:
+    b = DTYPE_BYTES[shape.dtype]
+    adapters = lora_modules(arch, shape)
+    lora = shape.lora_rank is not None
+    rank = shape.lora_rank or 0
+    adapted = {m.name for m in adapters}
+    lora_params = sum(rank * (m.fan_in + m.fan_out) for m in adapters)
+    lora_by_part: dict[str, int] = {}
+    for m in adapters:
+        lora_by_part[m.part] = lora_by_part.get(m.part, 0) + rank * (m.fan_in + m.fan_out)
+    full = {"vision": not lora and "vision" not in shape.freeze,
+            "connector": not lora,
+            "text": not lora and "text" not in shape.freeze}
+    params = {"vision": arch.vision_parameters, "connector": arch.connector_parameters,
+              "text": arch.text_parameters + arch.lm_head_parameters}
+    trained_params = sum(params[p] for p in params if full[p])
+    # peft keeps adapters in fp32 (autocast_adapter_dtype) whatever the model's dtype
+    trained = trained_params * b + lora_params * 4
+    trained_vision = (params["vision"] * b if full["vision"] else 0) + 4 * lora_by_part.get(
+        "vision", 0)
+    v_layer, t_layer = arch.vision_layer_parameters, arch.text_layer_parameters
+    root_params = arch.parameters - arch.vision_layers * v_layer - arch.text_layers * t_layer
+    root_trained = (
+        (params["vision"] - arch.vision_layers * v_layer if full["vision"] else 0)
+        + (params["connector"] if full["connector"] else 0)
+        + (params["text"] - arch.text_layers * t_layer if full["text"] else 0)
+    )
+    root_lora = sum(rank * (m.fan_in + m.fan_out) for m in adapters if m.layer is None)
+    layer_lora = max((sum(rank * (m.fan_in + m.fan_out) for m in adapters
+                          if m.part == part and m.layer == 0) for part in ("vision", "text")),
+                     default=0)
+
+    def run(part: str, layer_fn: Any, count: int, live: bool) -> tuple[list[int], list[bool]]:
+        saved, lives = [], []
+        for index in range(count):
+            saver = _Saver(b, rank, shape.lora_dropout > 0)
+            stem = "model.vision_model.encoder.layers" if part == "vision" else \
+                "model.text_model.layers"
+
+            def lin(role: str, index: int = index, stem: str = stem) -> _Linear:
+                group = "mlp" if role in ("fc1", "fc2", "gate_proj", "up_proj",
+                                          "down_proj") else "self_attn"
+                name = f"{stem}.{index}.{group}.{role}"
+                return _Linear(base=full[part], lora=name in adapted)
+
+            live = layer_fn(arch, saver, lin, full[part], live)
+            saved.append(saver.bytes)
+            lives.append(live)
+        return saved, lives
+
+    # the patch embedding trains with the tower: then every vision value needs grad
+    vision_saved, vision_live = run("vision", _vision_layer, arch.vision_layers,
+                                    full["vision"])
+    vision_end = vision_live[-1] if vision_live else full["vision"]
+    hv = arch.vision_hidden
+    outside = _Saver(b, rank, shape.lora_dropout > 0)
+    if vision_end or full["vision"]:  # post_layernorm, and the connector's pixel shuffle
+        # keeps one more copy of the tower's output (measured: b·hv per vision token)
+        outside.bytes += 2 * b * hv + 8
+    connector_live = outside.linears(
+        hv, [_Linear(full["connector"], "model.connector.modality_projection.proj" in adapted)],
+        vision_end or full["vision"])
+    # merged embeddings need grad when image features do, or the embedding table trains
+    text_in = connector_live or full["text"]
+    text_saved, text_live = run("text", _text_layer, arch.text_layers, text_in)
+    text_end = text_live[-1] if text_live else text_in
+    h = arch.text_hidden
+    text_outside = _Saver(b, rank, shape.lora_dropout > 0)
+    if text_end or full["text"]:  # the final RMSNorm
+        text_outside.bytes += 4 * h + 4 + (b * h if full["text"] else 0)
+    text_outside.linears(h, [_Linear(full["text"], "lm_head" in adapted)], text_end)
+    return _Plan(
+        weights=arch.parameters * b + lora_params * 4,
+        trained=trained,
+        trained_vision=trained_vision,
+        trained_root=root_trained * b + root_lora * 4,
+        root_weights=root_params * b + root_lora * 4,
+        largest_layer=max(v_layer, t_layer) * b + layer_lora * 4,
+        trained_parameters=trained_params + lora_params,
+        lora_parameters=lora_params,
+        vision_layers=tuple(vision_saved),
+        vision_live=tuple(vision_live),
+        vision_outside=outside.bytes,
+        text_layers=tuple(text_saved),
+        text_live=tuple(text_live),
+        text_outside=text_outside.bytes,
+        embedding_trains=full["text"],
+    )
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """The predicted peak of one training step and what it is made of (bytes).
+    """The predicted per-GPU peak of one training step and what it is made of (bytes).
 
-    ``activations`` is what the forward pass leaves saved for backward (vision +
-    text + kept logits); ``transient`` is what the phase that sets the peak adds on
-    top of the other terms (buffers of the loss, one recomputed layer, the optimizer's
-    temporary, gradients made so far...). ``peak_bytes`` is their sum at that phase,
-    plus :data:`LIBRARY_WORKSPACES`.
+    ``activations`` is what the forward pass leaves saved for backward (vision + text +
+    kept logits); ``transient`` is what the phase that sets the peak adds on top of the
+    other terms (buffers of the loss, one recomputed layer, the optimizer's temporary,
+    gradients made so far, FSDP's gathered layers...). ``peak_bytes`` is their sum at
+    that phase, plus :data:`LIBRARY_WORKSPACES`. Under FSDP ``weights``, ``gradients``
+    and ``optimizer`` are this GPU's shards, and ``gathered`` is what FSDP holds
+    unsharded at the peak.
     """
 
     model: str
@@ -248,6 +852,14 @@ class MemoryEstimate:
     gradient_checkpointing: bool
     dtype: str
     optimizer_name: str
+    trained_parameters: int = 0
+    lora_parameters: int = 0
+    gathered: int = 0
+    buckets: int = 0
+    gpus: int = 1
+    sharding: str | None = None
+    recipe: str = ""
+    sample: str = ""
 
     @property
     def peak_gib(self) -> float:
@@ -274,32 +886,40 @@ class MemoryEstimate:
         return data
 
     def describe(self) -> str:
-        """A few lines for humans: the peak, the phase that sets it, the terms."""
+        """A few lines for humans: the peak, the sample and recipe, the phase, the terms."""
+        per_gpu = " per GPU" if self.gpus > 1 else ""
         rows = [
-            ("weights", self.weights),
+            ("weights" + (" (this GPU's shard)" if self.sharding == "fsdp" else ""),
+             self.weights),
             ("gradients", self.gradients),
             (f"optimizer ({self.optimizer_name})", self.optimizer),
             ("activations, vision", self.vision_activations),
             ("activations, text", self.text_activations),
             ("logits kept for the loss", self.logits),
             ("inputs", self.inputs),
-            (f"transient at {self.phase}", self.transient),
         ]
-        checkpointing = "on" if self.gradient_checkpointing else "off"
+        if self.buckets:
+            rows.append(("DDP gradient buckets", self.buckets))
+        if self.gathered:
+            rows.append(("FSDP gathered (unsharded)", self.gathered))
+        rows.append((f"transient at {self.phase}", self.transient))
+        trained = (f", {self.trained_parameters / 1e6:.1f}M trained"
+                   if self.trained_parameters != self.parameters else "")
         lines = [
-            f"{self.model}: predicted peak {format_bytes(self.peak_bytes)} (torch allocated) at "
-            f"{self.phase}",
-            f"  batch {self.batch} x {self.tiles_per_sample} tiles, {self.seq_len} tokens per "
-            f"sample, {self.dtype}, {self.optimizer_name}, gradient checkpointing "
-            f"{checkpointing}, {self.parameters / 1e9:.2f}B parameters",
+            f"{self.model}: predicted peak {format_bytes(self.peak_bytes)}{per_gpu} (torch "
+            f"allocated) at {self.phase}",
+            f"  sample: {self.sample or f'batch {self.batch}'}: {self.tiles_per_sample} tiles, "
+            f"{self.seq_len} tokens per sample",
+            f"  recipe: {self.recipe or self.optimizer_name}; "
+            f"{self.parameters / 1e9:.2f}B parameters{trained}",
         ]
-        lines += [f"  {name:<28} {format_bytes(value):>10}" for name, value in rows]
+        lines += [f"  {name:<34} {format_bytes(value):>10}" for name, value in rows]
         return "\n".join(lines)
 
 
 def _check_count(name: str, value: object, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MemoryModelError(f"{name} must be a non-negative integer, got {value!r}; {fix}")
+        raise MemoryModelError(f"{name} must be an integer, 0 or more, got {value!r}; {fix}")
     return value
 
 
@@ -308,58 +928,58 @@ def estimate_step(
     *,
     tiles_per_sample: int,
     seq_len: int,
-    batch: int = 1,
-    dtype: str = "bfloat16",
-    optimizer: Optimizer = "adamw",
-    gradient_checkpointing: bool = False,
+    shape: StepShape | None = None,
+    **recipe: Any,
 ) -> MemoryEstimate:
-    """The predicted peak allocated bytes of one steady-state training step.
+    """The predicted per-GPU peak allocated bytes of one steady-state training step.
 
     ``tiles_per_sample`` counts every tile the vision tower encodes for one sample
-    (global images included), ``seq_len`` the sample's tokens (image blocks + text).
+    (global images included), ``seq_len`` the sample's tokens (image blocks + text). The
+    recipe is ``shape`` or :class:`StepShape` keywords (``batch``, ``optimizer``,
+    ``lora_rank``, ``gpus``...); its sample keywords are not used here.
     """
     _check_count("tiles_per_sample", tiles_per_sample, "count tiles with count_image()")
     _check_count("seq_len", seq_len, "give the tokens of one sample")
-    if _check_count("batch", batch, "use --batch 1 or more") < 1:
-        raise MemoryModelError("batch must be at least 1; use --batch 1 or more")
-    if dtype not in DTYPE_BYTES:
-        raise MemoryModelError(f"dtype {dtype!r} unknown; use one of {', '.join(DTYPE_BYTES)}")
-    if optimizer not in ("adamw", "sgd"):
-        raise MemoryModelError(f"optimizer {optimizer!r} unknown; use 'adamw' or 'sgd'")
-    b = DTYPE_BYTES[dtype]
-    p = arch.parameters
-    weights = gradients = p * b
-    # torch AdamW keeps exp_avg and exp_avg_sq as zeros_like(param); its foreach step
-    # allocates one parameter-sized temporary (sqrt of exp_avg_sq). Plain SGD keeps none.
-    states, step_temp = (2 * p * b, p * b) if optimizer == "adamw" else (0, 0)
-    grads_not_vision = (p - arch.vision_parameters) * b
+    if shape is None:
+        shape = validate(**recipe)
+    elif recipe:
+        raise MemoryModelError("give the recipe as shape= or as keywords, not both")
+    b = DTYPE_BYTES[shape.dtype]
+    plan = _plan(arch, shape)
+    fsdp = shape.sharding == "fsdp"
+    shards = shape.gpus if fsdp else 1
+    adam = shape.optimizer.startswith("adamw")
+    states = 2 * plan.trained if adam else 0
+    # foreach AdamW: one parameter-sized temporary (the square root of the second moment)
+    # and, measured, one more of the largest tensor (the vocab x hidden table)
+    step_temp = (plan.trained + b * arch.vocab_size * arch.text_hidden
+                 if shape.optimizer == "adamw-foreach" else 0)
+    buckets = plan.trained if shape.sharding == "ddp" else 0
 
-    hv, iv = arch.vision_hidden, arch.vision_intermediate
-    h, i, d = arch.text_hidden, arch.text_intermediate, arch.head_dim
-    tiles = batch * tiles_per_sample
+    hv = arch.vision_hidden
+    tiles = shape.batch * tiles_per_sample
     vision_tokens = tiles * arch.patches_per_tile
-    text_tokens = batch * seq_len
+    text_tokens = shape.batch * seq_len
     logits_elems = text_tokens * arch.vocab_size
 
-    # bytes saved per token by one layer, and by what lies outside the layers
-    vision_layer = b * (8 * hv + 2 * iv) + 4 * arch.vision_heads + 16
-    vision_outside = 2 * b * hv  # the post-LayerNorm's input and output
-    text_layer = (
-        2 * (4 + 2 * b) * h
-        + b * (2 * arch.text_heads + 2 * arch.text_kv_heads) * d
-        + 4 * arch.text_heads
-        + 4 * b * i
-    )
-    text_outside = (4 + 2 * b) * h  # final RMSNorm
-    if gradient_checkpointing:
-        vision_saved = vision_tokens * (arch.vision_layers * b * hv + vision_outside)
-        text_saved = text_tokens * (arch.text_layers * b * h + text_outside)
-        vision_recompute = vision_tokens * (vision_layer + 2 * b * hv)
-        text_recompute = text_tokens * (text_layer + 2 * b * h)
+    if shape.gradient_checkpointing:
+        # every checkpointed layer keeps its input, measured so even in a frozen tower
+        vision_saved = vision_tokens * (arch.vision_layers * b * hv + plan.vision_outside)
+        text_saved = text_tokens * (arch.text_layers * b * arch.text_hidden + plan.text_outside)
+        # one layer recomputed: what it saves and the residual stream's gradients
+        vision_recompute = vision_tokens * max(
+            (saved + 2 * b * hv
+             for saved, live in zip(plan.vision_layers, plan.vision_live, strict=True)
+             if live), default=0)
+        text_recompute = text_tokens * max(
+            (saved + 2 * b * arch.text_hidden
+             for saved, live in zip(plan.text_layers, plan.text_live, strict=True) if live),
+            default=0)
     else:
-        vision_saved = vision_tokens * (arch.vision_layers * vision_layer + vision_outside)
-        text_saved = text_tokens * (arch.text_layers * text_layer + text_outside)
-        vision_recompute = vision_tokens * 2 * b * hv  # gradients of the residual stream
+        vision_saved = vision_tokens * (sum(plan.vision_layers) + plan.vision_outside)
+        text_saved = text_tokens * (sum(plan.text_layers) + plan.text_outside)
+        # gradients of the residual stream while the vision tower runs backward
+        vision_recompute = vision_tokens * 2 * b * hv if any(plan.vision_live) else 0
         text_recompute = 0
     logits_kept = 4 * logits_elems
     pixels = tiles * arch.image_size**2
@@ -367,20 +987,37 @@ def estimate_step(
     # pixel attention mask, 8), and three int64 tensors per token (ids, mask, labels)
     inputs = pixels * (3 * b + 8) + text_tokens * 8 * 3
 
-    held = weights + states + inputs + LIBRARY_WORKSPACES
+    weights = _shard(plan.weights, shards)
+    gradients = _shard(plan.trained, shards)
+    optimizer = _shard(states, shards)
+    # FSDP2: the root stays gathered from forward to the end of backward, its gradients
+    # stay unsharded until the final reduce-scatter; layers are gathered a few at a time
+    # (the gathered copies come on top of the shards, which FSDP2 keeps)
+    gathered = plan.root_weights + FSDP_LAYER_BUFFERS * plan.largest_layer if fsdp else 0
+    root_grads = plan.trained_root - _shard(plan.trained_root, shards) if fsdp else 0
+    grads_not_vision = _shard(plan.trained - plan.trained_vision, shards) + root_grads
+
+    held = weights + optimizer + inputs + buckets + LIBRARY_WORKSPACES
     saved = vision_saved + text_saved + logits_kept
+    # the embedding table's backward runs last; a frozen vision tower's checkpointed
+    # inputs are still held then
+    embedding = (EMBEDDING_BACKWARD * arch.vocab_size * arch.text_hidden
+                 if plan.embedding_trains else 0)
+    vision_held = 0 if any(plan.vision_live) else vision_saved
     moments = {
-        "end of forward": held + vision_saved + text_saved + (b + 4 + 4) * logits_elems,
-        "start of backward": held + saved + 8 * logits_elems,
-        "start of vision backward": held
-        + vision_saved
-        + grads_not_vision
+        "end of forward": held + gathered + vision_saved + text_saved
+        + (b + 4 + 4) * logits_elems,
+        "start of backward": held + gathered + saved + 8 * logits_elems,
+        "start of vision backward": held + gathered + vision_saved + grads_not_vision
         + max(text_recompute, vision_recompute),
-        "end of backward": held + gradients + vision_recompute,
-        "optimizer step": held + gradients + step_temp,
+        "end of backward": held + gathered + gradients + root_grads + vision_recompute,
+        "embedding backward": held + gathered + gradients + root_grads + vision_held
+        + embedding,
+        "optimizer step": held + gradients + _shard(step_temp, shards),
     }
     phase, peak = max(moments.items(), key=lambda item: item[1])
-    accounted = weights + states + inputs + LIBRARY_WORKSPACES
+    at_peak = 0 if phase == "optimizer step" else gathered
+    accounted = held + at_peak
     if phase in ("end of forward", "start of backward"):
         accounted += saved
     elif phase == "start of vision backward":
@@ -393,21 +1030,33 @@ def estimate_step(
         phase=phase,
         weights=weights,
         gradients=gradients,
-        optimizer=states,
+        optimizer=optimizer,
         activations=saved,
         vision_activations=vision_saved,
         text_activations=text_saved,
         logits=logits_kept,
         inputs=inputs,
         transient=peak - accounted,
-        parameters=p,
-        batch=batch,
+        parameters=arch.parameters + plan.lora_parameters,
+        batch=shape.batch,
         tiles_per_sample=tiles_per_sample,
         seq_len=seq_len,
-        gradient_checkpointing=gradient_checkpointing,
-        dtype=dtype,
-        optimizer_name=optimizer,
+        gradient_checkpointing=shape.gradient_checkpointing,
+        dtype=shape.dtype,
+        optimizer_name=shape.optimizer,
+        trained_parameters=plan.trained_parameters,
+        lora_parameters=plan.lora_parameters,
+        gathered=at_peak,
+        buckets=buckets,
+        gpus=shape.gpus,
+        sharding=shape.sharding,
+        recipe=shape.recipe(),
     )
+
+
+def _shard(size: int, shards: int) -> int:
+    """One GPU's share of ``size`` bytes split over ``shards`` (rounded up, as FSDP pads)."""
+    return math.ceil(size / shards)
 
 
 def sample_shape(
@@ -419,47 +1068,41 @@ def sample_shape(
 ) -> tuple[int, int]:
     """``(tiles_per_sample, seq_len)`` of a sample of ``images`` images of ``image_size``
     plus ``text_tokens`` tokens, counted exactly as the processor would."""
-    _check_count("images", images, "use --images 0 or more")
-    _check_count("text_tokens", text_tokens, "use --text-tokens 0 or more")
+    _check_count("images", images, "give 0 images or more")
+    _check_count("text_tokens", text_tokens, "give 0 text tokens or more")
     cost = count_image(image_size[0], image_size[1], longest_edge, spec)
     return images * cost.patches, images * cost.block_tokens + text_tokens
 
 
-def estimate_for_model(
-    model: str,
-    *,
-    longest_edge: int | None = None,
-    images: int = 4,
-    text_tokens: int = 64,
-    batch: int = 1,
-    gradient_checkpointing: bool = False,
-    dtype: str = "bfloat16",
-    optimizer: Optimizer = "adamw",
-    image_size: tuple[int, int] = (384, 384),
-) -> MemoryEstimate:
-    """:func:`estimate_step` for ``model`` (folder or known hub id) and a sample described
-    by its images and text length; ``longest_edge`` defaults to the checkpoint's."""
+def estimate_for_model(model: str, shape: StepShape | None = None,
+                       **kwargs: Any) -> MemoryEstimate:
+    """:func:`estimate_step` for ``model`` (folder or known hub id) and a sample and recipe
+    (``shape``, or :class:`StepShape` keywords); ``longest_edge`` defaults to the
+    checkpoint's, and the estimate names the edge and sample it predicted."""
+    if shape is None:
+        shape = validate(**kwargs)
+    elif kwargs:
+        raise MemoryModelError("give the sample as shape= or as keywords, not both")
     arch, spec = resolve_model(model)
-    edge = spec.default_longest_edge if longest_edge is None else longest_edge
-    tiles, seq_len = sample_shape(spec, edge, images, text_tokens, image_size)
-    return estimate_step(
-        arch,
-        tiles_per_sample=tiles,
-        seq_len=seq_len,
-        batch=batch,
-        dtype=dtype,
-        optimizer=optimizer,
-        gradient_checkpointing=gradient_checkpointing,
-    )
+    edge = spec.default_longest_edge if shape.longest_edge is None else shape.longest_edge
+    tiles, seq_len = sample_shape(spec, edge, shape.images, shape.text_tokens,
+                                  shape.image_size)
+    estimate = estimate_step(arch, tiles_per_sample=tiles, seq_len=seq_len, shape=shape)
+    from dataclasses import replace
+
+    return replace(estimate, sample=shape.sample(edge))
 
 
 def check_predicted_limit(
-    estimate: MemoryEstimate, limit_bytes: int, margin: float = 0.0
+    estimate: MemoryEstimate, limit_bytes: int, margin: float = 0.0, *, subject: str = "Test"
 ) -> LimitResult:
     """Compare a predicted peak, raised by ``margin`` (0.1 = 10%), with a ceiling.
 
     The margin is where a caller states how much the allocator's cache and the CUDA
     context may add on its setup (``docs/gpu-memory.md`` records what was measured).
+    ``subject`` starts the failure message: ``"Test"`` for the marker, ``"The step"`` for
+    the CLI. The message names the sample and recipe predicted, so a default (the
+    checkpoint's longest edge, 384x384 images) never passes unseen.
     """
     if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 1:
         raise ValueError(f"limit_bytes must be a positive int, got {limit_bytes!r}")
@@ -468,15 +1111,18 @@ def check_predicted_limit(
     peak = int(estimate.peak_bytes * (1 + margin))
     measure = "predicted" if margin == 0 else f"predicted + {margin:.0%} margin"
     passed = peak <= limit_bytes
+    what = f" for {estimate.sample}" if estimate.sample else ""
+    per_gpu = " per GPU" if estimate.gpus > 1 else ""
     if passed:
         message = (
-            f"predicted GPU peak {format_bytes(peak)} ({measure}) is within the limit of "
-            f"{format_bytes(limit_bytes)}"
+            f"predicted GPU peak{per_gpu} {format_bytes(peak)} ({measure}){what} is within "
+            f"the limit of {format_bytes(limit_bytes)}"
         )
     else:
+        limited = "was limited" if subject == "Test" else "is limited"
         message = (
-            f"Test was limited to {format_bytes(limit_bytes)} but its predicted GPU peak was "
-            f"{format_bytes(peak)} ({measure})"
+            f"{subject} {limited} to {format_bytes(limit_bytes)} but its predicted GPU "
+            f"peak{per_gpu} was {format_bytes(peak)} ({measure}){what}"
         )
     detail = f"  limit {format_bytes(limit_bytes)}\n" + estimate.describe()
     return LimitResult(passed, limit_bytes, peak, measure, message, detail)
@@ -486,34 +1132,18 @@ def check_predicted_for_model(
     limit: int | str,
     model: str,
     *,
-    longest_edge: int | None = None,
-    images: int = 4,
-    text_tokens: int = 64,
-    batch: int = 1,
-    gradient_checkpointing: bool = False,
-    dtype: str = "bfloat16",
-    optimizer: Optimizer = "adamw",
-    image_size: tuple[int, int] = (384, 384),
     margin: float = 0.0,
+    **kwargs: Any,
 ) -> LimitResult:
     """One call for a marker such as ``limit_predicted_gpu_memory("80 GB", longest_edge=1536)``:
-    parse the ceiling (:func:`~pytest_tokenguard.units.parse_size`), predict, compare.
+    parse the ceiling (:func:`~pytest_tokenguard.units.parse_size`), validate the sample
+    and recipe (:func:`validate`), predict, compare.
 
     Raises ``ValueError`` (bad size, bad margin) or :class:`MemoryModelError`
-    (unknown model, bad shape) with a message fit for a collection error.
+    (unknown model, bad keyword) with a message fit for a collection error.
     """
     from ..units import parse_size
 
     limit_bytes = parse_size(limit)
-    estimate = estimate_for_model(
-        model,
-        longest_edge=longest_edge,
-        images=images,
-        text_tokens=text_tokens,
-        batch=batch,
-        gradient_checkpointing=gradient_checkpointing,
-        dtype=dtype,
-        optimizer=optimizer,
-        image_size=image_size,
-    )
+    estimate = estimate_for_model(model, validate(**kwargs))
     return check_predicted_limit(estimate, limit_bytes, margin)

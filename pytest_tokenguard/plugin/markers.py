@@ -1,48 +1,56 @@
-"""The token markers as small pure functions: records in, a typed verdict out.
+"""Every tokenguard marker, defined once: its signature, its validation, its check, its help.
 
-Each check returns a :class:`MarkerResult` with a one-line ``message`` (the line a
-reader sees in the failure summary) and a ``detail`` section (the table that
-explains it). The pytest hooks only decide *when* to call them, so the checks are
-unit-tested without pytest.
+:data:`MARKERS` maps a marker's name to a :class:`MarkerDef`. The signature (what
+``pytest --markers`` prints and what the arguments are bound against) comes from one
+function per marker, as in pytest-memray; :meth:`MarkerDef.parse` binds a marker's
+arguments to it and validates every value, at collection, so a bad argument stops the
+run before any test runs; :meth:`MarkerDef.check` turns what the test did into a
+:class:`~pytest_tokenguard.verdict.Verdict`. The checks themselves are pure functions
+of records (no pytest), unit-tested on their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..counting import count_image
-from ..processor.recording import ImageRecord, SequenceRecord
 from ..specs import MAX_IMAGE_SIZE, ModelSpec
+from ..verdict import PASSED, CheckResult, LimitResult, Verdict
 
 if TYPE_CHECKING:
-    from ..gpu.measure import Measure
+    from ..gpu.measure import DevicesPeak, GpuPeak
+    from ..processor.recording import ImageRecord, Recording, SequenceRecord
+
+__all__ = [
+    "MARKERS",
+    "Context",
+    "MarkerDef",
+    "check_image_tokens",
+    "check_max_sequence",
+    "suggest_longest_edge",
+]
 
 
 @dataclass(frozen=True)
-class MarkerResult:
-    """The verdict of one marker on one test."""
+class Where:
+    """What a marker's arguments are validated against: the test and the configuration."""
 
-    passed: bool
-    message: str = ""
-    detail: str = ""
-
-    def longrepr(self) -> str:
-        return f"{self.message}\n\n{self.detail}" if self.detail else self.message
+    model: str
+    longest_edge: int | None  # the test's ``tokenguard_longest_edge`` parameter, if any
 
 
-PASSED = MarkerResult(True)
+@dataclass(frozen=True)
+class Context:
+    """What a check sees once the test ran."""
+
+    recording: Recording | None
+    gpu_peak: GpuPeak | DevicesPeak | None
 
 
-def validate_expected_tokens(marker_name: str, value: object) -> int:
-    """The marker argument as a positive int, or a ValueError that says how to write it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"@pytest.mark.{marker_name}({value!r}): expected a positive number of tokens, "
-            f"e.g. @pytest.mark.{marker_name}(81)"
-        )
-    return value
+# --------------------------------------------------------------------------- token checks
 
 
 def suggest_longest_edge(image: ImageRecord, expected: int) -> str:
@@ -71,21 +79,30 @@ def suggest_longest_edge(image: ImageRecord, expected: int) -> str:
         return (
             f"no longest_edge gives exactly {expected} tokens for a {image.width}×{image.height} "
             f"image; the fewest is size={{\"longest_edge\": {image.tile_size}}} "
-            f"({one.image_tokens} tokens, {one.patches} patch{'es' if one.patches > 1 else ''})"
+            f"({one.image_tokens} tokens, {_patches(one.patches)})"
         )
-    plural = "es" if best_patches > 1 else ""
-    return f'size={{"longest_edge": {best}}} gives {best_patches} patch{plural} ({expected} tokens)'
+    return f'size={{"longest_edge": {best}}} gives {_patches(best_patches)} ({expected} tokens)'
 
 
-def check_image_tokens(images: Sequence[ImageRecord], expected: int) -> MarkerResult:
+def _patches(n: int) -> str:
+    return f"{n} patch" if n == 1 else f"{n} patches"
+
+
+_NOTHING_SEEN = (
+    "The marker checks what a real SmolVLMProcessor/Idefics3Processor call produced while "
+    "the test (and its fixtures) ran. Call the processor in the test, or remove the marker: "
+    "a marker that checks nothing is a bug."
+)
+
+
+def check_image_tokens(images: Sequence[ImageRecord], expected: int) -> CheckResult:
     """Every image processed during the test must cost exactly ``expected`` ``<image>`` tokens."""
     if not images:
-        return MarkerResult(
+        return CheckResult(
             False,
             f"Test declared {expected} image tokens per image but no SmolVLM processor call "
             "processed an image while it ran",
-            "The marker checks images expanded by a real SmolVLMProcessor/Idefics3Processor "
-            "call. Call the processor inside the test, or remove the marker.",
+            _NOTHING_SEEN,
         )
     wrong = [image for image in images if image.image_tokens != expected]
     if not wrong:
@@ -93,7 +110,7 @@ def check_image_tokens(images: Sequence[ImageRecord], expected: int) -> MarkerRe
     first = wrong[0]
     message = (
         f"Image {first.width}×{first.height} cost {first.image_tokens} <image> tokens "
-        f"({first.grid} grid, {first.patches} patches at longest_edge={first.longest_edge}) "
+        f"({first.grid} grid, {_patches(first.patches)} at longest_edge={first.longest_edge}) "
         f"but the test declared {expected}; {suggest_longest_edge(first, expected)}"
     )
     lines = [f"{len(wrong)} of {len(images)} images cost other than {expected} <image> tokens:"]
@@ -107,11 +124,20 @@ def check_image_tokens(images: Sequence[ImageRecord], expected: int) -> MarkerRe
         )
     if len(wrong) > 20:
         lines.append(f"  ... and {len(wrong) - 20} more")
-    return MarkerResult(False, message, "\n".join(lines))
+    return CheckResult(False, message, "\n".join(lines))
 
 
-def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> MarkerResult:
-    """No sequence produced during the test may be longer than ``limit`` tokens."""
+def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> CheckResult:
+    """No sequence produced during the test may be longer than ``limit`` tokens, and at
+    least one must have been produced (as for ``image_tokens``, a marker that checks
+    nothing fails)."""
+    if not sequences:
+        return CheckResult(
+            False,
+            f"Test declared a limit of {limit} tokens per sequence but no SmolVLM processor "
+            "call returned a sequence while it ran",
+            _NOTHING_SEEN,
+        )
     over = [sequence for sequence in sequences if sequence.length > limit]
     if not over:
         return PASSED
@@ -128,14 +154,38 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Marke
         "Lower the processor's longest_edge, send fewer images per sample, or split the "
         "sample (pytest_tokenguard.splitting)."
     )
-    return MarkerResult(False, message, "\n".join(lines))
+    return CheckResult(False, message, "\n".join(lines))
 
 
-#: keyword arguments ``limit_predicted_gpu_memory`` passes on to the memory model
-PREDICTED_KWARGS = frozenset(
-    {"longest_edge", "images", "text_tokens", "batch", "gradient_checkpointing", "dtype",
-     "optimizer", "image_size", "margin"}
-)
+# --------------------------------------------------------------------------- the registry
+
+
+def _count(marker: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive number of tokens, got {value!r}: e.g. "
+                         f"@pytest.mark.{marker}(81)")
+    return value
+
+
+def _size(marker: str, value: object) -> int:
+    from ..units import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"size: {exc}") from None
+
+
+def _image_tokens(n: int) -> int:
+    """fail if any image a SmolVLM processor expanded during the test (fixtures included)
+    cost other than n <image> tokens, or if no image was processed at all"""
+    return _count("image_tokens", "n", n)
+
+
+def _max_sequence_tokens(n: int) -> int:
+    """fail if any sequence a SmolVLM processor returned during the test (fixtures included)
+    is longer than n tokens (padding not counted), or if none was returned at all"""
+    return _count("max_sequence_tokens", "n", n)
 
 
 @dataclass(frozen=True)
@@ -143,45 +193,135 @@ class GpuLimit:
     """A validated ``limit_gpu_memory`` marker."""
 
     limit_bytes: int
-    measure: Measure
+    measure: str
+    devices: tuple[int, ...] | Literal["all"] | None
 
 
-def validate_gpu_limit(args: Sequence[object], kwargs: Mapping[str, object]) -> GpuLimit:
-    """``limit_gpu_memory("24 GiB", measure="max")`` checked at collection.
+def _limit_gpu_memory(size: int | str, measure: str = "max", devices: object = None) -> GpuLimit:
+    """measure the test's GPU peak (torch allocated and reserved, NVML device memory) and
+    fail over size ("24 GiB", "800MB", "24G" or bytes); measure is max, allocated, reserved
+    or nvml; devices is the current device (None), a device index, a list of them, or
+    "all" (every visible GPU, through NVML, with the processes the test starts, e.g. a
+    torchrun job: fails when any GPU passes size); skips without CUDA unless
+    --tokenguard-require-gpu"""
+    from ..gpu.measure import MEASURES, validate_devices
 
-    Raises ValueError naming the marker and how to write it: a bad unit must stop the
-    run before a GPU job spends minutes loading a model.
-    """
-    from ..gpu.measure import MEASURES
-    from ..units import parse_size
-
-    usage = '@pytest.mark.limit_gpu_memory("24 GiB", measure="max")'
-    if len(args) != 1 or set(kwargs) - {"measure"}:
-        raise ValueError(f"limit_gpu_memory takes one size and an optional measure: {usage}")
-    try:
-        limit = parse_size(args[0])
-    except ValueError as exc:
-        raise ValueError(f"@pytest.mark.limit_gpu_memory({args[0]!r}): {exc}") from None
-    measure = kwargs.get("measure", "max")
     if measure not in MEASURES:
-        raise ValueError(
-            f"@pytest.mark.limit_gpu_memory(measure={measure!r}): measure must be one of "
-            f"{', '.join(MEASURES)}"
-        )
-    return GpuLimit(limit, measure)
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    chosen = validate_devices(devices)
+    if chosen is not None and measure not in ("max", "nvml"):
+        raise ValueError(f"measure={measure!r} reads torch's counters of this process's device; "
+                         "devices= measures every GPU through NVML: leave measure out")
+    return GpuLimit(_size("limit_gpu_memory", size), measure, chosen)
 
 
-def validate_predicted_limit(args: Sequence[object], kwargs: Mapping[str, object]) -> int:
-    """``limit_predicted_gpu_memory("80 GiB", longest_edge=1536, ...)`` checked at collection."""
-    from ..units import parse_size
+def _tokenguard_no_baseline(reason: str = "") -> str:
+    """keep this test's figures out of the tokenguard baseline (inputs that differ run to
+    run); hypothesis tests, pytester runs and splitter checks are left out automatically"""
+    if not isinstance(reason, str):
+        raise ValueError(f"reason must be a string, got {reason!r}")
+    return reason or "tokenguard_no_baseline"
 
-    usage = '@pytest.mark.limit_predicted_gpu_memory("80 GiB", longest_edge=1536, images=4)'
-    unknown = sorted(set(kwargs) - PREDICTED_KWARGS)
-    if len(args) != 1 or unknown:
-        extra = f" (unknown: {', '.join(unknown)})" if unknown else ""
-        raise ValueError(f"limit_predicted_gpu_memory takes one size and the sample's shape"
-                         f"{extra}: {usage}; shape keywords: {', '.join(sorted(PREDICTED_KWARGS))}")
-    try:
-        return parse_size(args[0])
-    except ValueError as exc:
-        raise ValueError(f"@pytest.mark.limit_predicted_gpu_memory({args[0]!r}): {exc}") from None
+
+def _predicted_signature() -> inspect.Signature:
+    """``size``, every keyword of the memory model's one definition of a training step
+    (:func:`pytest_tokenguard.gpu.model.shape_fields`) and ``margin``."""
+    from ..gpu.model import shape_fields
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("size", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(field.name, keyword, default=field.default)
+               for field in shape_fields()]
+    params.append(inspect.Parameter("margin", keyword, default=0.0))
+    return inspect.Signature(params)
+
+
+def _limit_predicted_gpu_memory(where: Where, size: int | str, **shape: Any) -> LimitResult:
+    """fail if the memory model predicts one training step of the configured model over
+    size; runs on CPU. longest_edge defaults to the test's tokenguard_longest_edge
+    parameter, else the checkpoint's own; the failure names the shape predicted"""
+    from ..gpu.model import check_predicted_for_model
+
+    if shape.get("longest_edge") is None and where.longest_edge is not None:
+        shape["longest_edge"] = where.longest_edge
+    return check_predicted_for_model(size, where.model, **shape)
+
+
+@dataclass(frozen=True)
+class MarkerDef:
+    """One marker: name, signature (from its function), validation and check."""
+
+    name: str
+    function: Callable[..., Any]
+    #: the marker's check once the test ran, given its parsed arguments
+    check: Callable[[Any, Context], Verdict] | None = None
+    #: whether the function takes the :class:`Where` of the test first
+    needs_where: bool = False
+    signature_of: Callable[[], inspect.Signature] | None = None
+
+    @property
+    def signature(self) -> inspect.Signature:
+        if self.signature_of is not None:
+            return self.signature_of()
+        signature = inspect.signature(self.function)
+        return signature.replace(parameters=[
+            p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()
+            if p.name != "where"], return_annotation=inspect.Signature.empty)
+
+    @property
+    def usage(self) -> str:
+        return f"@pytest.mark.{self.name}{self.signature}"
+
+    @property
+    def help(self) -> str:
+        """The ``pytest --markers`` line: signature, then what it does."""
+        doc = " ".join((inspect.getdoc(self.function) or "").split())
+        return f"{self.name}{self.signature}: under --tokenguard, {doc}"
+
+    def parse(self, args: Sequence[object], kwargs: Mapping[str, object], where: Where) -> Any:
+        """The marker's arguments bound and validated; ValueError says what is wrong and how
+        to write it."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"@pytest.mark.{self.name}: {exc}; write {self.usage}") from None
+        try:
+            if self.needs_where:
+                return self.function(where, *args, **kwargs)
+            return self.function(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"@pytest.mark.{self.name}: {exc}") from None
+
+
+def _check_images(n: int, context: Context) -> Verdict:
+    return check_image_tokens(context.recording.images if context.recording else (), n)
+
+
+def _check_sequences(n: int, context: Context) -> Verdict:
+    return check_max_sequence(context.recording.sequences if context.recording else (), n)
+
+
+def _check_gpu(limit: GpuLimit, context: Context) -> Verdict:
+    from ..gpu.measure import DevicesPeak, check_gpu_limit, check_gpu_limits
+
+    peak = context.gpu_peak
+    assert peak is not None
+    if isinstance(peak, DevicesPeak):
+        return check_gpu_limits(peak, limit.limit_bytes)
+    return check_gpu_limit(peak, limit.limit_bytes, limit.measure)  # type: ignore[arg-type]
+
+
+def _check_predicted(verdict: LimitResult, context: Context) -> Verdict:
+    return verdict  # computed at collection: a prediction depends on nothing the test does
+
+
+MARKERS: dict[str, MarkerDef] = {
+    marker.name: marker for marker in (
+        MarkerDef("image_tokens", _image_tokens, _check_images),
+        MarkerDef("max_sequence_tokens", _max_sequence_tokens, _check_sequences),
+        MarkerDef("limit_gpu_memory", _limit_gpu_memory, _check_gpu),
+        MarkerDef("limit_predicted_gpu_memory", _limit_predicted_gpu_memory, _check_predicted,
+                  needs_where=True, signature_of=_predicted_signature),
+        MarkerDef("tokenguard_no_baseline", _tokenguard_no_baseline),
+    )
+}

@@ -1,20 +1,50 @@
-"""The embedded default processor: real transformers SmolVLM classes, this package's config.
+"""The embedded default processor: SmolVLM2's own tokenizer in transformers' own classes.
 
-Used only when the configured checkpoint cannot be had (offline and not cached). The
-image processor, video processor and processor are transformers' own classes, built
-from the checkpoint's published settings below, so tiling and the image block are the
-real code paths. The tokenizer carries the real special and added tokens at their real
-ids (``<image>`` is 49190) but not the 49,152-token SmolLM2 vocabulary: ordinary text
-is one token per UTF-8 byte, and two newlines in a row are one token as in SmolLM2.
-That rule can only over-count text relative to SmolLM2's byte-level BPE, never under.
+Used only when the configured checkpoint cannot be had (offline and not cached): a
+laptop, a CI runner without the model cache. Every count it gives is exact, text
+included, because nothing in it is an approximation:
+
+- the tokenizer is SmolVLM2's ``tokenizer.json`` (the same file in all three
+  checkpoints), shipped gzip-compressed in ``data/``; ``data/NOTICE.md`` states its
+  source, its licence (Apache-2.0) and the sha256 checked on every load. It is wrapped
+  in transformers' fast tokenizer with the settings of the checkpoints'
+  ``tokenizer_config.json`` and ``special_tokens_map.json``;
+- the image, video and processor objects are transformers' ``SmolVLMImageProcessor``,
+  ``SmolVLMVideoProcessor`` and ``SmolVLMProcessor``, built from each checkpoint's
+  published ``preprocessor_config.json`` / ``processor_config.json`` values the way
+  ``AutoProcessor.from_pretrained`` builds them: the same settings for both
+  processors, with the caller's keyword arguments (``size=...``) on top.
+
+Only the tokenizer is a file: the other settings are a few published values, kept
+here in code and compared with the real files by ``tests/oracle/test_embedded.py``,
+which also checks that the embedded default gives the real files' ``input_ids``.
+
+The tokenizer is decompressed and built once per process; transformers and tokenizers
+are imported inside the functions only.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 
+from ..errors import ProcessorLoadError
 from ..specs import SpecError, known_spec
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "TOKENIZER_FILE",
+    "TOKENIZER_SETTINGS",
+    "TOKENIZER_SHA256",
+    "build_embedded_processor",
+    "embedded_tokenizer",
+    "fingerprint",
+    "preprocessor_settings",
+    "tokenizer_json",
+]
 
 #: The chat template shipped with the SmolVLM2 checkpoints (identical for the three).
 CHAT_TEMPLATE = (
@@ -25,24 +55,35 @@ CHAT_TEMPLATE = (
     "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
-_LEADING_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>",
-    "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
-    "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
-    "<jupyter_script>", "<empty_output>",
-]
-BASE_VOCAB_SIZE = 49152  # SmolLM2's vocabulary; added tokens start here
+#: The shipped tokenizer, relative to this package, and the sha256 of its uncompressed bytes.
+TOKENIZER_FILE = "data/smolvlm2-tokenizer.json.gz"
+TOKENIZER_SHA256 = "5ece781dc8d2b2f3e2f289ca0ae50b17cfc27dd27bfe7971bb8241e0b964331a"
+
+#: ``tokenizer_config.json`` / ``special_tokens_map.json`` of the three checkpoints (the
+#: same files), as keyword arguments of the fast tokenizer. transformers 5 calls
+#: ``additional_special_tokens`` ``extra_special_tokens``. The ``image_token`` /
+#: ``fake_image_token`` / ... keys of ``special_tokens_map.json`` are not tokenizer
+#: settings: ``SmolVLMProcessor`` has the same strings as its own defaults.
+TOKENIZER_SETTINGS: dict[str, Any] = {
+    "add_prefix_space": False,
+    "bos_token": "<|im_start|>",
+    "eos_token": "<end_of_utterance>",
+    "pad_token": "<|im_end|>",
+    "unk_token": "<|endoftext|>",
+    "extra_special_tokens": ["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+    "clean_up_tokenization_spaces": False,
+    "legacy": False,
+    "model_max_length": 8192,
+    "truncation_side": "left",
+}
 
 
-def added_tokens() -> list[str]:
-    """SmolVLM's added tokens in id order, from 49152 (``<global-img>``) to 49279."""
-    markers = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
-    reserved = [f"<|reserved_special_token_{i}|>" for i in range(88)]
-    return ["<global-img>", *markers, "<fake_token_around_image>", "<image>", *reserved,
-            "<end_of_utterance>"]
+def preprocessor_settings(model: str) -> dict[str, Any]:
+    """A known checkpoint's ``preprocessor_config.json`` (a new dict on every call).
 
-
-def _preprocessor_settings(model: str) -> dict[str, Any]:
+    The three differ only in the tile (``max_image_size``, also the video frame size)
+    and the default ``longest_edge``, which are the spec's published values.
+    """
     spec = known_spec(model)
     if spec is None:
         raise SpecError(f"no embedded default for {model!r}")
@@ -59,78 +100,76 @@ def _preprocessor_settings(model: str) -> dict[str, Any]:
         "resample": 1,
         "rescale_factor": 1 / 255,
         "size": {"longest_edge": spec.default_longest_edge},
+        "video_sampling": {
+            "fps": 1,
+            "max_frames": 64,
+            "video_size": {"longest_edge": spec.tile_size},
+        },
     }
 
 
 @lru_cache(maxsize=1)
-def build_byte_tokenizer() -> Any:
-    """A ``PreTrainedTokenizerFast`` with SmolVLM's special tokens and a byte-level text rule."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers.pre_tokenizers import ByteLevel
+def tokenizer_json() -> str:
+    """The shipped ``tokenizer.json``, decompressed and checked against its sha256."""
+    resource = files(__package__ or "pytest_tokenguard.processor").joinpath(TOKENIZER_FILE)
+    try:
+        data = gzip.decompress(resource.read_bytes())
+    except (OSError, EOFError) as exc:
+        raise ProcessorLoadError(
+            f"the embedded SmolVLM2 tokenizer ({TOKENIZER_FILE}) cannot be read ({exc}); "
+            "reinstall pytest-tokenguard"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != TOKENIZER_SHA256:
+        raise ProcessorLoadError(
+            f"the embedded SmolVLM2 tokenizer ({TOKENIZER_FILE}) is damaged (sha256 {digest}, "
+            f"expected {TOKENIZER_SHA256}); reinstall pytest-tokenguard"
+        )
+    return data.decode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def embedded_tokenizer() -> Any:
+    """SmolVLM2's fast tokenizer from the shipped file, built once per process (about
+    0.2 s) and shared by every embedded processor, as the checkpoints share the file."""
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    byte_symbols = sorted(set(ByteLevel.alphabet()))
-    vocab: dict[str, int] = {tok: i for i, tok in enumerate(_LEADING_SPECIALS)}
-    for symbol in byte_symbols:
-        vocab[symbol] = len(vocab)
-    vocab["ĊĊ"] = len(vocab)  # "\n\n", merged as SmolLM2 merges it
-    for filler in range(len(vocab), BASE_VOCAB_SIZE):  # unreachable: keeps real ids
-        vocab[f"<tokenguard_unused_{filler}>"] = filler
-    model = models.BPE(vocab=vocab, merges=[("Ċ", "Ċ")])
-    tokenizer = Tokenizer(model)
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(tokenizer_json()), **TOKENIZER_SETTINGS
     )
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(_LEADING_SPECIALS)
-    extra = added_tokens()
-    tokenizer.add_special_tokens(extra)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|im_start|>",
-        eos_token="<end_of_utterance>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        extra_special_tokens=["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
-        model_max_length=16384,
-    )
-    wrapped.fake_image_token = "<fake_token_around_image>"
-    wrapped.image_token = "<image>"
-    wrapped.global_image_token = "<global-img>"
-    wrapped.end_of_utterance_token = "<end_of_utterance>"
-    return wrapped
 
 
 def build_embedded_processor(model: str, **kwargs: Any) -> Any:
     """A real ``SmolVLMProcessor`` for a known checkpoint, without its files.
 
-    ``kwargs`` are the ones users pass to ``from_pretrained`` (``size=...``).
+    ``kwargs`` are the ones users pass to ``from_pretrained`` (``size=...``); like
+    ``from_pretrained``, they apply to the image and the video processor.
     """
     from transformers import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
     spec = known_spec(model)
     if spec is None:
         raise SpecError(f"no embedded default for {model!r}")
-    settings = _preprocessor_settings(model)
-    settings.update(kwargs)
-    image_processor = SmolVLMImageProcessor(**settings)
-    video_processor = SmolVLMVideoProcessor(
-        video_sampling={
-            "fps": 1,
-            "max_frames": 64,
-            "video_size": {"longest_edge": spec.tile_size},
-        },
-        max_image_size={"longest_edge": spec.tile_size},
-    )
+    # a fresh settings dict for each: SmolVLMVideoProcessor rewrites video_sampling in place
+    image_processor = SmolVLMImageProcessor(**{**preprocessor_settings(model), **kwargs})
+    video_processor = SmolVLMVideoProcessor(**{**preprocessor_settings(model), **kwargs})
     processor = SmolVLMProcessor(
         image_processor=image_processor,
-        tokenizer=build_byte_tokenizer(),
+        tokenizer=embedded_tokenizer(),
         video_processor=video_processor,
         image_seq_len=spec.image_seq_len,
         chat_template=CHAT_TEMPLATE,
     )
     processor.name_or_path = model
     return processor
+
+
+def fingerprint(model: str) -> bytes:
+    """What decides the embedded default's counts for ``model``, as bytes to hash: its
+    processor settings, its chat template and its tokenizer."""
+    import json
+
+    return json.dumps({"settings": preprocessor_settings(model), "template": CHAT_TEMPLATE,
+                       "tokenizer": TOKENIZER_SHA256,
+                       "tokenizer_settings": TOKENIZER_SETTINGS}, sort_keys=True).encode()

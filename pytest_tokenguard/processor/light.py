@@ -10,9 +10,11 @@ first line is read; this stand-in costs about 60 MB and a fifth of a second.
 
 It is used only where it is provably the same tokenizer: a local folder (or cached
 snapshot) with a ``tokenizer.json`` whose ``tokenizer_config.json`` asks transformers
-for no post-processing of its own (``add_bos_token``/``add_eos_token``). Anything else
-goes through :func:`~pytest_tokenguard.processor.loading.load_processor`. The test
-suite checks its counts against the real processor.
+for no post-processing of its own (``add_bos_token``/``add_eos_token``), and the
+embedded default (SmolVLM2's own ``tokenizer.json``, shipped, with its published
+template and spec). Anything else (the hub) goes through
+:func:`~pytest_tokenguard.processor.loading.load_processor`. The test suite checks its
+counts against the real processor.
 
 Only ``tokenizers`` (transformers' own dependency) is imported, inside the functions.
 """
@@ -111,8 +113,15 @@ def _template_text(value: object, path: Path) -> str:
 
 def light_processor(source: ModelSource) -> LightProcessor | None:
     """The tokenizer-only processor of ``source``, or None where only transformers can
-    load it exactly (no folder, no tokenizer.json, a tokenizer that transformers
-    post-processes)."""
+    load it exactly (the hub, a folder without tokenizer.json, a tokenizer that
+    transformers post-processes)."""
+    if source.kind == "embedded":
+        from tokenizers import Tokenizer
+
+        from .embedded import CHAT_TEMPLATE, tokenizer_json
+
+        backend = Tokenizer.from_str(tokenizer_json())
+        return LightProcessor(LightTokenizer(backend, source.model), CHAT_TEMPLATE, source.model)
     folder = source.folder
     if folder is None or not (folder / "tokenizer.json").is_file():
         return None

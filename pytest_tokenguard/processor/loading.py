@@ -4,14 +4,11 @@ Users call ``AutoProcessor.from_pretrained(model, size={"longest_edge": N})``; s
 this module. Where the files come from (a folder, the cache, the hub or the embedded
 default) is decided by :mod:`pytest_tokenguard.processor.source`, the one model resolver.
 
-When none of that works and the model is one of the known SmolVLM2 checkpoints, an
-*embedded default* is built from the real transformers SmolVLM classes and this
-package's own copy of the checkpoint's published processor settings. Its image and
-special tokens are exact. Its vocabulary is not the real one: text is tokenized one
-token per UTF-8 byte, except that two newlines in a row are one token as in SmolLM2.
-SmolLM2's byte-level BPE never spends more than one token per byte and merges the
-same newline pair, so the embedded count is never lower than the real one (a property
-test in the suite checks it against the real tokenizer).
+When none of that works and the model is one of the known SmolVLM2 checkpoints, the
+*embedded default* is used (:mod:`pytest_tokenguard.processor.embedded`): the real
+transformers SmolVLM classes with the checkpoints' own tokenizer, shipped in this
+package, and their published settings. Its counts are exact, text included; the suite
+checks its ``input_ids`` against the real files.
 
 torch, transformers and PIL are imported inside the functions only.
 """

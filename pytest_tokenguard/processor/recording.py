@@ -105,7 +105,13 @@ def _image_size(image: Any) -> tuple[int, int]:
     return int(width), int(height)
 
 
-_PATCH_LOCK = threading.Lock()
+_PATCH_LOCK = threading.RLock()  # install() may re-enter through an import hook
+
+#: the modules that define the processor classes the recorder patches
+PROCESSOR_MODULES = (
+    "transformers.models.smolvlm.processing_smolvlm",
+    "transformers.models.idefics3.processing_idefics3",
+)
 
 
 class Recorder:
@@ -118,6 +124,7 @@ class Recorder:
     def __init__(self) -> None:
         self._recording: Recording | None = None
         self._undo: list[Callable[[], None]] = []
+        self._installed = False
         self._name = "sequence"
 
     @contextmanager
@@ -131,16 +138,19 @@ class Recorder:
             self._recording = None
 
     def install(self) -> None:
-        """Patch the processor classes (idempotent). Imports transformers."""
-        if self._undo:
-            return
+        """Patch the processor classes (idempotent, re-entrant). Imports transformers."""
         with _PATCH_LOCK:
+            if self._installed:
+                return
+            self._installed = True
             for cls in _processor_classes():
                 self._patch(cls)
 
     def uninstall(self) -> None:
-        while self._undo:
-            self._undo.pop()()
+        with _PATCH_LOCK:
+            while self._undo:
+                self._undo.pop()()
+            self._installed = False
 
     def _patch(self, cls: type) -> None:
         recorder = self

@@ -21,6 +21,7 @@ counting spec (:meth:`ModelSource.spec`) and the checkpoint's ``config.json``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -41,6 +42,7 @@ __all__ = [
     "hub_offline",
     "model_or_default",
     "resolve_source",
+    "transformers_version",
 ]
 
 ENV_MODEL = "TOKENGUARD_MODEL"
@@ -75,20 +77,34 @@ class ModelSource:
         spec = known_spec(self.model)
         return spec.name if spec is not None else None
 
-    @property
-    def exact(self) -> bool:
-        """Whether every token (text included) is counted exactly."""
-        return self.kind != "embedded"
-
     def describe(self) -> str:
-        """One line for the session header: which processor is in use and what is exact."""
+        """One line for the session header: which processor is in use, and that its counts
+        are exact (the embedded default ships the checkpoints' own tokenizer)."""
         if self.kind == "embedded":
             return (
-                f"embedded default for {self.model} ({self.reason}): image and special tokens "
-                "exact, text tokens an upper bound (1 per UTF-8 byte, newline pairs merged)"
+                f"embedded default for {self.model} ({self.reason}): SmolVLM2's tokenizer "
+                "shipped with tokenguard, all tokens exact"
             )
         where = {"folder": "local folder", "hub-cache": "hub cache", "hub": "hub"}[self.kind]
         return f"{self.model} from {where} {self.location}: all tokens exact"
+
+    def digest(self) -> str:
+        """``sha256:...`` of what decides the counts: the checkpoint's processor files
+        (JSON and templates, no weights), or the embedded default's tokenizer and
+        settings; ``unknown`` for a hub model not yet downloaded."""
+        digest = hashlib.sha256()
+        folder = self.folder
+        if folder is not None:
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and path.suffix in (".json", ".jinja", ".txt"):
+                    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        elif self.kind == "embedded":
+            from .embedded import fingerprint
+
+            digest.update(fingerprint(self.model))
+        else:
+            return "unknown"
+        return "sha256:" + digest.hexdigest()
 
     def spec(self) -> ModelSpec:
         """The counting spec, read from the files where they are here, else the built-in
@@ -217,3 +233,13 @@ def resolve_source(
             "use one of the SmolVLM2 checkpoints"
         )
     return ModelSource(model, "embedded", "pytest_tokenguard.processor.embedded", reason)
+
+
+def transformers_version() -> str:
+    """The installed transformers version, read from its metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "not installed"

@@ -49,3 +49,4 @@ def processor_examples(minimum: int = 10) -> int:
     current = settings.default
     total = current.max_examples if current is not None else 100
     return max(minimum, int(total * PROCESSOR_FRACTION))
+

@@ -2,8 +2,8 @@
 
 Run them (they run once, untimed, in the normal suite):
 
-    pytest tests/benchmarks --benchmark-enable --benchmark-json=benchmarks/cpu.json
-    python benchmarks/ratios.py benchmarks/cpu.json
+    pytest tests/benchmarks --benchmark-enable --benchmark-json=benchmarks/raw/cpu.json
+    python benchmarks/ratios.py benchmarks/raw/cpu.json --summary benchmarks/summary-cpu.json
 
 Every benchmark also checks that the counter and the processor agree on the result.
 """
@@ -20,8 +20,15 @@ from PIL import Image
 
 from pytest_tokenguard.cli.count import run_count
 from pytest_tokenguard.counting import ImageCounter, count_image
-from pytest_tokenguard.specs import spec_from_folder
-from tests.helpers import FIXTURES, RESOLUTIONS, model_folder, real_image_tokens, real_processor
+from pytest_tokenguard.specs import ModelSpec
+from tests.helpers import (
+    FIXTURES,
+    RESOLUTIONS,
+    loaded,
+    model_ref,
+    real_image_tokens,
+    real_processor,
+)
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 SIZE = (384, 384)
@@ -34,8 +41,9 @@ def frame() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def spec() -> Any:
-    return spec_from_folder(model_folder(MODEL))
+def spec() -> ModelSpec:
+    """The spec the plugin counts with for this model (the embedded default's, offline)."""
+    return loaded(MODEL).source.spec()
 
 
 @pytest.mark.parametrize("longest_edge", RESOLUTIONS)
@@ -77,7 +85,7 @@ def thousand_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_count_cli_1000_frames(benchmark: Any, thousand_frames: Path) -> None:
     """`tokenguard count` over a folder of 1,000 frames: header reads only."""
     benchmark.group = "tokenguard count, folder of 1000 frames"
-    args = Namespace(model=str(model_folder(MODEL)), longest_edge=[384], json=True,
+    args = Namespace(model=model_ref(MODEL), longest_edge=[384], json=True,
                      paths=[str(thousand_frames)])
 
     def count_folder() -> str:

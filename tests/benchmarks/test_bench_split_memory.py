@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, model_path
+from tests.helpers import REPO, model_ref
 
 #: the limit the issue sets for 50 MB of input
 LIMIT_MB = 200
@@ -70,7 +70,7 @@ def peak_rss_mb(source: Path, out: Path) -> tuple[int, float, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-c", PEAK, sys.executable, "-m", "pytest_tokenguard.cli", "split",
-         "--model", model_path("2.2B"), "--longest-edge", "384", "--max-tokens", "4096",
+         "--model", model_ref("2.2B"), "--longest-edge", "384", "--max-tokens", "4096",
          str(source), "-o", str(out)],
         capture_output=True, text=True, env=env, timeout=900, check=True,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_tokenguard.cli import main
-from tests.helpers import FIXTURES, model_folder, real_image_tokens, real_processor
+from tests.helpers import FIXTURES, model_ref, real_image_tokens, real_processor
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 REQUIRED_KEYS = {"path", "width", "height", "longest_edge", "rows", "cols", "patches",
@@ -25,8 +25,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def test_json_lines_match_real_processor(capsys: pytest.CaptureFixture[str]) -> None:
-    folder = str(model_folder(MODEL))
-    code, out, err = run(["count", "--model", folder, "--longest-edge", "384",
+    code, out, err = run(["count", "--model", model_ref(MODEL), "--longest-edge", "384",
                           "--longest-edge", "1536", "--json", str(FIXTURES)], capsys)
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
@@ -40,7 +39,7 @@ def test_json_lines_match_real_processor(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_table_output_defaults_to_model_longest_edge(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["count", "--model", str(model_folder(MODEL)),
+    code, out, _ = run(["count", "--model", model_ref(MODEL),
                         str(FIXTURES / "frame_384x384.png")], capsys)
     assert code == 0
     header, row = out.splitlines()

@@ -1,8 +1,10 @@
 """Baseline gating seen from a user's suite, through pytester.
 
-The planted tests call the real SmolVLM2 processor on a 384x384 frame; the "code
-under test" picks its ``longest_edge`` from a module constant, which is how a change
-in the product (say a new default resolution) reaches the gate.
+The planted tests call the real SmolVLM2 processor (the embedded default, by hub id,
+offline) on a 384x384 frame; the "code under test" picks its ``longest_edge`` from a
+module constant, which is how a change in the product (say a new default resolution)
+reaches the gate. What needs only the plumbing (xdist, concurrent runs) plants GPU
+peaks through the user_properties channel instead, so no subprocess imports torch.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import model_folder
 
 # pytester's in-process runs drop modules first imported inside them; numpy cannot be
 # imported twice in one process, so the heavy modules are imported here, once.
@@ -44,11 +44,6 @@ def test_no_processor():
 """
 
 
-@pytest.fixture
-def model_path() -> str:
-    return str(model_folder(MODEL))
-
-
 @pytest.fixture(autouse=True)
 def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     """The project's own CI sets CI; these tests choose it themselves."""
@@ -58,17 +53,18 @@ def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 class Suite:
     """A planted suite and the commands a user would type."""
 
-    def __init__(self, pytester: pytest.Pytester, model_path: str) -> None:
+    def __init__(self, pytester: pytest.Pytester) -> None:
         self.pytester = pytester
-        self.model_path = model_path
+        # one resolution keeps the suite quick; configured in the ini file, since fewer
+        # resolutions on the command line than configured is a subset run
+        pytester.makeini("[pytest]\ntokenguard_resolutions = 384\n")
         self.baseline = pytester.path / BASELINE
 
     def plant(self, edge: int = 384, name: str = "test_planted") -> None:
         self.pytester.makepyfile(**{name: PLANTED.format(edge=edge)})
 
     def args(self, *extra: str) -> list[str]:
-        return ["--tokenguard", f"--tokenguard-model={self.model_path}",
-                "--tokenguard-resolutions=384", *extra]
+        return ["--tokenguard", f"--tokenguard-model={MODEL}", *extra]
 
     def run(self, *extra: str) -> pytest.RunResult:
         return self.pytester.runpytest(*self.args(*extra))
@@ -82,8 +78,8 @@ class Suite:
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester, model_path: str) -> Suite:
-    return Suite(pytester, model_path)
+def suite(pytester: pytest.Pytester) -> Suite:
+    return Suite(pytester)
 
 
 def image_tokens(entry: object) -> list[tuple[int, int]]:
@@ -216,42 +212,97 @@ def test_json_decode_error_line_is_the_broken_line(suite: Suite) -> None:
     result.stderr.fnmatch_lines([f"ERROR: tokenguard baseline {BASELINE}:10:*"])
 
 
-def test_xdist_compares_the_same_and_writes_identical_bytes(suite: Suite) -> None:
-    pytest.importorskip("xdist")
-    suite.plant(384)
-    suite.run_subprocess("--tokenguard-update").assert_outcomes(passed=4)
-    serial = suite.baseline.read_bytes()
-    suite.baseline.unlink()
-    parallel_run = suite.run_subprocess("-n", "2", "--tokenguard-update")
-    parallel_run.assert_outcomes(passed=4)
-    assert suite.baseline.read_bytes() == serial
-    assert not list(suite.baseline.parent.glob(".*.tmp"))
+PEAKS_CONFTEST = """
+import os
+import pytest
 
-    suite.plant(512)
-    result = suite.run_subprocess("-n", "2")
-    result.assert_outcomes(failed=3, passed=1)
-    result.stdout.fnmatch_lines([
-        "tokenguard baseline: test_frame[[]le384[]] image tokens changed at longest_edge=384: "
-        f"81 -> 405, now at longest_edge=512 (baseline {BASELINE})",
-        f"tokenguard baseline {BASELINE}: 3 changed (*",
-    ])
-    assert suite.baseline.read_bytes() == serial
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        callspec = getattr(item, "callspec", None)
+        n = callspec.params.get("n", 0) if callspec is not None else 0
+        peak = int(os.environ.get("PEAK", "1073741824")) * (1 + n % 3)
+        report.user_properties.append(
+            ("tokenguard", {"gpu_peak_bytes": peak, "gpu_measure": "torch_reserved"}))
+    return report
+"""
+PEAKS_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_step(n):
+    pass
+"""
+
+
+def test_xdist_compares_the_same_and_writes_identical_bytes(pytester: pytest.Pytester,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Figures reach the xdist controller in the reports; it alone writes, the same bytes
+    as a serial run. (The merge itself is unit-tested with plain objects in
+    tests/unit/test_gate.py; this checks the plumbing, with planted GPU peaks.)"""
+    pytest.importorskip("xdist")
+    pytester.makeconftest(PEAKS_CONFTEST)
+    pytester.makepyfile(test_steps=PEAKS_TESTS)
+    baseline = pytester.path / BASELINE
+    pytester.runpytest_subprocess("--tokenguard", "--tokenguard-update").assert_outcomes(passed=6)
+    serial = baseline.read_bytes()
+    baseline.unlink()
+    pytester.runpytest_subprocess("-n", "2", "--tokenguard", "--tokenguard-update"
+                                  ).assert_outcomes(passed=6)
+    assert baseline.read_bytes() == serial
+    assert sorted(p.name for p in baseline.parent.iterdir()) == ["baseline.json"]
+
+    monkeypatch.setenv("PEAK", str(2 * 2**30))
+    result = pytester.runpytest_subprocess("-n", "2", "--tokenguard")
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(["*tokenguard baseline: test_step[[]0[]] gpu peak changed*",
+                                 f"tokenguard baseline {BASELINE}: 6 changed (*"])
+    assert baseline.read_bytes() == serial
 
     # deselection happens in the workers: the controller must still see a subset and keep
     # the entry of the test it never ran
-    suite.pytester.makeconftest("""
-        def pytest_collection_modifyitems(config, items):
-            dropped = [item for item in items if "le384-2" in item.nodeid]
-            items[:] = [item for item in items if item not in dropped]
-            config.hook.pytest_deselected(items=dropped)
-    """)
-    subset = suite.run_subprocess("-n", "2", "--tokenguard-update")
-    subset.assert_outcomes(passed=3)  # the xdist controller does not count deselections
+    pytester.makeconftest(PEAKS_CONFTEST + """
+def pytest_collection_modifyitems(config, items):
+    dropped = [item for item in items if item.name == "test_step[5]"]
+    items[:] = [item for item in items if item not in dropped]
+    config.hook.pytest_deselected(items=dropped)
+""")
+    subset = pytester.runpytest_subprocess("-n", "2", "--tokenguard", "--tokenguard-update")
+    subset.assert_outcomes(passed=5)
     subset.stdout.fnmatch_lines(["*1 entry of a test that did not run was kept (1 test "
                                  "deselected)*"])
-    tests = suite.tests()
-    assert image_tokens(tests["test_planted.py::test_clip[le384-2]"]) == [(384, 162)]
-    assert image_tokens(tests["test_planted.py::test_frame[le384]"]) == [(512, 405)]
+    tests = json.loads(baseline.read_text())["tests"]
+    assert tests["test_steps.py::test_step[5]"]["gpu"]["gpu_peak_bytes"] == 3 * 2**30
+    assert tests["test_steps.py::test_step[0]"]["gpu"]["gpu_peak_bytes"] == 2 * 2**30
+
+
+def test_concurrent_updates_of_different_tests_both_survive(pytester: pytest.Pytester) -> None:
+    """Two `pytest --tokenguard --tokenguard-update` at once, on different tests: the
+    baseline is locked and re-read under the lock, so neither update is lost."""
+    import subprocess
+    import sys
+
+    pytester.makeconftest(PEAKS_CONFTEST + """
+import time
+def pytest_sessionfinish(session):
+    time.sleep(0.5)  # both runs reach the write at about the same moment
+""")
+    pytester.makepyfile(test_steps=PEAKS_TESTS)
+    baseline = pytester.path / BASELINE
+    for trial in range(3):
+        if baseline.exists():
+            baseline.unlink()
+        runs = [subprocess.Popen([sys.executable, "-m", "pytest", "--tokenguard",
+                                  "--tokenguard-update", "-p", "no:cacheprovider", "-k", k],
+                                 cwd=pytester.path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+                for k in ("test_step and (0 or 1 or 2)", "test_step and (3 or 4 or 5)")]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outputs
+        tests = json.loads(baseline.read_text())["tests"]
+        assert len(tests) == 6, (trial, outputs)
 
 
 def test_new_test_fails_in_ci_and_is_reported(suite: Suite,
@@ -292,7 +343,8 @@ def test_new_test_fails_in_ci_and_is_reported(suite: Suite,
 
 def test_explicit_baseline_missing_in_ci_is_an_error(suite: Suite,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    suite.pytester.makeini("[pytest]\ntokenguard_baseline = gate/tokens.json\n")
+    suite.pytester.makeini("[pytest]\ntokenguard_baseline = gate/tokens.json\n"
+                           "tokenguard_resolutions = 384\n")
     suite.plant(384)
     monkeypatch.setenv("CI", "1")
     result = suite.run()
@@ -304,15 +356,21 @@ def test_explicit_baseline_missing_in_ci_is_an_error(suite: Suite,
     assert not suite.baseline.exists()
 
 
-def test_no_baseline_file_gates_nothing(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A suite that only turned on --tokenguard is not failed in CI for lacking a baseline."""
-    monkeypatch.setenv("CI", "true")
+def test_no_baseline_file_gates_nothing_locally_and_fails_in_ci(
+        suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locally a suite that only turned on --tokenguard is not gated; in CI a missing
+    baseline is every test being new: they fail, unless new entries may be added."""
     suite.plant(384)
-    result = suite.run()
-    result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines([f"tokenguard baseline: none at {BASELINE}, nothing gated; "
-                                 "create it with pytest --tokenguard --tokenguard-update*"])
-    assert not suite.baseline.exists()
+    local = suite.run()
+    local.assert_outcomes(passed=4)
+    local.stdout.fnmatch_lines([f"tokenguard baseline: none at {BASELINE}; create it with "
+                                "pytest --tokenguard --tokenguard-update*"])
+    monkeypatch.setenv("CI", "true")
+    ci = suite.run()
+    ci.assert_outcomes(passed=1, failed=3)
+    ci.stdout.fnmatch_lines([f"*has no baseline entry (there is no baseline file at {BASELINE})*"])
+    suite.run("--tokenguard-allow-new").assert_outcomes(passed=4)
+    assert len(suite.tests()) == 3
 
 
 def test_json_report(suite: Suite) -> None:
@@ -328,7 +386,9 @@ def test_json_report(suite: Suite) -> None:
     result.assert_outcomes(failed=2, passed=2)
     report = json.loads((suite.pytester.path / "out" / "report.json").read_text())
     assert (report["format"], report["version"]) == ("pytest-tokenguard report", 1)
-    assert report["baseline"] == {"path": BASELINE, "exists": True, "note": None}
+    assert report["baseline"] == {"path": BASELINE, "exists": True, "note": None,
+                                  "source": report["run"]["source"]}
+    assert report["run"]["source"]["model"] == MODEL
     assert (report["run"]["whole_suite"], report["run"]["exitstatus"]) == (True, 1)
     assert report["counts"] == {"unchanged": 0, "changed": 2, "new": 1, "missing": 1,
                                 "removed": 0, "excluded": 0}
@@ -447,8 +507,7 @@ def test_gpu_peak_fails_only_beyond_tolerance(pytester: pytest.Pytester,
 
 
 @pytest.mark.tokenguard_no_baseline("records the inner run's generated images")
-def test_hypothesis_and_marked_tests_stay_out_of_the_baseline(pytester: pytest.Pytester,
-                                                              model_path: str) -> None:
+def test_hypothesis_and_marked_tests_stay_out_of_the_baseline(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
         from hypothesis import HealthCheck, given, settings, strategies as st
@@ -467,7 +526,7 @@ def test_hypothesis_and_marked_tests_stay_out_of_the_baseline(pytester: pytest.P
         def test_kept(tokenguard_processor):
             tokenguard_processor(text=["<image>"], images=[[Image.new("RGB", (384, 384))]])
     """)
-    args = ("--tokenguard", f"--tokenguard-model={model_path}", "--tokenguard-resolutions=384")
+    args = ("--tokenguard", f"--tokenguard-model={MODEL}", "--tokenguard-resolutions=384")
     pytester.runpytest(*args, "--tokenguard-update").assert_outcomes(passed=3)
     tests = json.loads((pytester.path / BASELINE).read_text())["tests"]
     assert list(tests) == ["test_hypothesis_and_marked_tests_stay_out_of_the_baseline.py::"
@@ -488,7 +547,8 @@ def test_hypothesis_and_marked_tests_stay_out_of_the_baseline(pytester: pytest.P
      "ERROR: --tokenguard-allow-new, --tokenguard-json need --tokenguard*"),
     (["--tokenguard", "--tokenguard-gpu-tolerance=lots"],
      "ERROR: --tokenguard-gpu-tolerance: 'lots' is not a tolerance; give a percentage*"),
-], ids=["update", "json-and-allow-new", "tolerance"])
+    (["--tokenguard-require-gpu"], "ERROR: --tokenguard-require-gpu needs --tokenguard (or ini *"),
+], ids=["update", "json-and-allow-new", "tolerance", "require-gpu"])
 def test_option_errors(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest(*args)
@@ -507,3 +567,55 @@ def test_cli_baseline_path_is_relative_to_invocation_dir(suite: Suite) -> None:
     result.assert_outcomes(passed=4)
     assert (Path(sub) / "mine.json").is_file()
     assert not suite.baseline.exists()
+
+
+def test_pytester_and_splitter_check_tests_stay_out_automatically(
+        pytester: pytest.Pytester) -> None:
+    """A test that drives pytest itself, or that runs the splitter checker, records what
+    its inner run or its generated examples cost: never its own figures."""
+    pytester.makeconftest(PEAKS_CONFTEST)
+    pytester.makepyfile("""
+        pytest_plugins = ["pytester"]
+
+        def test_inner(pytester):
+            pass
+
+        def test_checker(tokenguard_check_splitter):
+            pass
+
+        def test_kept():
+            pass
+    """)
+    args = ("--tokenguard", f"--tokenguard-model={MODEL}", "--tokenguard-resolutions=384")
+    pytester.runpytest_subprocess(*args, "--tokenguard-update").assert_outcomes(passed=3)
+    tests = json.loads((pytester.path / BASELINE).read_text())["tests"]
+    assert [nodeid.split("::")[1] for nodeid in tests] == ["test_kept"]
+    result = pytester.runpytest_subprocess(*args, "--tokenguard-json=r.json")
+    result.assert_outcomes(passed=3)
+    report = json.loads((pytester.path / "r.json").read_text())
+    excluded = {k.split("::")[1]: v["excluded"] for k, v in report["tests"].items()
+                if v["status"] == "excluded"}
+    assert excluded == {
+        "test_inner": "pytester run: its figures are those of the run inside the test",
+        "test_checker[le384]": "splitter check: its figures come from generated examples"}
+
+
+def test_an_update_of_fewer_resolutions_keeps_the_others(suite: Suite) -> None:
+    suite.pytester.makepyfile(test_res="""
+        from PIL import Image
+        def test_frame(tokenguard_processor):
+            tokenguard_processor(text=["<image>"], images=[[Image.new("RGB", (384, 384))]])
+    """)
+    args = ("--tokenguard", f"--tokenguard-model={MODEL}")
+    suite.pytester.makeini("[pytest]\ntokenguard_resolutions = 384,512\n")
+    suite.pytester.runpytest(*args, "--tokenguard-update").assert_outcomes(passed=2)
+    assert sorted(suite.tests()) == ["test_res.py::test_frame[le384]",
+                                     "test_res.py::test_frame[le512]"]
+    narrowed = suite.pytester.runpytest(*args, "--tokenguard-update",
+                                        "--tokenguard-resolutions=512")
+    narrowed.assert_outcomes(passed=1)
+    narrowed.stdout.fnmatch_lines(["*1 entry of a test that did not run was kept "
+                                   "(--tokenguard-resolutions=512 runs fewer resolutions than "
+                                   "configured (384,512))*"])
+    assert sorted(suite.tests()) == ["test_res.py::test_frame[le384]",
+                                     "test_res.py::test_frame[le512]"]

@@ -21,7 +21,7 @@ import pytest
 from pytest_tokenguard.cli.split import add_split_parser, run_split
 from pytest_tokenguard.conversation import atoms, parse_conversation
 from pytest_tokenguard.sequence import processor_count
-from tests.helpers import REPO, loaded, model_folder, model_path
+from tests.helpers import REPO, loaded, model_folder, model_ref
 
 EDGE = ["--longest-edge", "384"]
 
@@ -39,13 +39,13 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def run_model(argv: list[str], checkpoint: str = "2.2B") -> tuple[int, str, str]:
-    return run(["--model", model_path(checkpoint), *EDGE, *argv])
+    return run(["--model", model_ref(checkpoint), *EDGE, *argv])
 
 
 def cli(*argv: str, stdin: bytes | None = None, cwd: Path | None = None,
         model: str = "2.2B") -> subprocess.CompletedProcess[bytes]:
     """``tokenguard split`` in a fresh process, as a user runs it."""
-    env = {**os.environ, "TOKENGUARD_MODEL": model_path(model), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "TOKENGUARD_MODEL": model_ref(model), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "pytest_tokenguard.cli", "split", *argv],
                           input=stdin, capture_output=True, env=env, timeout=300, check=False,
@@ -132,7 +132,7 @@ def test_split_imports_no_torch_and_reads_stdin(tmp_path: Path) -> None:
              "try:\n    runpy.run_module('pytest_tokenguard.cli', run_name='__main__')\n"
              "finally:\n    print('torch imported' if 'torch' in sys.modules else 'no torch',"
              " file=sys.stderr)\n")
-    env = {**os.environ, "TOKENGUARD_MODEL": model_path("500M"), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "TOKENGUARD_MODEL": model_ref("500M"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", probe, "--max-tokens", "4096", "-"],
                           input=(chat("hello", "a") + "\n").encode(), capture_output=True,
@@ -419,7 +419,7 @@ def test_signal_during_the_write_keeps_the_old_output(tmp_path: Path, signum: in
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest_tokenguard.cli", "split", "--max-tokens", "4096",
-         "--model", model_path("2.2B"), str(source), "-o", str(out)],
+         "--model", model_ref("2.2B"), str(source), "-o", str(out)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
@@ -544,7 +544,7 @@ def test_closed_standard_output_is_not_a_traceback(tmp_path: Path) -> None:
     source.write_text(f"{chat('word ' * 50)}\n" * 3000, encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest_tokenguard.cli", "split", "--model", model_path("2.2B"),
+        [sys.executable, "-m", "pytest_tokenguard.cli", "split", "--model", model_ref("2.2B"),
          "--max-tokens", "4096", str(source)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenguard.cli import main
-from tests.helpers import REPO, model_path
+from tests.helpers import REPO, model_ref
 
 SUMMARY = re.compile(r"tokenguard split: (\d+) conversations -> (\d+) chunks, largest (\d+) of "
                      r"(\d+) tokens(?:, (\d+) rejected)?")
@@ -188,7 +188,7 @@ def test_split_keeps_its_contract_on_hostile_input(
         source = root / "in.jsonl"
         source.write_bytes(data)
         out, rejects = root / "out.jsonl", root / "rejects.jsonl"
-        argv = ["split", "--model", model_path("2.2B"), "--longest-edge", "384",
+        argv = ["split", "--model", model_ref("2.2B"), "--longest-edge", "384",
                 "--max-tokens", str(max_tokens), str(source)]
         argv += ["--allow-frame-split"] * frame_split
         argv += ["-o", str(out)] * to_file + ["--rejects", str(rejects)] * with_rejects
@@ -250,7 +250,7 @@ def test_the_zoo_in_a_real_process(tmp_path: Path) -> None:
     source.write_bytes(b"\n".join(ZOO) + b"\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_tokenguard.cli", "split", "--model", model_path("2.2B"),
+        [sys.executable, "-m", "pytest_tokenguard.cli", "split", "--model", model_ref("2.2B"),
          "--max-tokens", "4096", str(source), "--rejects", str(tmp_path / "rejects.jsonl")],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )

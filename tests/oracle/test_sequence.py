@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from pytest_tokenguard.conversation import (
     to_chat_template,
 )
 from pytest_tokenguard.counting import count_image
+from pytest_tokenguard.processor.chat import render_chat
 from pytest_tokenguard.processor.embedded import CHAT_TEMPLATE
 from pytest_tokenguard.sequence import (
     TemplateError,
@@ -39,7 +41,15 @@ from pytest_tokenguard.splitting import split
 from pytest_tokenguard.testing import strategies as tgst
 from pytest_tokenguard.testing.profiles import processor_examples
 from pytest_tokenguard.tokens import PretokenCounter, TokenCounter, fast_text_counter
-from tests.helpers import CHECKPOINTS, GRID, counter, light_counter, loaded, model_folder
+from tests.helpers import (
+    CHECKPOINTS,
+    GRID,
+    counter,
+    folder_processor,
+    light_counter,
+    loaded,
+    model_folder,
+)
 
 
 def with_string_content(
@@ -109,9 +119,8 @@ def test_render_is_the_chat_template(
     checkpoint: str, conversation: Conversation, generation: bool
 ) -> None:
     processor = loaded(checkpoint, 384).processor
-    expected = processor.apply_chat_template(
-        to_chat_template(conversation), tokenize=False, add_generation_prompt=generation
-    )
+    expected = render_chat(processor, to_chat_template(conversation),
+                           add_generation_prompt=generation)
     assert render(conversation, generation) == expected
 
 
@@ -215,23 +224,29 @@ def test_text_is_refused_exactly_where_the_processor_raises() -> None:
 # ------------------------------------------------------------------ the tokenizer-only counter
 
 
+SOURCES = pytest.mark.parametrize("folder", [False, True], ids=["as-named", "folder"])
+
+
+@SOURCES
 @pytest.mark.parametrize("checkpoint", list(CHECKPOINTS))
 @given(conversation=LARGE, generation=st.booleans())
 def test_tokenizer_only_counter_equals_the_processor_counter(
-    checkpoint: str, conversation: Conversation, generation: bool
+    checkpoint: str, folder: bool, conversation: Conversation, generation: bool
 ) -> None:
-    """``tokenguard split`` counts without torch; the counts are the loaded processor's."""
-    light = light_counter(checkpoint, 512)
+    """``tokenguard split`` counts without torch (from a checkpoint folder, or from the
+    embedded default's shipped tokenizer); the counts are the loaded processor's."""
+    light = light_counter(checkpoint, 512, folder=folder)
     real = counter(checkpoint, 512)
-    assert light.spec == real.spec
+    assert replace(light.spec, name=real.spec.name) == real.spec  # named by its folder
     assert (count_conversation(conversation, light, add_generation_prompt=generation)
             == count_conversation(conversation, real, add_generation_prompt=generation))
 
 
+@SOURCES
 @pytest.mark.parametrize("checkpoint", list(CHECKPOINTS))
 @given(text=tgst.texts(max_size=300) | st.sampled_from(["", "<row_1_col_1> x", "\n\n 12"]))
-def test_tokenizer_only_text_is_the_tokenizer(checkpoint: str, text: str) -> None:
-    light = light_counter(checkpoint, 384)
+def test_tokenizer_only_text_is_the_tokenizer(checkpoint: str, folder: bool, text: str) -> None:
+    light = light_counter(checkpoint, 384, folder=folder)
     tokenizer = loaded(checkpoint, 384).processor.tokenizer
     for special in (True, False):
         assert (light.tokenizer(text, add_special_tokens=special)["input_ids"]
@@ -239,11 +254,15 @@ def test_tokenizer_only_text_is_the_tokenizer(checkpoint: str, text: str) -> Non
 
 
 @pytest.mark.slow
+@SOURCES
 @settings(max_examples=processor_examples())
 @given(conversation=SMALL)
-def test_tokenizer_only_counter_equals_the_real_processor(conversation: Conversation) -> None:
-    assert (count_conversation(conversation, light_counter("500M", 1024)).total
-            == len(processor_input_ids(loaded("500M", 1024).processor, conversation)))
+def test_tokenizer_only_counter_equals_the_real_processor(
+    folder: bool, conversation: Conversation
+) -> None:
+    processor = folder_processor("500M", 1024) if folder else loaded("500M", 1024).processor
+    assert (count_conversation(conversation, light_counter("500M", 1024, folder=folder)).total
+            == len(processor_input_ids(processor, conversation)))
 
 
 # ------------------------------------------------------------------ chat templates (issue 9)

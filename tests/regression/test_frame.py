@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pytest_tokenguard.processor.chat import render_chat
 from pytest_tokenguard.tokens import TokenCounter
 from tests.helpers import FIXTURES
 
@@ -64,12 +65,12 @@ def test_prompt_total_matches_processor(tokenguard_processor: Any,
 def test_chat_template_total_matches_processor(tokenguard_processor: Any,
                                                tokenguard_counter: TokenCounter,
                                                frame: Image.Image) -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": [{"type": "image"}, {"type": "image"},
                                      {"type": "text", "text": "Describe both frames."}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Two gradients."}]},
     ]
-    rendered = tokenguard_processor.apply_chat_template(messages, tokenize=False)
+    rendered = render_chat(tokenguard_processor, messages)
     ids = tokenguard_processor(text=[rendered], images=[[frame, frame]])["input_ids"][0]
     sized = [
         {**m, "content": [{**c, "width": 384, "height": 384} if c["type"] == "image" else c

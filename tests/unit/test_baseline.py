@@ -1,4 +1,4 @@
-"""The baseline file, the comparison and the atomic write, without pytest in between."""
+"""The baseline file and the comparison, without pytest in between."""
 
 from __future__ import annotations
 
@@ -8,33 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tokenguard.baseline.store import (
+from pytest_tokenguard.baseline.compare import (
     ACCEPT_HINT,
-    CHANGED,
-    NEW,
-    UNCHANGED,
-    BaselineError,
-    Entry,
-    GpuFigure,
     GpuTolerance,
-    ImageEntry,
-    ResolutionEntry,
+    Status,
     compare,
-    dumps,
-    entry_from_properties,
     failure_message,
-    load,
     merge,
     parse_tolerance,
-    write_atomic,
 )
+from pytest_tokenguard.baseline.store import BaselineError, SourceRecord, dumps, load
+from pytest_tokenguard.figures import GpuFigure, ImageFigure, ResolutionFigures
+from pytest_tokenguard.figures import TestFigures as Entry
+from pytest_tokenguard.files import write_atomic
 
 TEN_PERCENT = GpuTolerance(percent=10)
 
 
-def frame(edge: int, tokens: int, block: int, images: int = 1) -> ResolutionEntry:
-    return ResolutionEntry(edge, images, tokens * images, block * images, block,
-                           (ImageEntry(384, 384, tokens, block),))
+def frame(edge: int, tokens: int, block: int, images: int = 1) -> ResolutionFigures:
+    return ResolutionFigures(edge, images, tokens * images, block * images, block,
+                           (ImageFigure(384, 384, tokens, block),))
 
 
 LE384 = Entry((frame(384, 81, 84),))
@@ -127,18 +120,18 @@ def test_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
 
 
 def test_equal_figures_are_unchanged() -> None:
-    assert compare(LE384, LE384, TEN_PERCENT).status == UNCHANGED
+    assert compare(LE384, LE384, TEN_PERCENT).status == Status.UNCHANGED
 
 
 def test_no_entry_is_new() -> None:
     comparison = compare(None, LE384, TEN_PERCENT)
-    assert (comparison.status, comparison.new_figures, comparison.fails) == (NEW, ("tokens",),
-                                                                             False)
+    assert (comparison.status, comparison.new_figures, comparison.fails) == (
+        Status.NEW, ("tokens",), False)
 
 
 def test_moved_resolution_headline_names_old_and_new_counts() -> None:
     comparison = compare(LE384, LE512, TEN_PERCENT)
-    assert comparison.status == CHANGED
+    assert comparison.status == Status.CHANGED
     assert comparison.fails
     message = failure_message("tests/t.py::test_x[le384]", comparison, LE512, LE384,
                               ".tokenguard/baseline.json")
@@ -153,7 +146,7 @@ def test_moved_resolution_headline_names_old_and_new_counts() -> None:
 
 
 def test_same_resolution_different_cost() -> None:
-    now = Entry((ResolutionEntry(384, 1, 405, 418, 418, (ImageEntry(384, 384, 405, 418),)),))
+    now = Entry((ResolutionFigures(384, 1, 405, 418, 418, (ImageFigure(384, 384, 405, 418),)),))
     comparison = compare(LE384, now, TEN_PERCENT)
     assert failure_message("t.py::test_x[le384]", comparison, now, LE384, "b.json").splitlines()[
         0] == "tokenguard baseline: test_x[le384] image tokens changed at longest_edge=384: 81 " \
@@ -191,7 +184,7 @@ def test_gpu_peak_tolerance(now: int, tolerance: str, fails: bool, changed: bool
     comparison = compare(old, Entry((), GpuFigure(now, "torch_reserved")),
                          parse_tolerance(tolerance))
     assert comparison.fails is fails
-    assert (comparison.status == CHANGED) is changed
+    assert (comparison.status == Status.CHANGED) is changed
 
 
 def test_gpu_peaks_of_different_counters_are_not_compared() -> None:
@@ -204,7 +197,7 @@ def test_gpu_peaks_of_different_counters_are_not_compared() -> None:
 def test_gpu_not_measured_keeps_the_baseline_peak() -> None:
     old = Entry((frame(384, 81, 84),), GpuFigure(10, "torch_reserved"))
     comparison = compare(old, LE384, TEN_PERCENT)
-    assert comparison.status == UNCHANGED
+    assert comparison.status == Status.UNCHANGED
     assert comparison.notes
     assert merge(old, LE384) == old
     assert merge(None, Entry()) is None
@@ -213,35 +206,10 @@ def test_gpu_not_measured_keeps_the_baseline_peak() -> None:
 def test_new_gpu_figure_in_an_existing_entry_is_new() -> None:
     comparison = compare(LE384, Entry(LE384.resolutions, GpuFigure(5, "torch_reserved")),
                          TEN_PERCENT)
-    assert (comparison.status, comparison.new_figures) == (NEW, ("gpu",))
+    assert (comparison.status, comparison.new_figures) == (Status.NEW, ("gpu",))
     merged = merge(LE384, Entry(LE512.resolutions, GpuFigure(5, "torch_reserved")),
                    only_new=True)
     assert merged == Entry(LE384.resolutions, GpuFigure(5, "torch_reserved"))
-
-
-def test_figures_travel_in_user_properties() -> None:
-    properties: list[tuple[str, object]] = [
-        ("tokenguard", {"figures": [{"longest_edge": 384, "images": 1, "patches": 1,
-                                     "image_tokens": 81, "block_tokens": 84,
-                                     "longest_sequence": 84, "per_image": [[384, 384, 81, 84]]}]}),
-        ("other", {"gpu_peak_bytes": 1}),
-        ("tokenguard", {"gpu_peak_bytes": 7, "gpu_measure": "torch_reserved"}),
-        ("tokenguard", {"gate": {"otherwise_passed": True}}),
-    ]
-    assert entry_from_properties(properties, "tokenguard") == Entry(
-        LE384.resolutions, GpuFigure(7, "torch_reserved"))
-
-
-def test_measured_gpu_peak_wins_over_prediction() -> None:
-    predicted = ("tokenguard", {"gpu_peak_bytes": 9, "gpu_measure": "predicted_+_10%_margin",
-                                "gpu_limit_bytes": 20})
-    measured = ("tokenguard", {"gpu_peak_bytes": 7, "gpu_measure": "torch_reserved",
-                               "gpu_limit_bytes": 20})
-    for properties in ([predicted, measured], [measured, predicted]):
-        assert entry_from_properties(properties, "tokenguard").gpu == GpuFigure(
-            7, "torch_reserved")
-    assert entry_from_properties([predicted], "tokenguard").gpu == GpuFigure(
-        9, "predicted_+_10%_margin")
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -289,3 +257,24 @@ def test_failed_write_leaves_the_old_file_whole(tmp_path: Path,
         write_atomic(path, "new\n")
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # no temp file left
+
+
+def test_source_record_round_trips_and_old_files_without_it_load(tmp_path: Path) -> None:
+    source = SourceRecord("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "embedded", "sha256:" + "a" * 64,
+                          "5.24.0")
+    path = tmp_path / "baseline.json"
+    path.write_text(dumps({"t.py::a": LE384}, source))
+    assert load(path).source == source
+    path.write_text(dumps({"t.py::a": LE384}))  # a file written before the source was recorded
+    assert load(path).source is None
+    other = SourceRecord(source.model, "folder", "sha256:" + "b" * 64, "5.17.0")
+    assert other.differences(source) == ["processor files sha256:aaaaaaaaaaaa -> "
+                                         "sha256:bbbbbbbbbbbb", "transformers 5.24.0 -> 5.17.0"]
+    assert source.differences(source) == []
+
+
+def test_deeply_nested_baseline_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BaselineError, match="nested too deeply to be a baseline"):
+        load(path)

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenguard.counting import CountingError, count_image, rescaled_size
-from pytest_tokenguard.specs import KNOWN_SPECS, spec_from_folder
-from tests.helpers import MODEL_IDS, RESOLUTIONS, model_folder, real_image_tokens, real_processor
+from pytest_tokenguard.specs import KNOWN_SPECS, spec_from_processor
+from tests.helpers import MODEL_IDS, RESOLUTIONS, real_image_tokens, real_processor
 
 side = st.integers(1, 4096)
 image_sizes = st.one_of(
@@ -28,7 +28,7 @@ def test_counter_equals_real_processor(checkpoint: str, size: tuple[int, int],
                                        longest_edge: int) -> None:
     width, height = size
     processor = real_processor(checkpoint)
-    spec = spec_from_folder(model_folder(checkpoint))
+    spec = spec_from_processor(processor, name=checkpoint)
     # resample=0 (nearest): the filter changes pixels, never sizes or tokens, and torch's
     # antialiased Lanczos kernel (the checkpoint's filter) can hit an internal assert on
     # 1-pixel-wide images (seen with torch 2.14.1: "num_channels == unpacked_output.size(0)
@@ -90,7 +90,7 @@ def test_large_grids_use_text_markers() -> None:
     """Past 6×6 tiles the <row_r_col_c> markers are plain text; the real tokenizer agrees."""
     checkpoint = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
     processor = real_processor(checkpoint)
-    spec = spec_from_folder(model_folder(checkpoint))
+    spec = spec_from_processor(processor, name=checkpoint)
     cost = count_image(4000, 4000, 4096, spec)
     assert cost.rows > spec.special_marker_grid
     assert (cost.image_tokens, cost.block_tokens) == real_image_tokens(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from pytest_tokenguard.plugin.markers import (
+    MARKERS,
+    Where,
     check_image_tokens,
     check_max_sequence,
     suggest_longest_edge,
 )
 from pytest_tokenguard.processor.recording import ImageRecord, Recorder, SequenceRecord
-from tests.helpers import model_folder
+from tests.helpers import real_processor
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
@@ -65,9 +68,7 @@ def test_max_sequence_names_the_longest_offender() -> None:
 
 @pytest.fixture
 def processor() -> Any:
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(str(model_folder(MODEL)), size={"longest_edge": 512})
+    return real_processor(MODEL, 512)
 
 
 def test_recorder_reads_the_processor_output(processor: Any) -> None:
@@ -119,3 +120,69 @@ def test_nothing_is_recorded_outside_a_recording(processor: Any) -> None:
         recorder.uninstall()
     assert recording.images == []
     assert recording.sequences == []
+
+
+# ------------------------------------------------------------------ the registry
+
+WHERE = Where("HuggingFaceTB/SmolVLM2-2.2B-Instruct", None)
+
+
+def test_max_sequence_fails_when_nothing_was_recorded_like_image_tokens() -> None:
+    for result in (check_max_sequence([], 4096), check_image_tokens([], 81)):
+        assert not result.passed
+        assert "a marker that checks nothing is a bug" in result.detail
+
+
+def test_help_comes_from_each_markers_signature() -> None:
+    assert MARKERS["image_tokens"].help.startswith("image_tokens(n): under --tokenguard, ")
+    predicted = MARKERS["limit_predicted_gpu_memory"].help
+    # every keyword the memory model takes is listed, whatever it is
+    from pytest_tokenguard.gpu.model import shape_fields
+
+    keywords = [field.name for field in shape_fields()] + ["margin"]
+    assert len(keywords) > 10
+    for keyword in keywords:
+        assert f"{keyword}=" in predicted
+    assert "devices=None" in MARKERS["limit_gpu_memory"].help
+    assert MARKERS["tokenguard_no_baseline"].help.startswith("tokenguard_no_baseline(reason='')")
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs", "expected"), [
+    ("image_tokens", (81, 82), {}, "too many positional arguments; write "
+     "@pytest.mark.image_tokens(n)"),
+    ("image_tokens", (), {}, "missing a required argument: 'n'"),
+    ("image_tokens", ("81",), {}, "n must be a positive number of tokens, got '81'"),
+    ("max_sequence_tokens", (0,), {}, "n must be a positive number of tokens, got 0"),
+    ("limit_gpu_memory", ("24 parsecs",), {}, "size: unknown unit"),
+    ("limit_gpu_memory", ("24 GiB",), {"measure": "peak"}, "measure must be one of"),
+    ("limit_gpu_memory", ("24 GiB",), {"devices": "some"}, "devices='some' is not accepted"),
+    ("limit_gpu_memory", ("24 GiB",), {"devices": "all", "measure": "allocated"},
+     "devices= measures every GPU through NVML"),
+    ("limit_predicted_gpu_memory", ("80 GiB",), {"images": -1},
+     "images=-1 is not accepted; images takes an integer, 0 or more"),
+    ("limit_predicted_gpu_memory", ("80 GiB",), {"longest_edge": "abc"}, "longest_edge"),
+    ("limit_predicted_gpu_memory", ("80 GiB",), {"margin": 50}, "margin"),
+    ("limit_predicted_gpu_memory", ("80 GiB",), {"batch": 0}, "batch=0 is not accepted"),
+    ("limit_predicted_gpu_memory", ("80 GiB",), {"dtype": "int3"}, "dtype='int3' is not accepted"),
+    ("limit_predicted_gpu_memory", ("80 GiB",), {"colour": "red"},
+     "got an unexpected keyword argument 'colour'"),
+])
+def test_bad_arguments_are_named_at_collection(name: str, args: tuple[object, ...],
+                                               kwargs: dict[str, object], expected: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(expected)) as info:
+        MARKERS[name].parse(args, kwargs, WHERE)
+    assert str(info.value).startswith(f"@pytest.mark.{name}")
+
+
+def test_predicted_limit_is_decided_from_the_test_resolution() -> None:
+    marker = MARKERS["limit_predicted_gpu_memory"]
+    at_384 = marker.parse(("80 GiB",), {}, Where(WHERE.model, 384))
+    at_1536 = marker.parse(("80 GiB",), {}, Where(WHERE.model, 1536))
+    assert at_384.peak_bytes < at_1536.peak_bytes
+    explicit = marker.parse(("80 GiB",), {"longest_edge": 384}, Where(WHERE.model, 1536))
+    assert explicit.peak_bytes == at_384.peak_bytes
+
+
+def test_unknown_configured_model_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown model 'nope/nope'"):
+        MARKERS["limit_predicted_gpu_memory"].parse(("80 GiB",), {}, Where("nope/nope", None))

@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from pytest_tokenguard.cli.memory import add_memory_parser, run_memory
 from pytest_tokenguard.counting import count_image
 from pytest_tokenguard.specs import KNOWN_SPECS
-
-ROOT = Path(__file__).resolve().parents[2]
-MODELS_DIR = Path(os.environ.get("TOKENGUARD_MODELS_DIR", ROOT.parent / "shared" / "models"))
+from tests.helpers import model_folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,7 +63,8 @@ def test_text_output_names_phase_and_terms() -> None:
     assert code == 0
     assert "predicted peak" in out
     assert "activations, vision" in out
-    assert "optimizer (adamw)" in out
+    assert "optimizer (adamw-fused)" in out
+    assert "longest_edge=384" in out
 
 
 @pytest.mark.parametrize(("limit", "code"), [("80 GB", 1), ("100 GiB", 0)])
@@ -82,7 +79,8 @@ def test_limit_in_json() -> None:
     data = json.loads(out)
     assert code == 1
     assert data["passed"] is False
-    assert data["message"].startswith("Test was limited to 24.0GiB but its predicted GPU peak")
+    assert data["message"].startswith("The step is limited to 24.0GiB but its predicted GPU peak")
+    assert "longest_edge=1536" in data["message"]
 
 
 def test_bad_limit_unit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,11 +104,64 @@ def test_unknown_model_exits_2() -> None:
 
 
 def test_model_folder_gives_the_same_answer_as_the_hub_id() -> None:
-    folder = MODELS_DIR / "HuggingFaceTB" / "SmolVLM2-500M-Video-Instruct"
-    if not (folder / "config.json").is_file():
-        pytest.skip(f"{folder} not found; set TOKENGUARD_MODELS_DIR")
+    """Needs the real config.json: the folder's own files against the built-in values."""
+    folder = model_folder("500M", needs="config.json")
     by_folder = json.loads(run("--model", str(folder), "--json")[1])
     by_id = json.loads(run("--model", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "--json")[1])
     by_folder.pop("model")
     by_id.pop("model")
     assert by_folder == by_id
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--images", "0", "--text-tokens", "0"], "nothing to train on"),
+        (["--gpus", "4"], "gpus=4 needs sharding"),
+        (["--gpus", "2", "--sharding", "fsdp", "--freeze", "vision", "--freeze", "text"],
+         "freezes everything"),
+        (["--sharding", "fsdp"], "sharding=fsdp with gpus=1"),
+        (["--lora-rank", "8", "--lora-targets", "self_attn"], "names no Linear module"),
+        (["--model", "/nonexistent/HuggingFaceTB/SmolVLM2-2.2B-Instruct"], ""),
+    ],
+)
+def test_bad_recipes_exit_2(argv: list[str], message: str) -> None:
+    code, out, err = run(*argv)
+    assert code == 2
+    assert out == ""
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--lora-rank", "0"], ["--gpus", "0"], ["--batch", "-2"]])
+def test_zero_or_negative_counts_say_1_or_more(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        parser().parse_args(["memory", *argv])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert "use 1 or more" in err
+    assert "0 or more" not in err
+
+
+def test_help_lists_every_recipe_option_and_no_double_percent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["memory", "--help"])
+    out = capsys.readouterr().out
+    assert "%%" not in out
+    for option in ("--optimizer", "--lora-rank", "--lora-targets", "--freeze", "--gpus",
+                   "--sharding"):
+        assert option in out
+
+
+def test_lora_and_fsdp_lower_the_prediction() -> None:
+    full = json.loads(run("--json", "--longest-edge", "384")[1])
+    lora = json.loads(run("--json", "--longest-edge", "384", "--lora-rank", "8")[1])
+    fsdp = json.loads(run("--json", "--longest-edge", "384", "--gpus", "8",
+                          "--sharding", "fsdp")[1])
+    assert lora["peak_bytes"] < full["peak_bytes"]
+    assert fsdp["peak_bytes"] < full["peak_bytes"]
+    assert lora["trained_parameters"] < full["trained_parameters"]

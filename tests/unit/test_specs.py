@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from pytest_tokenguard.specs import KNOWN_SPECS, SpecError, spec_from_folder, spec_from_processor
-from tests.helpers import MODEL_IDS, model_folder, real_processor
+from tests.helpers import MODEL_IDS, folder_processor, model_folder
 
 
 @pytest.mark.parametrize("checkpoint", MODEL_IDS)
 def test_known_spec_equals_folder_and_processor(checkpoint: str) -> None:
+    """Needs the real files: they are what the built-in values are checked against."""
     from_folder = spec_from_folder(model_folder(checkpoint), name=checkpoint)
-    from_processor = spec_from_processor(real_processor(checkpoint), name=checkpoint)
+    from_processor = spec_from_processor(folder_processor(checkpoint), name=checkpoint)
     assert KNOWN_SPECS[checkpoint] == from_folder == from_processor
 
 

@@ -20,8 +20,10 @@ from pytest_tokenguard.conversation import (
 from pytest_tokenguard.specs import IMAGE_TOKEN
 from pytest_tokenguard.testing import strategies as tgst
 
-SHAPE = {"min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
-         "max_frames_per_run": 6, "max_texts_per_turn": 1, "max_text": 30}
+SHAPE: dict[str, Any] = {
+    "min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
+    "max_frames_per_run": 6, "max_texts_per_turn": 1, "max_text": 30,
+}
 
 
 @given(tgst.conversations(**SHAPE, sizes=tgst.image_sizes(min_side=10, max_side=900,
@@ -40,10 +42,10 @@ def test_conversations_have_the_requested_shape(conversation: Conversation) -> N
             assert max(item.width, item.height) <= 4 * min(item.width, item.height)
             if isinstance(item, FramesItem):
                 assert 1 <= len(item) <= 6
-        for item in message.content:
-            if isinstance(item, TextItem):
-                assert len(item.text) <= 30
-                assert IMAGE_TOKEN not in item.text
+        for content in message.content:
+            if isinstance(content, TextItem):
+                assert len(content.text) <= 30
+                assert IMAGE_TOKEN not in content.text
     # what the strategies make, the parser accepts unchanged
     assert parse_conversation(conversation) == conversation
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -10,22 +11,24 @@ from PIL import Image
 from pytest_tokenguard.images import ImageReadError
 from pytest_tokenguard.processor.loading import load_processor
 from pytest_tokenguard.tokens import TokenCounter, image_item_size
-from tests.helpers import FIXTURES, model_folder
+from tests.helpers import FIXTURES, model_ref
+from tests.helpers import counter as loaded_counter
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
 
 @pytest.fixture(scope="module")
 def counter() -> TokenCounter:
-    loaded = load_processor(str(model_folder(MODEL)), 512)
-    return TokenCounter(loaded.processor, loaded.spec, loaded.longest_edge)
+    return loaded_counter(MODEL, 512)
 
 
 def test_image_item_forms_agree(counter: TokenCounter) -> None:
     path = FIXTURES / "frame_1920x1080.png"
     with Image.open(path) as image:
-        forms = [{"type": "image", "path": str(path)}, {"type": "image", "image": image},
-                 {"type": "image", "width": 1920, "height": 1080}]
+        forms: list[dict[str, Any]] = [
+            {"type": "image", "path": str(path)}, {"type": "image", "image": image},
+            {"type": "image", "width": 1920, "height": 1080},
+        ]
         assert {image_item_size(item) for item in forms} == {(1920, 1080)}
 
 
@@ -66,4 +69,4 @@ def test_bad_longest_edge_in_loader(edge: int) -> None:
     from pytest_tokenguard.processor.loading import ProcessorLoadError
 
     with pytest.raises(ProcessorLoadError, match=f"got {edge}"):
-        load_processor(str(model_folder(MODEL)), edge)
+        load_processor(model_ref(MODEL), edge)

@@ -1,0 +1,307 @@
+"""Comparing a test's figures with its baseline entry: statuses, changes, diffs.
+
+Token counts are deterministic, so any difference is a change; GPU peaks vary a little
+between runs, so they only fail beyond a :class:`GpuTolerance`. Pure: no pytest, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Literal
+
+from ..figures import GpuFigure, ResolutionFigures, TestFigures
+from ..units import format_bytes, parse_size
+
+__all__ = [
+    "ACCEPT_HINT",
+    "DEFAULT_GPU_TOLERANCE",
+    "Change",
+    "Comparison",
+    "GpuTolerance",
+    "Status",
+    "compare",
+    "diff_table",
+    "failure_message",
+    "headline_change",
+    "merge",
+    "parse_tolerance",
+    "summary_lines",
+]
+
+#: Exit messages and docs point here to accept a deliberate change.
+ACCEPT_HINT = "Re-run pytest with --tokenguard --tokenguard-update to accept"
+
+DEFAULT_GPU_TOLERANCE = "10%"
+
+
+@dataclass(frozen=True)
+class GpuTolerance:
+    """How much a GPU peak may rise before the test fails: a percentage of the baseline
+    or an absolute number of bytes."""
+
+    percent: float | None = None
+    bytes: int | None = None
+
+    def allowed(self, baseline_bytes: int) -> float:
+        if self.percent is not None:
+            return baseline_bytes * self.percent / 100
+        return float(self.bytes or 0)
+
+    def __str__(self) -> str:
+        if self.percent is not None:
+            return f"{self.percent:g}%"
+        return format_bytes(self.bytes or 0)
+
+
+def parse_tolerance(raw: str) -> GpuTolerance:
+    """``"10%"``, or memory as the GPU markers read it (``"512MiB"``, ``"1.5 GB"``, see
+    :mod:`pytest_tokenguard.units`), or ``"0"``; ValueError says what is accepted."""
+    text = raw.strip()
+    percent = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if percent:
+        return GpuTolerance(percent=float(percent.group(1)))
+    if re.fullmatch(r"0+(\.0*)?\s*[A-Za-z]*", text):
+        return GpuTolerance(bytes=0)  # any rise fails (units.parse_size wants a positive size)
+    try:
+        return GpuTolerance(bytes=parse_size(text))
+    except ValueError as exc:
+        raise ValueError(
+            f"{raw!r} is not a tolerance; give a percentage of the baseline peak (10%) or an "
+            f"amount of memory (512MiB, 1 GiB, 300MB): {exc}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- comparison
+
+class Status(Enum):
+    """Where a test stands against the baseline; the value is what the JSON report says."""
+
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    NEW = "new"  # measured figures the baseline has no entry (or no counterpart) for
+    MISSING = "missing"  # in the baseline, not measured by this run
+    REMOVED = "removed"  # in the baseline, removed by this run's update
+    EXCLUDED = "excluded"  # kept out of the baseline (generated inputs, a marker)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One figure that is not what the baseline says."""
+
+    longest_edge: int | None
+    figure: str  # "image tokens", "block tokens", "longest sequence", "images", "gpu peak"...
+    baseline: str
+    now: str
+    fails: bool = True  # a GPU peak that dropped is reported but passes
+    #: where the figure is now, when the test's only resolution moved (384 -> 512)
+    now_edge: int | None = None
+    kind: Literal["tokens", "gpu"] = "tokens"
+
+    def where(self) -> str:
+        if self.kind == "gpu":
+            return ""
+        if self.longest_edge is None:
+            return " in sequences without an image"
+        return f" at longest_edge={self.longest_edge}"
+
+    def headline(self) -> str:
+        moved = f", now at longest_edge={self.now_edge}" if self.now_edge is not None else ""
+        return f"{self.figure} changed{self.where()}: {self.baseline} -> {self.now}{moved}"
+
+    def edge_column(self) -> str:
+        if self.kind == "gpu" or self.longest_edge is None:
+            return "-"
+        if self.now_edge is not None:
+            return f"{self.longest_edge} -> {self.now_edge}"
+        return str(self.longest_edge)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on one test's figures against its baseline entry."""
+
+    status: Status  # unchanged, changed or new
+    changes: tuple[Change, ...] = ()
+    new_figures: tuple[str, ...] = ()  # figures measured now with no counterpart in the file
+    notes: tuple[str, ...] = ()
+
+    @property
+    def fails(self) -> bool:
+        return any(change.fails for change in self.changes)
+
+    def changed_edges(self) -> set[int | None]:
+        """Resolutions with a changed figure, before and after a move (384 -> 512)."""
+        edges = {c.longest_edge for c in self.changes if c.kind == "tokens"}
+        return edges | {c.now_edge for c in self.changes if c.now_edge is not None}
+
+
+def compare(baseline: TestFigures | None, now: TestFigures, tolerance: GpuTolerance) -> Comparison:
+    """Compare what a test measured now with its baseline entry (``None``: no entry)."""
+    if baseline is None:
+        new = (["tokens"] if now.resolutions else []) + (["gpu"] if now.gpu else [])
+        return Comparison(Status.NEW, new_figures=tuple(new))
+    changes: list[Change] = []
+    new_figures: list[str] = []
+    notes: list[str] = []
+    if baseline.resolutions or not now.resolutions:
+        changes.extend(_token_changes(baseline.resolutions, now.resolutions))
+    else:
+        new_figures.append("tokens")
+    if now.gpu is None:
+        if baseline.gpu is not None:
+            notes.append("no GPU peak was measured in this run; the baseline's is kept")
+    elif baseline.gpu is None:
+        new_figures.append("gpu")
+    else:
+        changes.extend(_gpu_changes(baseline.gpu, now.gpu, tolerance))
+    status = Status.CHANGED if changes else Status.NEW if new_figures else Status.UNCHANGED
+    return Comparison(status, tuple(changes), tuple(new_figures), tuple(notes))
+
+
+def _token_changes(old: Sequence[ResolutionFigures], new: Sequence[ResolutionFigures]
+                   ) -> list[Change]:
+    old_by_edge = {entry.longest_edge: entry for entry in old}
+    new_by_edge = {entry.longest_edge: entry for entry in new}
+    gone = [edge for edge in old_by_edge if edge not in new_by_edge]
+    added = [edge for edge in new_by_edge if edge not in old_by_edge]
+    pairs: list[tuple[int | None, ResolutionFigures | None, ResolutionFigures | None, int | None]]
+    pairs = [(edge, old_by_edge[edge], new_by_edge[edge], None) for edge in old_by_edge
+             if edge in new_by_edge]
+    if len(gone) == 1 and len(added) == 1 and gone[0] is not None and added[0] is not None:
+        # the test's processor moved from one longest_edge to another: compare the figures
+        # across the move, which is the diff a reader wants ("81 -> 405, now at 512")
+        pairs.append((gone[0], old_by_edge[gone[0]], new_by_edge[added[0]], added[0]))
+    else:
+        pairs.extend((edge, old_by_edge[edge], None, None) for edge in gone)
+        pairs.extend((edge, None, new_by_edge[edge], None) for edge in added)
+    pairs.sort(key=lambda pair: (pair[0] is None, pair[0] or 0))
+    changes: list[Change] = []
+    for edge, before, after, moved_to in pairs:
+        if before is None or after is None:
+            changes.append(Change(edge, "resolution", _describe(before), _describe(after)))
+            continue
+        if moved_to is not None:
+            changes.append(Change(edge, "longest_edge", str(edge), str(moved_to), True, moved_to))
+        old_images = {(i.width, i.height): i for i in before.per_image}
+        new_images = {(i.width, i.height): i for i in after.per_image}
+        for size in sorted(set(old_images) | set(new_images)):
+            was, now = old_images.get(size), new_images.get(size)
+            label = f"{size[0]}×{size[1]}"
+            if was is None or now is None:
+                changes.append(Change(edge, f"{label} image",
+                                      "absent" if was is None else "processed",
+                                      "absent" if now is None else "processed", True, moved_to))
+                continue
+            if was.image_tokens != now.image_tokens:
+                changes.append(Change(edge, "image tokens", str(was.image_tokens),
+                                      str(now.image_tokens), True, moved_to))
+            if was.block_tokens != now.block_tokens:
+                changes.append(Change(edge, "image block tokens", str(was.block_tokens),
+                                      str(now.block_tokens), True, moved_to))
+        totals = [("images", "images"), ("longest sequence", "longest_sequence")]
+        if before.images != 1 or after.images != 1:  # with one image, totals repeat it
+            totals[1:1] = [("total image tokens", "image_tokens"),
+                           ("total block tokens", "block_tokens")]
+        for figure, attribute in totals:
+            was_value, now_value = getattr(before, attribute), getattr(after, attribute)
+            if was_value != now_value:
+                changes.append(Change(edge, figure, str(was_value), str(now_value), True,
+                                      moved_to))
+    return changes
+
+
+def _describe(entry: ResolutionFigures | None) -> str:
+    if entry is None:
+        return "not recorded"
+    plural = "" if entry.images == 1 else "s"
+    return f"{entry.images} image{plural}, {entry.image_tokens} image tokens"
+
+
+def _gpu_changes(old: GpuFigure, new: GpuFigure, tolerance: GpuTolerance) -> list[Change]:
+    if old.measure != new.measure:
+        return [Change(None, "gpu measure", old.measure, new.measure, kind="gpu")]
+    delta = new.peak_bytes - old.peak_bytes
+    if abs(delta) <= tolerance.allowed(old.peak_bytes):
+        return []
+    relative = f"{delta / old.peak_bytes:+.1%}" if old.peak_bytes else "new"
+    return [Change(None, "gpu peak", format_bytes(old.peak_bytes),
+                   f"{format_bytes(new.peak_bytes)} ({relative}, tolerance {tolerance})",
+                   fails=delta > 0, kind="gpu")]
+
+
+def merge(old: TestFigures | None, now: TestFigures, only_new: bool = False) -> TestFigures | None:
+    """The entry an update writes; ``None`` removes it.
+
+    Token figures are replaced by what was measured. A GPU peak is replaced when one was
+    measured and otherwise kept, so that an update on a machine without a GPU never
+    erases peaks measured on one. ``only_new`` (``--tokenguard-allow-new``) adds figures
+    that had no counterpart and leaves existing ones alone.
+    """
+    if only_new:
+        base = old or TestFigures()
+        return replace(
+            base,
+            resolutions=base.resolutions or now.resolutions,
+            gpu=base.gpu or now.gpu,
+        )
+    merged = TestFigures(now.resolutions, now.gpu or (old.gpu if old else None))
+    return None if merged.empty else merged
+
+
+# --------------------------------------------------------------------------- failure text
+
+
+def failure_message(nodeid: str, comparison: Comparison, entry_now: TestFigures,
+                    entry_old: TestFigures | None, shown_path: str) -> str:
+    """The text of a failed gate: one headline, the diff, the way to accept it."""
+    name = nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
+    failing = [c for c in comparison.changes if c.fails]
+    if failing:
+        headline = headline_change(comparison).headline()
+        lines = [f"tokenguard baseline: {name} {headline} (baseline {shown_path})", ""]
+        lines.extend(diff_table(comparison.changes))
+        lines += ["", f"{ACCEPT_HINT} (rewrites {shown_path}; commit it with the change)."]
+        return "\n".join(lines)
+    figures = " and ".join(comparison.new_figures) or "figures"
+    return "\n".join([
+        f"tokenguard baseline: {name} has no baseline entry for its {figures} "
+        f"(baseline {shown_path}); CI is set, so unrecorded figures fail",
+        "",
+        *summary_lines(entry_now),
+        "",
+        f"Run pytest --tokenguard --tokenguard-update locally and commit {shown_path}, or pass "
+        "--tokenguard-allow-new (ini tokenguard_allow_new = true) to add new entries in CI.",
+    ])
+
+
+def headline_change(comparison: Comparison) -> Change:
+    """The change the one-line message names: the first failing one, a moved
+    ``longest_edge`` giving way to the token counts that moved with it."""
+    failing = [c for c in comparison.changes if c.fails] or list(comparison.changes)
+    return next((c for c in failing if c.figure != "longest_edge"), failing[0])
+
+
+def diff_table(changes: Sequence[Change]) -> list[str]:
+    rows = [("longest_edge", "figure", "baseline", "now")]
+    for change in changes:
+        rows.append((change.edge_column(), change.figure, change.baseline, change.now))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return ["  " + "  ".join(
+        (cell.rjust(widths[i]) if i == 0 else cell.ljust(widths[i])) for i, cell in
+        enumerate(row)).rstrip() for row in rows]
+
+
+def summary_lines(entry: TestFigures) -> list[str]:
+    lines = []
+    for resolution in entry.resolutions:
+        edge = "-" if resolution.longest_edge is None else str(resolution.longest_edge)
+        plural = "" if resolution.images == 1 else "s"
+        lines.append(f"  longest_edge {edge}: {resolution.images} image{plural}, "
+                     f"{resolution.image_tokens} image tokens, {resolution.block_tokens} block "
+                     f"tokens, longest sequence {resolution.longest_sequence}")
+    if entry.gpu is not None:
+        lines.append(f"  gpu peak {format_bytes(entry.gpu.peak_bytes)} ({entry.gpu.measure})")
+    return lines

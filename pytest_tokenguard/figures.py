@@ -1,0 +1,171 @@
+"""What one test cost: the typed figures that the summary, the baseline and the JSON
+report share, with ONE JSON form.
+
+A test's figures are made once, from its recording (:func:`figures_from_recording`),
+travel from an xdist worker to the controller inside the test report
+(:mod:`pytest_tokenguard.plugin.wire`), are printed in the summary table and are
+stored, in the very same JSON, as the test's entry of the committed baseline
+(:mod:`pytest_tokenguard.baseline.store`). Pure Python: no pytest, no transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .processor.recording import Recording
+
+__all__ = [
+    "GpuFigure",
+    "ImageFigure",
+    "ResolutionFigures",
+    "TestFigures",
+    "figures_from_recording",
+]
+
+
+@dataclass(frozen=True, order=True)
+class ImageFigure:
+    """What one distinct image size cost at one resolution."""
+
+    width: int
+    height: int
+    image_tokens: int
+    block_tokens: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}×{self.height}"
+
+    def to_json(self) -> dict[str, int]:
+        return {"width": self.width, "height": self.height, "image_tokens": self.image_tokens,
+                "block_tokens": self.block_tokens}
+
+
+@dataclass(frozen=True)
+class ResolutionFigures:
+    """The token figures of one test at one ``longest_edge`` (``None``: sequences that had
+    no image). ``per_image`` lists each distinct image size once, sorted."""
+
+    longest_edge: int | None
+    images: int
+    image_tokens: int
+    block_tokens: int
+    longest_sequence: int
+    per_image: tuple[ImageFigure, ...] = ()
+    #: tiles encoded by the vision tower; shown in the summary, not kept in the baseline
+    #: (it follows from the per-image counts)
+    patches: int = field(default=0, compare=False)
+
+    def to_json(self, *, patches: bool = False) -> dict[str, Any]:
+        """The baseline's form; ``patches=True`` adds the tile count (the wire's form)."""
+        data: dict[str, Any] = {
+            "longest_edge": self.longest_edge,
+            "images": self.images,
+            "image_tokens": self.image_tokens,
+            "block_tokens": self.block_tokens,
+            "longest_sequence": self.longest_sequence,
+            "per_image": [image.to_json() for image in self.per_image],
+        }
+        if patches:
+            data["patches"] = self.patches
+        return data
+
+
+@dataclass(frozen=True)
+class GpuFigure:
+    """Peak GPU memory of one test, in bytes, and the counter that measured it
+    (``torch_reserved``, ``torch_allocated``, ``nvml``..., or ``predicted`` for the memory
+    model): peaks taken with different counters are never compared with each other."""
+
+    peak_bytes: int
+    measure: str
+
+    @property
+    def predicted(self) -> bool:
+        return self.measure.startswith("predicted")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpu_peak_bytes": self.peak_bytes, "gpu_measure": self.measure}
+
+
+def _edge_key(entry: ResolutionFigures) -> tuple[bool, int]:
+    return entry.longest_edge is None, entry.longest_edge or 0
+
+
+@dataclass(frozen=True)
+class TestFigures:
+    """Everything measured for one test: token figures per resolution and a GPU peak."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    resolutions: tuple[ResolutionFigures, ...] = ()
+    gpu: GpuFigure | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolutions", tuple(sorted(self.resolutions, key=_edge_key)))
+
+    @property
+    def empty(self) -> bool:
+        return not self.resolutions and self.gpu is None
+
+    def resolution(self, longest_edge: int | None) -> ResolutionFigures | None:
+        for entry in self.resolutions:
+            if entry.longest_edge == longest_edge:
+                return entry
+        return None
+
+    def with_gpu(self, figure: GpuFigure) -> TestFigures:
+        """These figures with ``figure`` as the GPU peak: a measured peak wins over a
+        memory-model prediction, and of two of the same kind the later is kept."""
+        if self.gpu is not None and figure.predicted and not self.gpu.predicted:
+            return self
+        return TestFigures(self.resolutions, figure)
+
+    def to_json(self, *, patches: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "resolutions": [r.to_json(patches=patches) for r in self.resolutions]}
+        if self.gpu is not None:
+            data["gpu"] = self.gpu.to_json()
+        return data
+
+
+def figures_from_recording(recording: Recording) -> tuple[ResolutionFigures, ...]:
+    """A test's recording aggregated per ``longest_edge``, sorted for stable output."""
+    edges: set[int | None] = {image.longest_edge for image in recording.images}
+    edges.update(sequence.longest_edge for sequence in recording.sequences)
+    figures = []
+    for edge in sorted(edges, key=lambda e: (e is None, e or 0)):
+        images = [image for image in recording.images if image.longest_edge == edge]
+        sequences = [s.length for s in recording.sequences if s.longest_edge == edge]
+        figures.append(ResolutionFigures(
+            longest_edge=edge,
+            images=len(images),
+            image_tokens=sum(image.image_tokens for image in images),
+            block_tokens=sum(image.block_tokens for image in images),
+            longest_sequence=max(sequences, default=0),
+            per_image=tuple(sorted({
+                ImageFigure(image.width, image.height, image.image_tokens, image.block_tokens)
+                for image in images
+            })),
+            patches=sum(image.patches for image in images),
+        ))
+    return tuple(figures)
+
+
+def resolution_from_json(data: Mapping[str, Any]) -> ResolutionFigures:
+    """The inverse of :meth:`ResolutionFigures.to_json` for trusted data (the wire).
+    Files a user may have edited are validated by :mod:`pytest_tokenguard.baseline.store`."""
+    return ResolutionFigures(
+        longest_edge=data["longest_edge"],
+        images=data["images"],
+        image_tokens=data["image_tokens"],
+        block_tokens=data["block_tokens"],
+        longest_sequence=data["longest_sequence"],
+        per_image=tuple(sorted(ImageFigure(int(i["width"]), int(i["height"]),
+                                           int(i["image_tokens"]), int(i["block_tokens"]))
+                               for i in data.get("per_image", ()))),
+        patches=int(data.get("patches", 0)),
+    )

@@ -1,0 +1,66 @@
+"""What tokenguard prints at the end of a run: GPU peaks, the figures table, the gate.
+
+Pure formatting of plain values (no pytest), so the output is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..figures import ResolutionFigures
+from ..units import format_bytes
+from .wire import GpuCheck
+
+__all__ = ["Row", "format_gpu_rows", "format_table"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the figures table: a test at one resolution."""
+
+    nodeid: str
+    figures: ResolutionFigures
+
+
+def format_table(rows: Iterable[Row], mark: Callable[[Row], str] | None = None) -> list[str]:
+    """The summary table, sorted by test then resolution; ``mark`` flags rows (``! `` a
+    figure changed against the baseline, ``+ `` not in it)."""
+    ordered = sorted(rows, key=lambda r: (r.nodeid.split("[")[0], r.figures.longest_edge is None,
+                                          r.figures.longest_edge or 0, r.nodeid))
+    headers = ("test", "longest_edge", "images", "patches", "image tokens", "block tokens",
+               "longest seq")
+    body = []
+    for row in ordered:
+        f = row.figures
+        body.append((
+            f"{mark(row) if mark else ''}{row.nodeid}",
+            "-" if f.longest_edge is None else str(f.longest_edge),
+            str(f.images),
+            str(f.patches),
+            str(f.image_tokens),
+            str(f.block_tokens),
+            str(f.longest_sequence) if f.longest_sequence else "-",
+        ))
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
+                         for i, c in enumerate(cells))
+
+    return [line(headers), *(line(r) for r in body)]
+
+
+def format_gpu_rows(checks: Iterable[tuple[str, GpuCheck]]) -> list[str]:
+    """One line per memory ceiling a test checked, over-limit ones flagged."""
+    lines = []
+    for nodeid, check in sorted(checks, key=lambda pair: pair[0]):
+        flag = "OVER " if check.peak_bytes > check.limit_bytes else ""
+        devices = ""
+        if check.devices:
+            per_gpu = ", ".join(f"GPU {i}: {format_bytes(b)}" for i, b in check.devices)
+            devices = f" [{per_gpu}]"
+        lines.append(f"  {flag}{nodeid}: {format_bytes(check.peak_bytes)} "
+                     f"({check.measure.replace('_', ' ')}) of {format_bytes(check.limit_bytes)}"
+                     f"{devices}")
+    return lines

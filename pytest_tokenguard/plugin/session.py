@@ -1,0 +1,406 @@
+"""The one object behind tokenguard's pytest hooks during a run.
+
+:class:`TokenguardSession` is created at configure time with the resolved
+:class:`~pytest_tokenguard.plugin.options.Settings` and registered as a plugin; each of
+its hooks delegates to the pure parts (markers, figures, the baseline gate, the report
+formatter). Without ``--tokenguard`` its hooks do nothing but say, once, that markers
+in the suite are inert.
+
+What a test is charged with (the semantics the README documents): every SmolVLM
+processor call made from the start of the test's setup (its fixtures) to the end of
+its call phase. Marker verdicts are decided at the end of the call phase and raised
+there, so a marker failure is the test failing, for ``xfail`` as for anything else.
+The baseline comparison reads the finished report, so figures other plugins add to it
+are gated too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..errors import BaselineError, MemoryModelError, ProcessorLoadError, SpecError
+from ..figures import GpuFigure, TestFigures, figures_from_recording
+from ..verdict import LimitResult, Verdict, longrepr
+from . import wire
+from .fixtures import ProcessorCache
+from .markers import MARKERS, Context, GpuLimit, MarkerDef, Where
+from .options import Settings, testpath_roots
+from .report import Row, format_gpu_rows, format_table
+
+if TYPE_CHECKING:
+    from ..baseline.gate import Gate
+    from ..gpu.measure import CudaStatus
+    from ..processor.recording import Recorder, Recording
+
+__all__ = ["TokenguardSession", "session_of"]
+
+_SESSION_KEY = pytest.StashKey["TokenguardSession"]()
+_PARSED_KEY = pytest.StashKey["list[tuple[MarkerDef, Any]]"]()
+_RECORDING_KEY = pytest.StashKey["tuple[contextlib.ExitStack, Recording]"]()
+_GPU_FAIL_KEY = pytest.StashKey[str]()
+_WORKER_DESELECTED = "tokenguard_deselected"
+
+#: fixtures whose use means a test's figures are not its own to gate
+EXCLUDING_FIXTURES = {
+    "pytester": "pytester run: its figures are those of the run inside the test",
+    "testdir": "pytester run: its figures are those of the run inside the test",
+    "tokenguard_check_splitter": "splitter check: its figures come from generated examples",
+}
+
+
+def session_of(config: pytest.Config) -> TokenguardSession:
+    return config.stash[_SESSION_KEY]
+
+
+class TokenguardSession:
+    """See the module docstring. ``__test__ = False``: not a test class."""
+
+    __test__ = False
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.is_worker = hasattr(config, "workerinput")
+        self.processors = ProcessorCache(settings.model, settings.network_timeout)
+        self.gate: Gate | None = None
+        self._recorder: Recorder | None = None
+        self._cuda: CudaStatus | None = None
+        self.rows: list[Row] = []
+        self.gpu_checks: list[tuple[str, wire.GpuCheck]] = []
+        self.deselected = 0
+        self.collect_errors = 0
+        self.worker_errors = 0
+        config.stash[_SESSION_KEY] = self
+        if self.enabled:
+            self.gate = self._make_gate()
+
+    def _make_gate(self) -> Gate:
+        from ..baseline.gate import Gate
+
+        try:
+            return Gate(self.settings.gate, self._source_record(), is_worker=self.is_worker)
+        except BaselineError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def _source_record(self) -> Any:
+        """Which processor this run counts with, for the baseline (None if unknown yet)."""
+        from ..baseline.store import SourceRecord
+        from ..processor.source import transformers_version
+
+        try:
+            source = self.processors.source()
+        except ProcessorLoadError:
+            return None
+        return SourceRecord(source.model, source.kind, source.digest(), transformers_version())
+
+    @property
+    def recorder(self) -> Recorder:
+        """The recorder, armed to patch the processor classes the moment the code under
+        test imports them: the plugin itself never imports transformers (or torch)."""
+        if self._recorder is None:
+            from ..processor.hooks import when_imported
+            from ..processor.recording import PROCESSOR_MODULES, Recorder
+
+            recorder = self._recorder = Recorder()
+            for name in PROCESSOR_MODULES:
+                when_imported(name, lambda _module: recorder.install())
+        return self._recorder
+
+    # ------------------------------------------------------------------ header, collection
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
+        if not self.enabled:
+            return None
+        try:
+            described = self.processors.source().describe()
+        except ProcessorLoadError as exc:
+            described = f"ERROR {exc}"
+        resolutions = ", ".join(map(str, self.settings.resolutions))
+        lines = [f"tokenguard: {described}; resolutions {resolutions}"]
+        if self.gate is not None:
+            lines.extend(self.gate.header())
+        return lines
+
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        if not self.enabled:
+            self._warn_inert(items)
+            return
+        problems = []
+        for item in items:
+            try:
+                item.stash[_PARSED_KEY] = self._parse_markers(item)
+            except ValueError as exc:
+                problems.append(f"{item.nodeid}: {exc}")
+        if problems:
+            raise pytest.UsageError("tokenguard markers:\n" + "\n".join(problems))
+        self._gpu_availability(items)
+
+    def _parse_markers(self, item: pytest.Item) -> list[tuple[MarkerDef, Any]]:
+        callspec = getattr(item, "callspec", None)
+        edge = callspec.params.get("tokenguard_longest_edge") if callspec is not None else None
+        where = Where(self.settings.model, edge if isinstance(edge, int) else None)
+        parsed = []
+        for marker in item.iter_markers():
+            definition = MARKERS.get(marker.name)
+            if definition is None:
+                continue
+            try:
+                parsed.append((definition, definition.parse(marker.args, marker.kwargs, where)))
+            except (MemoryModelError, SpecError) as exc:
+                raise ValueError(f"@pytest.mark.{marker.name}: {exc}") from None
+        return parsed
+
+    def _warn_inert(self, items: list[pytest.Item]) -> None:
+        checking = {name for name, definition in MARKERS.items() if definition.check}
+        using = [item for item in items
+                 if any(m.name in checking for m in item.iter_markers())]
+        if using:
+            names = sorted({m.name for item in using for m in item.iter_markers()
+                            if m.name in checking})
+            using[0].warn(pytest.PytestWarning(
+                f"tokenguard markers ({', '.join(names)}) on {len(using)} "
+                f"test{'s' * (len(using) != 1)} are inert without --tokenguard: those tests run "
+                "unguarded (pass --tokenguard, or set tokenguard = true in the ini file)"))
+
+    def _gpu_availability(self, items: list[pytest.Item]) -> None:
+        """Skip (or, under --tokenguard-require-gpu, fail) limit_gpu_memory tests without a
+        CUDA device; the skip is a marker added here, so it points at the test."""
+        gpu_items = [item for item in items
+                     if any(d.name == "limit_gpu_memory" for d, _ in item.stash[_PARSED_KEY])]
+        if not gpu_items:
+            return
+        if self._cuda is None:
+            from ..gpu.measure import cuda_status
+
+            self._cuda = cuda_status()
+        if self._cuda.available:
+            return
+        reason = f"tokenguard: limit_gpu_memory needs a CUDA device: {self._cuda.reason}"
+        for item in gpu_items:
+            if self.settings.require_gpu:
+                item.stash[_GPU_FAIL_KEY] = (f"{reason} (--tokenguard-require-gpu turns this "
+                                             "skip into a failure)")
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
+        if self.is_worker:
+            self.config.workeroutput[_WORKER_DESELECTED] = self.deselected  # type: ignore[attr-defined]
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors += 1
+
+    # ------------------------------------------------------------------ running a test
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Before the test's fixtures: inside every hook wrapper (so other plugins' setup
+        state exists when this fails), before pytest sets the fixtures up."""
+        if not self.enabled:
+            return
+        failure = item.stash.get(_GPU_FAIL_KEY, None)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        stack = contextlib.ExitStack()
+        recording = stack.enter_context(self.recorder.record(item.nodeid))
+        item.stash[_RECORDING_KEY] = (stack, recording)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        if not self.enabled:
+            return (yield)
+        parsed = item.stash.get(_PARSED_KEY, [])
+        limit = next((p for d, p in parsed if isinstance(p, GpuLimit)), None)
+        error: BaseException | None = None
+        peak = None
+        result: object = None
+        try:
+            if limit is None:
+                result = yield
+            else:
+                from ..gpu.measure import GpuMeasure, MultiGpuMeasure
+
+                measure: GpuMeasure | MultiGpuMeasure = (
+                    GpuMeasure() if limit.devices is None else MultiGpuMeasure(limit.devices))
+                try:
+                    with measure:
+                        result = yield
+                finally:
+                    with contextlib.suppress(RuntimeError):  # no peak: entering failed
+                        peak = measure.peak
+        except BaseException as exc:
+            error = exc
+        recording = self._stop_recording(item)
+        if error is not None and not isinstance(error, Exception | pytest.fail.Exception):
+            raise error  # skip, xfail, exit, KeyboardInterrupt: nothing to judge
+        failures = self._judge(item, parsed, recording, peak)
+        if error is not None:
+            if failures:
+                item.add_report_section("call", "tokenguard", failures)
+            raise error
+        if failures:
+            raise pytest.fail.Exception(failures, pytrace=False)
+        return result
+
+    def _stop_recording(self, item: pytest.Item) -> Recording | None:
+        entry = item.stash.get(_RECORDING_KEY, None)
+        if entry is None:
+            return None
+        del item.stash[_RECORDING_KEY]
+        stack, recording = entry
+        stack.close()
+        return recording
+
+    def _judge(self, item: pytest.Item, parsed: list[tuple[MarkerDef, Any]],
+               recording: Recording | None, peak: Any) -> str:
+        """Figures published, marker verdicts and the gate decided: the failure text."""
+        figures = TestFigures(figures_from_recording(recording) if recording else ())
+        context = Context(recording, peak)
+        verdicts: list[Verdict] = []
+        checks = []
+        for definition, params in parsed:
+            if definition.check is None or (isinstance(params, GpuLimit) and peak is None):
+                continue
+            verdict = definition.check(params, context)
+            verdicts.append(verdict)
+            if isinstance(verdict, LimitResult):
+                figures = figures.with_gpu(
+                    GpuFigure(verdict.peak_bytes, verdict.measure.replace(" ", "_")))
+                per_gpu = peak.per_gpu() if hasattr(peak, "per_gpu") else {}
+                checks.append(wire.GpuCheck(verdict.measure, verdict.peak_bytes,
+                                            verdict.limit_bytes,
+                                            tuple(sorted(per_gpu.items()))))
+        wire.publish(item.user_properties, figures, excluded=self._excluded(item),
+                     gpu_checks=checks)
+        return longrepr(verdicts)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
+                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """The baseline gate, on the finished call report: outermost, so GPU peaks that
+        other plugins append to the report (docs/ci-gating.md) are judged too."""
+        report = yield
+        if not self.enabled or self.gate is None or report.when != "call" or report.skipped:
+            return report
+        record = wire.read(report.user_properties)
+        if not record.present:
+            return report
+        message = self.gate.judge(report.nodeid, record.figures, record.excluded)
+        if message:
+            if report.passed:
+                report.outcome = "failed"
+                report.longrepr = message
+            else:
+                report.sections.append(("tokenguard baseline", message))
+        return report
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        self._stop_recording(item)  # setup failed: the call phase never closed it
+
+    @staticmethod
+    def _excluded(item: pytest.Item) -> str | None:
+        """Why a test's figures stay out of the baseline, or None."""
+        marker = item.get_closest_marker("tokenguard_no_baseline")
+        if marker is not None:
+            return str(marker.args[0]) if marker.args else "tokenguard_no_baseline"
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            return "hypothesis test: generated inputs differ between runs"
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in EXCLUDING_FIXTURES:
+                return EXCLUDING_FIXTURES[fixture]
+        return None
+
+    # ------------------------------------------------------------------ the controller
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.enabled or self.gate is None:
+            return
+        self.gate.seen.add(report.nodeid)
+        if report.failed and report.when != "call":
+            self.gate.failed_phases.add(report.nodeid)
+        if report.when != "call":
+            return
+        record = wire.read(report.user_properties)
+        if not record.present:
+            return
+        self.rows.extend(Row(report.nodeid, r) for r in record.figures.resolutions)
+        self.gpu_checks.extend((report.nodeid, check) for check in record.gpu_checks)
+        self.gate.record(report.nodeid, record.figures, report.passed, record.excluded)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """xdist: each worker collects the whole suite, so the deselected count is the
+        largest any worker reported, not their sum."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.deselected = max(self.deselected, int(output.get(_WORKER_DESELECTED, 0)))
+        if error:
+            self.worker_errors += 1
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.enabled or self.is_worker or self.gate is None:
+            return
+        from ..baseline.selection import RunFacts, narrowing_argument
+
+        config = self.config
+        option = config.option
+        options = tuple(flag for flag, dest in (
+            ("-k", "keyword"), ("-m", "markexpr"), ("--lf", "lf"), ("--sw", "stepwise"),
+            ("--sw-skip", "stepwise_skip"), ("--deselect", "deselect"))
+            if getattr(option, dest, None))
+        narrowed = narrowing_argument(
+            config.args, from_testpaths=config.args_source == pytest.Config.ArgsSource.TESTPATHS,
+            rootdir=config.rootpath, testpath_roots=testpath_roots(config),
+            invocation_dir=config.invocation_params.dir)
+        stopped = session.shouldstop or session.shouldfail
+        facts = RunFacts(
+            options=options, narrowed_argument=narrowed,
+            resolutions=self.settings.resolutions_narrowed, deselected=self.deselected,
+            collect_errors=self.collect_errors, worker_errors=self.worker_errors,
+            stopped_early=str(stopped) if stopped else None,
+            collected=session.testscollected, reported=len(self.gate.seen))
+        interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        self.gate.finish(facts, interrupted=interrupted)
+        try:
+            self.gate.write_report(exitstatus)
+        except OSError as exc:
+            self.gate.outcome.note += f"\ntokenguard: could not write the JSON report: {exc}"
+            self.gate.outcome.failed = True
+        if self.gate.outcome.failed:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.enabled or self.is_worker:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "tokenguard")
+        if self.gpu_checks:
+            write("GPU peaks (measured, or predicted by the memory model):")
+            for line in format_gpu_rows(self.gpu_checks):
+                write(line)
+        if self.rows:
+            gate = self.gate
+
+            def mark(row: Row) -> str:
+                return gate.table_mark(row.nodeid, row.figures) if gate is not None else ""
+
+            for line in format_table(self.rows, mark):
+                write(line)
+        else:
+            write("no SmolVLM processor call was recorded (call the processor inside tests, "
+                  "e.g. through the tokenguard_processor fixture)")
+        if self.gate is not None:
+            for line in self.gate.summary_lines():
+                write(line)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._recorder is not None:
+            self._recorder.uninstall()
