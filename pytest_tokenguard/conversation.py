@@ -4,6 +4,18 @@ Splitting and counting need the size of every image up front and must never gues
 an image without a size, an unknown content type or a missing text is an error that
 names the message and the fix, raised before any token is counted.
 
+A message whose ``content`` is a plain string (``{"role": "user", "content": "Hi"}``)
+is kept as such (:attr:`Message.string_content`): SmolVLM2's chat template renders
+only list content, so it writes ``User: `` and drops the string, and the count follows
+the template, not the intent. Write ``[{"type": "text", "text": "Hi"}]`` to train on it.
+
+Text that the processor would refuse is refused here, naming the message: an
+``<image>`` or ``<video>`` placeholder (the processor raises when their count does not
+match the images or videos passed) and lone surrogates (not Unicode text; the
+tokenizer raises). Other special tokens (``<fake_token_around_image>``,
+``<row_1_col_1>``, ``<end_of_utterance>``...) are tokenized as the special tokens they
+are, as the processor does, and counted exactly.
+
 Video frames are referenced by :class:`FrameRange`, a half-open ``[start, end)``
 range. It is the only place in the package where a frame range is defined, so the
 inclusive/exclusive off-by-one can only be (re)introduced here, where the tests pin
@@ -18,25 +30,84 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from .errors import ConversationError as ConversationError
 from .errors import FrameRangeError as FrameRangeError
+from .errors import ImageItemError, ImageReadError
 from .specs import IMAGE_TOKEN
+
+__all__ = [
+    "CONTENT_TYPES",
+    "MAX_FRAME",
+    "PLACEHOLDERS",
+    "ContentItem",
+    "Conversation",
+    "ConversationError",
+    "FrameRange",
+    "FrameRangeError",
+    "FramesItem",
+    "ImageItem",
+    "Message",
+    "MessageLike",
+    "TextItem",
+    "atoms",
+    "image_sizes",
+    "item_to_dict",
+    "parse_conversation",
+    "parse_item",
+    "parse_message",
+    "to_chat_template",
+    "to_dicts",
+]
 
 CONTENT_TYPES = ("text", "image", "frames")
 ROLE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+VIDEO_TOKEN = "<video>"
+#: Strings the processor expands (and raises on when their count does not match the
+#: images or videos passed): never allowed inside text.
+PLACEHOLDERS = (IMAGE_TOKEN, VIDEO_TOKEN)
+#: Frame numbers are below 2**31 (more than a year of video at 60 frames a second): a
+#: larger one is a mistake (a timestamp in ms, a stray exponent), and lengths of ranges
+#: must stay index-sized.
+MAX_FRAME = 2**31 - 1
 
 
 def _frame_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FrameRangeError(f"frame {name} must be an integer, got {value!r}")
+        raise FrameRangeError(f"frame {name} must be an integer, got {_short(value)}")
     if value < 0:
         raise FrameRangeError(f"frame {name} must be >= 0, got {value}")
+    if value > MAX_FRAME + (name in ("end", "last")):
+        raise FrameRangeError(
+            f"frame {name} {_short(value)} is out of range: frame numbers are below 2**31; "
+            "give the frame's index in its video"
+        )
     return value
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line messages about any input."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unicode(text: str, what: str, where: str) -> str:
+    """``text`` if it is valid Unicode (no lone surrogate, as a JSON ``\\ud800`` makes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConversationError(
+            f"{where}: {what} holds a lone surrogate (U+{ord(text[exc.start]):04X}) at "
+            f"character {exc.start}, which is not Unicode text and cannot be tokenized; "
+            "fix the \\u escape (a surrogate pair, or the character itself)"
+        ) from None
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +202,13 @@ ContentItem: TypeAlias = TextItem | ImageItem | FramesItem
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One chat message. ``string_content`` marks a message given as
+    ``"content": "text"`` (one :class:`TextItem`): SmolVLM2's chat template drops such
+    text, so it is counted and written back as it was given."""
+
     role: str
     content: tuple[ContentItem, ...]
+    string_content: bool = False
 
     @property
     def images(self) -> int:
@@ -158,30 +234,73 @@ def _size(value: object, name: str, where: str) -> int:
     return value
 
 
+def _image_path(item: Mapping[str, Any], where: str) -> str | None:
+    """The item's ``path`` (or ``url``, or a path given as ``image``), checked to be text."""
+    for key in ("path", "url", "image"):
+        value = item.get(key)
+        if key == "image" and not isinstance(value, str | os.PathLike):
+            continue
+        if value is None or value == "":
+            continue
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str):
+            raise ConversationError(
+                f"{where}: {key!r} must be a file path (a string), got {type(value).__name__}"
+            )
+        _unicode(value, repr(key), where)
+        if "\x00" in value:
+            raise ConversationError(f"{where}: {key!r} holds a NUL character; fix the path")
+        return value
+    return None
+
+
+def _local_file(path: str | None, base_dir: Path | None) -> Path | None:
+    """Where an image path points on this machine (None for a remote URL)."""
+    if not path:
+        return None
+    if re.match(r"[a-z][a-z0-9+.-]*://", path, re.I) and not path.startswith("file://"):
+        return None
+    file = Path(path.removeprefix("file://"))
+    if base_dir is not None and not file.is_absolute():
+        file = base_dir / file
+    return file
+
+
+def _read_size(file: Path, where: str) -> tuple[int, int]:
+    from .images import read_image_size
+
+    try:
+        return read_image_size(file)
+    except ImageReadError as exc:
+        raise ImageItemError(where, exc.path, exc.reason) from None
+
+
 def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> ImageItem:
     has_w, has_h = "width" in item, "height" in item
-    path = item.get("path") or item.get("url")
+    path = _image_path(item, where)
     image = item.get("image")
     if isinstance(image, str | os.PathLike):
-        path, image = path or os.fspath(image), None
+        image = None
+    file = _local_file(path, base_dir)
     if has_w or has_h:
         if not (has_w and has_h):
             missing = "height" if has_w else "width"
             raise ConversationError(
                 f"{where}: image has no {missing!r}; give both width and height"
             )
-        file = None
-        if path and "://" not in os.fspath(path):
-            file = Path(os.fspath(path))
-            if base_dir is not None and not file.is_absolute():
-                file = base_dir / file
-        return ImageItem(
-            _size(item["width"], "width", where),
-            _size(item["height"], "height", where),
-            os.fspath(path) if path else None,
-            image,
-            os.fspath(file) if file is not None else None,
-        )
+        width = _size(item["width"], "width", where)
+        height = _size(item["height"], "height", where)
+        if file is not None and file.exists():
+            # the processor reads the file, not the declared size: they must agree
+            real = _read_size(file, where)
+            if real != (width, height):
+                raise ConversationError(
+                    f"{where}: image declares {width}×{height} but its file {file} is "
+                    f"{real[0]}×{real[1]} as the processor reads it (EXIF orientation "
+                    "applied); fix or drop 'width' and 'height'"
+                )
+        return ImageItem(width, height, path, image, os.fspath(file) if file else None)
     if image is not None:
         size = getattr(image, "size", None)
         if not (isinstance(size, tuple) and len(size) == 2):
@@ -192,26 +311,19 @@ def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> I
         return ImageItem(_size(size[0], "width", where), _size(size[1], "height", where),
                          None, image)
     if path:
-        text = os.fspath(path)
-        if re.match(r"[a-z][a-z0-9+.-]*://", text, re.I) and not text.startswith("file://"):
+        if file is None:
             raise ConversationError(
-                f"{where}: {text!r} is a remote URL, which is never fetched; download it, or "
-                "give 'width' and 'height' with it"
+                f"{where}: {_short(path)} is a remote URL, which is never fetched; download it, "
+                "or give 'width' and 'height' with it"
             )
-        text = text.removeprefix("file://")
-        file = Path(text)
-        if base_dir is not None and not file.is_absolute():
-            file = base_dir / file
-        from .images import ImageReadError, read_image_size
-
         try:
-            width, height = read_image_size(file)
-        except ImageReadError as exc:
-            raise ConversationError(
-                f"{where}: image {exc.path} {exc.reason}; or give 'width' and 'height' to count "
-                "it without the file"
+            width, height = _read_size(file, where)
+        except ImageItemError as exc:
+            raise ImageItemError(
+                where, exc.path, f"{exc.reason}; or give 'width' and 'height' to count it "
+                "without the file"
             ) from None
-        return ImageItem(width, height, os.fspath(path), file=os.fspath(file))
+        return ImageItem(width, height, path, file=os.fspath(file))
     raise ConversationError(
         f"{where}: image has no size: give 'width' and 'height', a file under 'path', or a "
         "PIL image under 'image'"
@@ -236,12 +348,27 @@ def _frames(item: Mapping[str, Any], where: str) -> FramesItem:
             "drop the item or use end = start + number of frames"
         )
     video = item.get("video")
-    if video is not None and not isinstance(video, str):
-        raise ConversationError(f"{where}: 'video' must be a string, got {video!r}")
+    if video is not None:
+        if not isinstance(video, str):
+            raise ConversationError(f"{where}: 'video' must be a string, got {_short(video)}")
+        _unicode(video, "'video'", where)
     return FramesItem(
         frames, _size(item["width"], "width", where), _size(item["height"], "height", where),
         video,
     )
+
+
+def _text(text: str, where: str) -> str:
+    _unicode(text, "the text", where)
+    for placeholder in PLACEHOLDERS:
+        if placeholder in text:
+            kind = placeholder.strip("<>")
+            raise ConversationError(
+                f"{where}: the text contains {placeholder!r}, which the processor takes for "
+                f"a {kind} placeholder (and raises: no {kind} goes with it); put images in "
+                "their own {'type': 'image'} items and video frames in {'type': 'frames'} items"
+            )
+    return text
 
 
 def parse_item(item: object, where: str, base_dir: Path | None = None) -> ContentItem:
@@ -258,12 +385,7 @@ def parse_item(item: object, where: str, base_dir: Path | None = None) -> Conten
         text = item["text"]
         if not isinstance(text, str):
             raise ConversationError(f"{where}: 'text' must be a string, got {type(text).__name__}")
-        if IMAGE_TOKEN in text:
-            raise ConversationError(
-                f"{where}: the text contains {IMAGE_TOKEN!r}, which the processor would take for "
-                "an image placeholder; put images in their own {'type': 'image'} items"
-            )
-        return TextItem(text)
+        return TextItem(_text(text, where))
     if kind == "image":
         return _image_size(item, where, base_dir)
     if kind == "frames":
@@ -275,7 +397,7 @@ def parse_item(item: object, where: str, base_dir: Path | None = None) -> Conten
             "'width': W, 'height': H}"
         )
     raise ConversationError(
-        f"{where}: unknown content type {kind!r}; use one of {', '.join(CONTENT_TYPES)}"
+        f"{where}: unknown content type {_short(kind)}; use one of {', '.join(CONTENT_TYPES)}"
     )
 
 
@@ -296,13 +418,18 @@ def parse_message(
     if not isinstance(role, str) or not ROLE_PATTERN.match(role):
         raise ConversationError(
             f"{where}: role must be a word starting with a letter (user, assistant, system), "
-            f"got {role!r}"
+            f"got {_short(role)}"
         )
     if "content" not in message:
         raise ConversationError(f"{where}: no 'content'; add a list of text/image items")
     content = message["content"]
     if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
+        if not content:
+            raise ConversationError(
+                f"{where}: 'content' is an empty string, which the chat template cannot render "
+                "(it reads the first item); give a list of text/image items or drop the message"
+            )
+        return Message(role, (TextItem(_text(content, where)),), string_content=True)
     if not isinstance(content, Sequence) or isinstance(content, bytes):
         raise ConversationError(
             f"{where}: 'content' must be a list of items, got {type(content).__name__}"
@@ -356,11 +483,30 @@ def item_to_dict(item: ContentItem) -> dict[str, Any]:
     return frames
 
 
-def to_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """JSON-ready messages in this package's format (frames as ranges)."""
-    return [
-        {"role": m.role, "content": [item_to_dict(item) for item in m.content]} for m in messages
-    ]
+def to_dicts(
+    messages: Sequence[Message], *, image_paths: Callable[[str], str] | None = None
+) -> list[dict[str, Any]]:
+    """JSON-ready messages in this package's format (frames as ranges; string content
+    stays a string).
+
+    ``image_paths`` rewrites the path of an image found on this machine: it gets the
+    path where the file was found (relative paths resolved against the folder they were
+    read from) and returns the path to write, e.g. relative to the output's folder.
+    Without it, paths are written as they were given.
+    """
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.string_content:
+            out.append({"role": m.role, "content": m.content[0].text})  # type: ignore[union-attr]
+            continue
+        content = []
+        for item in m.content:
+            entry = item_to_dict(item)
+            if image_paths is not None and type(item) is ImageItem and item.file is not None:
+                entry["path"] = image_paths(item.file)
+            content.append(entry)
+        out.append({"role": m.role, "content": content})
+    return out
 
 
 def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -371,6 +517,9 @@ def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for m in messages:
+        if m.string_content:
+            out.append({"role": m.role, "content": m.content[0].text})  # type: ignore[union-attr]
+            continue
         content: list[dict[str, Any]] = []
         for item in m.content:
             if type(item) is FramesItem:

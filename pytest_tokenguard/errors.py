@@ -5,35 +5,97 @@
 also subclass :class:`ValueError`, so code written against the standard exceptions
 keeps working; every message names the input and the fix, in one line.
 
-Nothing is imported here: the hierarchy is cheap to import anywhere, the pytest plugin
-included.
+A message that names a setting names it as it is spelled where the message is shown:
+``allow_frame_split=True`` to a Python caller, ``--allow-frame-split`` on the command
+line. Such messages are built with :meth:`TokenguardError.phrased` from a template that
+refers to settings as ``{allow_frame_split}``; ``str(exc)`` words them for the library
+and the pytest plugin (:data:`DEFAULT_WORDING`), and a front end that spells them
+otherwise shows ``exc.reworded(its_wording)``. The check that raises is written once.
+
+Only the standard library is imported here: the hierarchy is cheap to import anywhere,
+the pytest plugin included.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Self
 
 __all__ = [
+    "CLI_WORDING",
+    "DEFAULT_WORDING",
     "BaselineError",
     "ConversationError",
     "CountingError",
     "FrameRangeError",
     "GpuUnavailable",
+    "ImageItemError",
     "ImageReadError",
     "InputError",
     "MemoryModelError",
     "ProcessorLoadError",
+    "SameFileError",
     "SpecError",
     "SplitError",
     "SplitterCheckError",
     "TemplateError",
     "TokenguardError",
     "VideoReadError",
+    "reword",
 ]
+
+#: How the library and the pytest plugin spell the settings a message may name.
+DEFAULT_WORDING: Mapping[str, str] = MappingProxyType({
+    "allow_frame_split": "allow_frame_split=True",
+    "max_tokens": "max_tokens",
+    # the command line's spelling is listed too while `count` and `memory` show str(exc)
+    "model": "--tokenguard-model (or $TOKENGUARD_MODEL, the tokenguard_model ini value, or "
+             "--model)",
+    "resolutions": "--tokenguard-resolutions=384,512,1536",
+})
+#: How the ``tokenguard`` command spells them.
+CLI_WORDING: Mapping[str, str] = MappingProxyType({
+    "allow_frame_split": "--allow-frame-split",
+    "max_tokens": "--max-tokens",
+    "model": "--model (or $TOKENGUARD_MODEL)",
+    "resolutions": "--longest-edge 384",
+})
+
+_REFERENCE = re.compile("\\{(" + "|".join(DEFAULT_WORDING) + ")\\}")
+
+
+def reword(template: str, wording: Mapping[str, str] = DEFAULT_WORDING) -> str:
+    """``template`` with each ``{setting}`` reference spelled by ``wording`` (settings it
+    does not spell keep the default wording). Only the settings of
+    :data:`DEFAULT_WORDING` are references; other braces are left alone."""
+
+    def spell(match: re.Match[str]) -> str:
+        name = match[1]
+        return wording.get(name) or DEFAULT_WORDING.get(name) or match[0]
+
+    return _REFERENCE.sub(spell, template)
 
 
 class TokenguardError(Exception):
     """The root of every error tokenguard raises."""
+
+    #: the message with its ``{setting}`` references open; None when it names no setting
+    template: str | None = None
+
+    @classmethod
+    def phrased(cls, template: str, /, *args: Any, **kwargs: Any) -> Self:
+        """An error whose message refers to settings as ``{setting}`` (see the module
+        docstring); ``args`` and ``kwargs`` are the class's other constructor arguments."""
+        exc = cls(reword(template), *args, **kwargs)
+        exc.template = template
+        return exc
+
+    def reworded(self, wording: Mapping[str, str]) -> str:
+        """The message with settings spelled as ``wording`` spells them."""
+        return str(self) if self.template is None else reword(self.template, wording)
 
 
 class InputError(TokenguardError, ValueError):
@@ -72,6 +134,16 @@ class ConversationError(InputError):
     the fix."""
 
 
+class ImageItemError(ConversationError, ImageReadError):
+    """An image item whose file cannot be used: a conversation error (it names the
+    message and item) that is also an :class:`ImageReadError` (``path``, ``reason``)."""
+
+    def __init__(self, where: str, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        Exception.__init__(self, f"{where}: image {self.path} {reason}")
+
+
 class FrameRangeError(ConversationError):
     """A frame range that is not a valid half-open ``[start, end)`` range."""
 
@@ -100,6 +172,11 @@ class SplitError(InputError):
 
 class MemoryModelError(InputError):
     """The inputs cannot be modelled; the message names the input and the fix."""
+
+
+class SameFileError(InputError):
+    """An output path that is one of the inputs (by any path: a link, ``./``): writing it
+    would destroy the input, so nothing is written."""
 
 
 class BaselineError(TokenguardError):

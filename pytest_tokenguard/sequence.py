@@ -17,12 +17,27 @@ blocks and its ``<end_of_utterance>``; the first message has no newline before i
 but the conversation ends with one, which evens out. That additivity is what lets
 the splitter price a chunk without rendering it, and it is tested against the real
 processor, not assumed.
+
+A message whose content is a plain string renders as ``Role: `` with the string
+dropped (the template iterates list items only), and is counted so.
+
+The additive path is taken only for SmolVLM2's own chat template, recognised by its
+meaning rather than its bytes: the processor's template and the built-in one are
+parsed by Jinja, as transformers configures it, and their syntax trees compared, so a
+checkpoint whose ``chat_template.json`` differs by a ``{# comment #}`` or by spacing
+inside tags is still the known template. Any other template is counted by rendering
+it with the processor's own ``apply_chat_template`` and counting the rendered text
+exactly (:meth:`TokenCounter.conversation`); what needs the per-message costs (the
+splitter) refuses it with a :class:`TemplateError` naming the template's file.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .conversation import (
@@ -36,9 +51,24 @@ from .conversation import (
     to_chat_template,
 )
 from .counting import count_image
+from .errors import ConversationError, InputError
 from .errors import TemplateError as TemplateError
 from .processor.chat import render_chat
 from .tokens import TokenCounter, fast_text_counter
+
+__all__ = [
+    "MessageCost",
+    "SequenceLength",
+    "TemplateError",
+    "base_tokens",
+    "count_conversation",
+    "is_known_template",
+    "message_cost",
+    "processor_count",
+    "processor_input_ids",
+    "render",
+    "template_file",
+]
 
 IM_START = "<|im_start|>"
 END_OF_UTTERANCE = "<end_of_utterance>"
@@ -65,7 +95,12 @@ class MessageCost(NamedTuple):
 
 @dataclass(frozen=True)
 class SequenceLength:
-    """A conversation's exact length and where the tokens come from."""
+    """A conversation's exact length and where the tokens come from.
+
+    For a chat template other than SmolVLM2's (counted by rendering it) the template's
+    tokens cannot be told from the text's: ``template_tokens`` holds both,
+    ``text_tokens`` is 0 and ``messages`` is empty.
+    """
 
     total: int
     template_tokens: int
@@ -93,21 +128,90 @@ class _Facts(NamedTuple):
     headers: dict[str, tuple[str, int]]  # role -> ("Role:", its tokens)
 
 
-_FACTS: dict[int, tuple[TokenCounter, _Facts]] = {}
+#: Jinja settings of transformers' chat-template environment that change the syntax tree
+#: (``trim_blocks``/``lstrip_blocks`` decide which whitespace is output).
+_JINJA_OPTIONS = {"trim_blocks": True, "lstrip_blocks": True}
+
+
+@lru_cache(maxsize=16)
+def _syntax(template: str) -> Any:
+    """The Jinja syntax tree of a chat template, or None when it does not parse here
+    (a tag of a transformers extension, say): then it is not the known template."""
+    import jinja2
+    import jinja2.ext
+    import jinja2.sandbox
+
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        extensions=[jinja2.ext.loopcontrols], **_JINJA_OPTIONS
+    )
+    try:
+        return environment.parse(template)
+    except jinja2.TemplateError:
+        return None
+
+
+def is_known_template(template: object) -> bool:
+    """Whether ``template`` is SmolVLM2's chat template, whatever its comments and the
+    spacing inside its tags: the two parse to the same Jinja syntax tree (Jinja's nodes
+    compare by their fields, not their line numbers), so they render the same text for
+    every conversation."""
+    from .processor.embedded import CHAT_TEMPLATE
+
+    if template == CHAT_TEMPLATE:
+        return True
+    if isinstance(template, dict) and set(template) == {"default"}:
+        template = template["default"]
+    if not isinstance(template, str):
+        return False
+    tree = _syntax(template)
+    return tree is not None and bool(tree == _syntax(CHAT_TEMPLATE))
+
+
+def template_file(processor: Any) -> str:
+    """The file the processor's chat template was read from, as transformers looks for it
+    (``chat_template`` in processor_config.json, else chat_template.json, else
+    chat_template.jinja), or a description when it was not read from a folder."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    if str(folder) not in ("", ".") and folder.is_dir():
+        config = folder / "processor_config.json"
+        try:
+            if "chat_template" in json.loads(config.read_text(encoding="utf-8")):
+                return str(config)
+        except (OSError, ValueError, TypeError):
+            pass
+        for name in ("chat_template.json", "chat_template.jinja"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    return "the processor's chat template"
+
+
+def _facts_or_none(counter: TokenCounter) -> _Facts | None:
+    """The additive facts of ``counter``'s processor, None when its template is not
+    SmolVLM2's. Kept on the counter itself, so they live and die with it."""
+    cached = counter.__dict__.get("_sequence_facts", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    facts = (_build_facts(counter)
+             if is_known_template(getattr(counter.processor, "chat_template", None)) else None)
+    counter.__dict__["_sequence_facts"] = facts
+    return facts
 
 
 def _facts(counter: TokenCounter) -> _Facts:
-    entry = _FACTS.get(id(counter))
-    if entry is not None and entry[0] is counter:
-        return entry[1]
-    from .processor.embedded import CHAT_TEMPLATE
-
-    template = getattr(counter.processor, "chat_template", None)
-    if template != CHAT_TEMPLATE:
+    """The additive facts, or a :class:`TemplateError` naming the template's file."""
+    facts = _facts_or_none(counter)
+    if facts is None:
         raise TemplateError(
-            "the processor's chat template is not SmolVLM2's, so its token layout is unknown "
-            "here; use TokenCounter.conversation (renders through the template) instead"
+            f"{template_file(counter.processor)}: this chat template is not SmolVLM2's (it "
+            "differs beyond comments and spacing inside tags), so a conversation's length "
+            "cannot be priced message by message to split it; restore the checkpoint's "
+            "template, or count whole conversations with count_conversation"
         )
+    return facts
+
+
+def _build_facts(counter: TokenCounter) -> _Facts:
     text = fast_text_counter(counter)
     facts = _Facts(
         specials=counter._specials,
@@ -119,7 +223,6 @@ def _facts(counter: TokenCounter) -> _Facts:
         images={},
         headers={},
     )
-    _FACTS[id(counter)] = (counter, facts)
     return facts
 
 
@@ -141,6 +244,8 @@ def message_cost(
     header, header_tokens = header_entry
     content = message.content
     piece = header if type(content[0]) is not TextItem else header + " "
+    if message.string_content:
+        content = ()  # the template iterates list items only: the string is not written
     pieces = 0
     blocks = images = image_tokens = 0
     for item in content:
@@ -182,9 +287,20 @@ def count_conversation(
     *,
     add_generation_prompt: bool = False,
 ) -> SequenceLength:
-    """The exact ``len(input_ids)`` the processor gives for the rendered conversation."""
+    """The exact ``len(input_ids)`` the processor gives for the rendered conversation.
+
+    SmolVLM2's template is counted message by message; any other is rendered (see the
+    module docstring). An empty conversation is refused: the processor cannot render it.
+    """
     messages = parse_conversation(conversation)
-    facts = _facts(counter)
+    if not messages:
+        raise ConversationError(
+            "the conversation has no messages, which the chat template cannot render; give "
+            "at least one message"
+        )
+    facts = _facts_or_none(counter)
+    if facts is None:
+        return _rendered_length(messages, counter, add_generation_prompt)
     costs = [message_cost(m, counter) for m in messages]
     template = facts.specials + facts.im_start + sum(c.template for c in costs)
     if add_generation_prompt:
@@ -206,6 +322,33 @@ def count_conversation(
     )
 
 
+def _rendered_length(
+    messages: Conversation, counter: TokenCounter, add_generation_prompt: bool
+) -> SequenceLength:
+    """The length of a conversation under a template that is not SmolVLM2's: render it
+    with the processor's own template and count the rendered text exactly."""
+    try:
+        count = counter.conversation(messages, add_generation_prompt=add_generation_prompt)
+    except InputError:  # a conversation or template error that names its input already
+        raise
+    except Exception as exc:  # the template itself raised (jinja2, a bad index...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TemplateError(
+            f"{template_file(counter.processor)}: the chat template cannot render this "
+            f"conversation ({type(exc).__name__}: {first}); fix the conversation or the "
+            "template"
+        ) from None
+    return SequenceLength(
+        total=count.total,
+        template_tokens=count.text_tokens,
+        text_tokens=0,
+        image_block_tokens=count.block_tokens,
+        image_tokens=count.image_tokens,
+        images=len(count.images),
+        messages=(),
+    )
+
+
 # ------------------------------------------------------------------ the real processor
 
 
@@ -215,7 +358,7 @@ def render(messages: Sequence[Message], add_generation_prompt: bool = False) -> 
     for m in messages:
         parts.append(m.role.capitalize())
         parts.append(": " if type(m.content[0]) is TextItem else ":")
-        for item in m.content:
+        for item in () if m.string_content else m.content:
             if type(item) is TextItem:
                 parts.append(item.text)
             elif type(item) is ImageItem:
@@ -267,7 +410,8 @@ def processor_input_ids(
         raise ValueError("the processor cannot render an empty conversation")
     hf = to_chat_template(messages)
     rendered = render_chat(processor, hf, add_generation_prompt=add_generation_prompt)
-    pixels = [_pixels(item) for m in hf for item in m["content"] if item["type"] == "image"]
+    pixels = [_pixels(item) for m in hf if not isinstance(m["content"], str)
+              for item in m["content"] if item["type"] == "image"]
     assert len(pixels) == len(image_sizes(messages))
     out = processor(text=[rendered], images=[pixels]) if pixels else processor(text=[rendered])
     return [int(i) for i in out["input_ids"][0]]

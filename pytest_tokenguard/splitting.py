@@ -120,10 +120,10 @@ def split(
     lead = parse_conversation(leading, label="leading message")
     base = base_tokens(counter) + sum(message_cost(m, counter).tokens for m in lead)
     if lead and base >= max_tokens:
-        raise SplitError(
-            f"the leading context alone is {base} tokens, and max_tokens is {max_tokens}: "
+        raise SplitError.phrased(
+            f"the leading context alone is {base} tokens, and {{max_tokens}} is {max_tokens}: "
             "nothing is left for the conversation; shorten the leading context or raise "
-            "max_tokens",
+            "{max_tokens}",
             tokens=base, room=max_tokens - base,
         )
     room = max_tokens - base
@@ -146,11 +146,11 @@ def split(
         tokens = message_cost(message, counter, facts).tokens
         if tokens > room:
             if not allow_frame_split or not _cuts(message):
-                fix = ("allow_frame_split=True lets it be cut between frames"
+                fix = ("{allow_frame_split} lets it be cut between frames"
                        if _cuts(message) else "shorten it or split it into several messages")
-                raise SplitError(
+                raise SplitError.phrased(
                     f"{_describe(message, index, tokens)}, more than the {room} tokens a chunk "
-                    f"has for messages (max_tokens {max_tokens} - {base} for the "
+                    f"has for messages ({{max_tokens}} {max_tokens} - {base} for the "
                     f"{'template and leading context' if lead else 'template'}); {fix}",
                     index=index, tokens=tokens, room=room,
                 )
@@ -168,11 +168,11 @@ def split(
                     if run:
                         close()
                         continue
-                    raise SplitError(
+                    raise SplitError.phrased(
                         f"{_describe(message, index, tokens)}; even cut between frames, a "
                         f"piece of it does not fit the {room} tokens a chunk has for messages "
                         "(a text item or image next to the frames is too large); raise "
-                        "max_tokens or shorten the message",
+                        "{max_tokens} or shorten the message",
                         index=index, tokens=tokens, room=room,
                     )
                 head_message, head_tokens, rest = head

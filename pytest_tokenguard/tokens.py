@@ -85,17 +85,46 @@ class TokenCounter:
         )
 
     def conversation(
-        self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False
+        self, messages: Sequence[Any], *, add_generation_prompt: bool = False
     ) -> PromptCount:
         """Tokens of a chat-format conversation rendered by the processor's chat template.
 
-        Image items need a size: ``{"type": "image", "width": W, "height": H}``, a PIL
-        image under ``"image"``, or a path under ``"path"``/``"url"`` (header read only).
+        The messages are validated as :func:`~pytest_tokenguard.conversation.parse_conversation`
+        does (errors name the message and the fix; plain-string content, frames items and
+        ``<image>``/``<video>`` inside text are handled as the processor handles them),
+        then rendered with the processor's own ``apply_chat_template``, whatever its
+        template, and the rendered text counted exactly. Image items need a size:
+        ``{"type": "image", "width": W, "height": H}``, a PIL image under ``"image"``, or a
+        path under ``"path"``/``"url"`` (header read only).
         """
-        sizes = [image_item_size(item) for m in messages for item in _content(m)
-                 if item.get("type") == "image"]
-        rendered = render_chat(self.processor, messages,
+        from .conversation import (
+            PLACEHOLDERS,
+            ConversationError,
+            image_sizes,
+            parse_conversation,
+            to_chat_template,
+        )
+        from .errors import TemplateError
+        from .sequence import template_file
+
+        parsed = parse_conversation(messages)
+        if not parsed:
+            raise ConversationError(
+                "the conversation has no messages, which the chat template cannot render; "
+                "give at least one message"
+            )
+        sizes = image_sizes(parsed)
+        rendered = render_chat(self.processor, to_chat_template(parsed),
                                add_generation_prompt=add_generation_prompt)
+        for placeholder in PLACEHOLDERS:
+            expected = len(sizes) if placeholder == IMAGE_TOKEN else 0
+            if rendered.count(placeholder) != expected:
+                raise TemplateError(
+                    f"{template_file(self.processor)}: the chat template writes "
+                    f"{rendered.count(placeholder)} {placeholder} for {expected} "
+                    f"{placeholder.strip('<>')}s in the conversation, which the processor "
+                    "refuses; fix the template"
+                )
         return self.prompt(rendered, sizes)
 
     def video(
@@ -128,13 +157,6 @@ class TokenCounter:
                                    video_sampling_from_processor(self.processor))
             self.__dict__["_video_counter"] = counter
         return counter
-
-
-def _content(message: dict[str, Any]) -> list[dict[str, Any]]:
-    content = message.get("content") or []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return list(content)
 
 
 def image_item_size(item: dict[str, Any]) -> tuple[int, int]:

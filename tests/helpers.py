@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,24 @@ def plugin_args() -> list[str]:
 
     installed = any("tokenguard" in ep.name for ep in entry_points(group="pytest11"))
     return [] if installed else ["-p", "pytest_tokenguard.plugin"]
+
+
+@cache
+def _light_counter(model: str, edge: int) -> TokenCounter:
+    from pytest_tokenguard.processor.light import light_processor
+    from pytest_tokenguard.processor.source import resolve_source
+
+    source = resolve_source(model, network_timeout=None)
+    processor = light_processor(source)
+    assert processor is not None, f"{model}: no tokenizer-only processor"
+    spec = replace(source.spec(), default_longest_edge=edge)
+    return TokenCounter(processor, spec, edge)
+
+
+def light_counter(checkpoint: str = "2.2B", edge: int = 384, *, folder: bool = False
+                  ) -> TokenCounter:
+    """The tokenizer-only counter ``tokenguard split`` uses (no torch): of the model as
+    tests name it (``model_ref``), or of the checkpoint's real folder (``folder=True``,
+    skipped where the files are not here)."""
+    return _light_counter(str(model_folder(checkpoint)) if folder else model_ref(checkpoint),
+                          edge)

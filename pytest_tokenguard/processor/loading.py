@@ -49,9 +49,9 @@ def load_processor(
     if longest_edge is not None and (
         isinstance(longest_edge, bool) or not isinstance(longest_edge, int) or longest_edge < 1
     ):
-        raise ProcessorLoadError(
+        raise ProcessorLoadError.phrased(
             f"longest_edge must be a positive integer, got {longest_edge!r}: use e.g. "
-            "--tokenguard-resolutions=384,512,1536"
+            "{resolutions}"
         )
     source = source or resolve_source(model, network_timeout)
     kwargs: dict[str, Any] = {}
@@ -90,7 +90,7 @@ def _from_pretrained(source: ModelSource, kwargs: dict[str, Any], timeout: float
         ) from None
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ProcessorLoadError(
+        raise ProcessorLoadError.phrased(
             f"could not load the processor of {source.model!r} from {target}: {first_line}. "
-            "Check --tokenguard-model names a SmolVLM checkpoint (hub id or folder)"
+            "Check {model} names a SmolVLM checkpoint (hub id or folder)"
         ) from None

@@ -206,15 +206,14 @@ def resolve_source(
     expanded = Path(os.path.expanduser(model))
     if expanded.is_dir():
         if not (expanded / "preprocessor_config.json").exists():
-            raise ProcessorLoadError(
-                f"model folder {model!r} has no preprocessor_config.json: point "
-                f"--tokenguard-model (or {ENV_MODEL}, or --model) at a SmolVLM checkpoint folder"
+            raise ProcessorLoadError.phrased(
+                f"model folder {model!r} has no preprocessor_config.json: point {{model}} at a "
+                "SmolVLM checkpoint folder"
             )
         return ModelSource(model, "folder", str(expanded.resolve()))
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or expanded.exists():
-        raise ProcessorLoadError(
-            f"model folder {model!r} does not exist: fix the path given to --tokenguard-model "
-            f"(or {ENV_MODEL}, the tokenguard_model ini value, or --model)"
+        raise ProcessorLoadError.phrased(
+            f"model folder {model!r} does not exist: fix the path given to {{model}}"
         )
     snapshot = cached_snapshot(model)
     if snapshot is not None:
@@ -228,10 +227,10 @@ def resolve_source(
     else:
         reason = "the hub is unreachable and the model is not in the local cache"
     if known_spec(model) is None:
-        raise ProcessorLoadError(
+        raise ProcessorLoadError.phrased(
             f"unknown model {model!r}: {reason}, and no embedded default exists for it. "
-            "Download it once (hf download), point --tokenguard-model or --model at a local "
-            "checkpoint folder, or use one of the SmolVLM2 checkpoints"
+            "Download it once (hf download), point {model} at a local checkpoint folder, or "
+            "use one of the SmolVLM2 checkpoints"
         )
     return ModelSource(model, "embedded", "pytest_tokenguard.processor.embedded", reason)
 

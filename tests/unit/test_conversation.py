@@ -3,6 +3,7 @@ validation errors that name the message and the fix."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def test_parse_all_item_kinds(tmp_path: Path) -> None:
             {"type": "text", "text": "what changes?"},
         ]},
     ])
-    assert conv[0] == Message("system", (TextItem("be brief"),))
+    assert conv[0] == Message("system", (TextItem("be brief"),), string_content=True)
     items = conv[1].content
     assert items[0] == ImageItem(30, 20, str(file))
     assert items[1] == ImageItem(7, 9)
@@ -201,3 +202,106 @@ def test_atoms_ignore_where_frames_were_cut() -> None:
     assert atoms(whole) == atoms(halves)
     assert atoms(whole) != atoms(Message("user", (FramesItem(FrameRange(0, 5), 8, 8),)))
     assert atoms(whole) != atoms(Message("user", (FramesItem(FrameRange(1, 5), 8, 8),)))
+
+
+# ------------------------------------------------------------------ hostile and odd input
+
+
+def test_string_content_is_kept_as_given() -> None:
+    conv = parse_conversation([{"role": "user", "content": "Hello there"}])
+    assert conv == (Message("user", (TextItem("Hello there"),), string_content=True),)
+    assert to_dicts(conv) == [{"role": "user", "content": "Hello there"}]
+    assert to_chat_template(conv) == [{"role": "user", "content": "Hello there"}]
+    assert parse_conversation(to_dicts(conv)) == conv
+    assert conv != parse_conversation(
+        [{"role": "user", "content": [{"type": "text", "text": "Hello there"}]}])
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ("", r"message 0: 'content' is an empty string"),
+        ("a <image> b", r"message 0: the text contains '<image>'"),
+        ([{"type": "text", "text": "a <video> b"}],
+         r"message 0, item 0: the text contains '<video>', which the processor takes for a video"),
+        ([{"type": "text", "text": "ok \U0001f600 \udfff"}],
+         r"message 0, item 0: the text holds a lone surrogate \(U\+DFFF\) at character 5"),
+        ("\ud800", r"message 0: the text holds a lone surrogate \(U\+D800\)"),
+        ([{"type": "image", "path": "a\udc80.png", "width": 3, "height": 3}],
+         r"'path' holds a lone surrogate"),
+        ([{"type": "image", "path": ["a.png"]}], r"'path' must be a file path \(a string\)"),
+        ([{"type": "image", "url": 7, "width": 3, "height": 3}], r"'url' must be a file path"),
+        ([{"type": "frames", "start": 0, "end": 3, "width": 4, "height": 4, "video": "\ud800"}],
+         r"'video' holds a lone surrogate"),
+        ([{"type": "frames", "start": 0, "end": 10**20, "width": 4, "height": 4}],
+         r"frame end 100000000000000000000 is out of range: frame numbers are below 2\*\*31"),
+        ([{"type": "frames", "start": 2**31, "end": 2**31 + 1, "width": 4, "height": 4}],
+         r"frame start 2147483648 is out of range"),
+        ([{"type": "frames", "start": 0, "end": 10**5000, "width": 4, "height": 4}],
+         r"frame end an integer of about 5001 digits is out of range"),
+        ([{"type": ["text"], "text": "x"}], r"unknown content type \['text'\]"),
+    ],
+)
+def test_hostile_content_is_a_named_error(content: object, pattern: str) -> None:
+    with pytest.raises(ConversationError, match=pattern):
+        parse_conversation([{"role": "user", "content": content}])
+
+
+@pytest.mark.parametrize("token", ["<fake_token_around_image>", "<global-img>", "<row_1_col_1>",
+                                   "<end_of_utterance>", "<|im_start|>", "<image", "image>"])
+def test_other_special_tokens_are_text(token: str) -> None:
+    """The processor tokenizes them as the special tokens they are and does not raise
+    (checked against it in tests/oracle/test_sequence.py), so they are counted."""
+    (message,) = parse_conversation([{"role": "user", "content": f"a {token} b"}])
+    assert message.content == (TextItem(f"a {token} b"),)
+
+
+def test_frame_numbers_up_to_the_bound() -> None:
+    top = FrameRange(2**31 - 2, 2**31)
+    assert len(top) == 2
+    assert FrameRange.from_inclusive(2**31 - 1, 2**31 - 1) == FrameRange(2**31 - 1, 2**31)
+    with pytest.raises(FrameRangeError, match="out of range"):
+        FrameRange(0, 2**31 + 1)
+
+
+def test_declared_size_is_checked_against_the_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pytest_tokenguard.errors import ImageItemError, ImageReadError
+
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    ok = parse_conversation([{"role": "user", "content": [
+        {"type": "image", "path": "a.png", "width": 30, "height": 20}]}], base_dir=tmp_path)
+    assert ok[0].content[0] == ImageItem(30, 20, "a.png")
+    with pytest.raises(ConversationError,
+                       match=r"message 0, item 0: image declares 20×30 but its file .*a.png is "
+                             r"30×20 as the processor reads it"):
+        parse_conversation([{"role": "user", "content": [
+            {"type": "image", "path": "a.png", "width": 20, "height": 30}]}], base_dir=tmp_path)
+    # no file there: the declared size is all there is
+    missing = parse_conversation([{"role": "user", "content": [
+        {"type": "image", "path": "gone.png", "width": 5, "height": 6}]}], base_dir=tmp_path)
+    assert missing[0].content[0] == ImageItem(5, 6, "gone.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    bad = r"message 0, item 0: image .*bad.png is not an"
+    with pytest.raises(ImageItemError, match=bad) as info:
+        parse_conversation([{"role": "user", "content": [
+            {"type": "image", "path": "bad.png", "width": 5, "height": 6}]}], base_dir=tmp_path)
+    assert isinstance(info.value, ImageReadError)
+    assert info.value.path == str(tmp_path / "bad.png")
+
+
+def test_image_paths_can_be_rewritten_for_another_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "data" / "a.png")
+    conv = parse_conversation([{"role": "user", "content": [
+        {"type": "image", "path": "a.png"},
+        {"type": "image", "url": "https://example.org/b.png", "width": 4, "height": 4}]}],
+        base_dir=tmp_path / "data")
+    written = to_dicts(conv, image_paths=lambda file: os.path.relpath(file, tmp_path / "out"))
+    assert [item["path"] for item in written[0]["content"]] == [
+        os.path.join("..", "data", "a.png"), "https://example.org/b.png"]
+    assert [item["path"] for item in to_dicts(conv)[0]["content"]] == [
+        "a.png", "https://example.org/b.png"]
