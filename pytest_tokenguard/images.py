@@ -86,13 +86,15 @@ class ImageInfo(NamedTuple):
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as text that any output accepts: names that are not valid UTF-8 keep
-    every byte, the undecodable ones written ``\\xNN`` (as ``ls -b`` does)."""
+    """``path`` as one line of text that any output accepts, as ``ls -b`` writes names:
+    bytes that are not UTF-8 become ``\\xNN``, and control and line-breaking characters
+    (a newline in a file name) their escapes, so every message stays on one line."""
     raw = os.fsencode(path)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " "
+                   else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def _path_problem(file: Path) -> str | None:
