@@ -17,6 +17,7 @@ Pure Python and free of pytest, so it is cheap to call millions of times.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from .errors import CountingError as CountingError
@@ -158,11 +159,9 @@ def count_image(
         spec = KNOWN_SPECS[DEFAULT_MODEL]
     if longest_edge is None:
         longest_edge = spec.default_longest_edge
-    tile = spec.tile_size if tile_size is None else tile_size
     # fast path first: this function is hot, the named checks only run on bad input
     if not (type(width) is int and type(height) is int and type(longest_edge) is int
-            and type(tile) is int and width > 0 and height > 0 and longest_edge > 0
-            and tile > 0):
+            and width > 0 and height > 0 and longest_edge > 0):
         _check_positive("width", width, "pass the image's width in pixels")
         _check_positive("height", height, "pass the image's height in pixels")
         _check_positive(
@@ -170,7 +169,11 @@ def count_image(
             longest_edge,
             f'use e.g. size={{"longest_edge": {spec.tile_size}}} for one tile per image',
         )
-        _check_positive("tile_size", tile, "pass the max_image_size longest_edge, e.g. 384")
+    if tile_size is None:
+        tile = spec.tile_size  # validated by ModelSpec
+    else:
+        tile = _check_positive("tile_size", tile_size,
+                               "pass the max_image_size longest_edge, e.g. 384")
     if do_image_splitting is None:
         do_image_splitting = spec.do_image_splitting
     elif type(do_image_splitting) is not bool:
@@ -267,7 +270,7 @@ class ImageSettings(NamedTuple):
     tile_size: int | None = None
 
 
-def settings_from_kwargs(kwargs: dict[str, object]) -> ImageSettings:
+def settings_from_kwargs(kwargs: Mapping[str, object]) -> ImageSettings:
     """The :class:`ImageSettings` of a processor call's keyword arguments.
 
     Reads ``size``, ``max_image_size`` and ``do_image_splitting`` at the top level or

@@ -38,9 +38,9 @@ splitting = st.sampled_from((None, True, False))
 tiles = st.sampled_from((None, None, 364, 384, 512, 1000))
 #: how the image reaches the processor: a PIL image, or a file it opens itself
 given_as = st.sampled_from(("pil", "jpeg", "png"))
-#: files are written and decoded for every example: their sides stay under 2049 (the
+#: files are written and decoded for every example: their sides stay under 1025 (the
 #: orientation rules do not depend on the size; the PIL case covers every size)
-FILE_SIDE = 2048
+FILE_SIDE = 1024
 
 
 @pytest.mark.slow

@@ -194,3 +194,6 @@ def test_counter_with_settings_matches_per_call_arguments(tmp_path: Path) -> Non
                                              processor_kwargs=kwargs)
         assert base.with_settings(**settings).conversation(messages).total == len(
             real["input_ids"][0]), settings
+        edge = settings.pop("longest_edge", 1536)
+        built = TokenCounter(base.processor, base.spec, edge, **settings)
+        assert built.conversation(messages).total == len(real["input_ids"][0]), settings
