@@ -17,10 +17,24 @@ Pure Python and free of pytest, so it is cheap to call millions of times.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from .errors import CountingError as CountingError
 from .specs import MAX_IMAGE_SIZE, ModelSpec
+
+__all__ = [
+    "CountingError",
+    "ImageCost",
+    "ImageCounter",
+    "ImageSettings",
+    "block_tokens",
+    "count_image",
+    "rescaled_size",
+    "settings_from_kwargs",
+    "tiled_size",
+    "tiles_for_longest_edge",
+]
 
 
 class ImageCost(NamedTuple):
@@ -122,12 +136,22 @@ def block_tokens(rows: int, cols: int, spec: ModelSpec) -> int:
 
 
 def count_image(
-    width: int, height: int, longest_edge: int | None = None, spec: ModelSpec | None = None
+    width: int,
+    height: int,
+    longest_edge: int | None = None,
+    spec: ModelSpec | None = None,
+    *,
+    do_image_splitting: bool | None = None,
+    tile_size: int | None = None,
 ) -> ImageCost:
     """The exact token cost of a ``width``×``height`` image at ``longest_edge``.
 
     ``longest_edge`` defaults to the spec's own default (1536 for SmolVLM2-2.2B);
-    ``spec`` defaults to SmolVLM2-2.2B-Instruct.
+    ``spec`` defaults to SmolVLM2-2.2B-Instruct. ``do_image_splitting`` and ``tile_size``
+    override the spec's as the processor's per-call arguments do
+    (``processor(..., do_image_splitting=False)``, ``max_image_size={"longest_edge": N}``);
+    ``longest_edge`` is ``size={"longest_edge": N}``. The ``<image>`` tokens per tile stay
+    the processor's ``image_seq_len`` whatever the tile size, as in transformers.
     """
     if spec is None:
         from .specs import DEFAULT_MODEL, KNOWN_SPECS
@@ -145,8 +169,18 @@ def count_image(
             longest_edge,
             f'use e.g. size={{"longest_edge": {spec.tile_size}}} for one tile per image',
         )
-    tile = spec.tile_size
-    if not spec.do_image_splitting:
+    if tile_size is None:
+        tile = spec.tile_size  # validated by ModelSpec
+    else:
+        tile = _check_positive("tile_size", tile_size,
+                               "pass the max_image_size longest_edge, e.g. 384")
+    if do_image_splitting is None:
+        do_image_splitting = spec.do_image_splitting
+    elif type(do_image_splitting) is not bool:
+        raise CountingError(
+            f"do_image_splitting must be True, False or None, got {do_image_splitting!r}"
+        )
+    if not do_image_splitting:
         return ImageCost(
             width, height, longest_edge, tile, tile, 0, 0, 1, spec.image_seq_len,
             block_tokens(0, 0, spec),
@@ -181,22 +215,36 @@ def tiles_for_longest_edge(longest_edge: int, spec: ModelSpec) -> int:
 
 
 class ImageCounter:
-    """:func:`count_image` bound to one spec and ``longest_edge``, memoised per size.
+    """:func:`count_image` bound to one spec, ``longest_edge`` and per-call settings,
+    memoised per size.
 
     Real data repeats sizes (every frame of a video, every photo of a camera), and
     splitters ask for the same image again and again while they search for a cut, so
     a dictionary lookup answers most calls. The cache is bounded: it is cleared when
     it reaches ``max_entries`` sizes.
+
+    ``do_image_splitting`` and ``tile_size`` override the spec's, as the processor's
+    per-call arguments do; they are folded into :attr:`spec`, so code that reads the
+    counter's spec counts the same way.
     """
 
     __slots__ = ("_cache", "longest_edge", "max_entries", "spec")
 
     def __init__(
-        self, spec: ModelSpec, longest_edge: int | None = None, max_entries: int = 65536
+        self,
+        spec: ModelSpec,
+        longest_edge: int | None = None,
+        max_entries: int = 65536,
+        *,
+        do_image_splitting: bool | None = None,
+        tile_size: int | None = None,
     ) -> None:
         edge = spec.default_longest_edge if longest_edge is None else longest_edge
-        count_image(1, 1, edge, spec)  # validates longest_edge with the same message
-        self.spec = spec
+        # validates every setting with the same messages
+        count_image(1, 1, edge, spec, do_image_splitting=do_image_splitting,
+                    tile_size=tile_size)
+        self.spec = spec.with_settings(do_image_splitting=do_image_splitting,
+                                       tile_size=tile_size)
         self.longest_edge = edge
         self.max_entries = max_entries
         self._cache: dict[tuple[int, int], ImageCost] = {}
@@ -211,3 +259,47 @@ class ImageCounter:
             self._cache.clear()
         self._cache[width, height] = cost
         return cost
+
+
+class ImageSettings(NamedTuple):
+    """The processor call arguments that change an image's cost, as the counter takes
+    them (``None``: the processor's own)."""
+
+    longest_edge: int | None = None
+    do_image_splitting: bool | None = None
+    tile_size: int | None = None
+
+
+def settings_from_kwargs(kwargs: Mapping[str, object]) -> ImageSettings:
+    """The :class:`ImageSettings` of a processor call's keyword arguments.
+
+    Reads ``size``, ``max_image_size`` and ``do_image_splitting`` at the top level or
+    inside ``images_kwargs`` (which wins, as in transformers). Arguments the counter
+    cannot model exactly (``size`` given as height and width, ``do_resize=False``) are a
+    :class:`CountingError` naming them, never counted approximately.
+    """
+    merged = dict(kwargs)
+    nested = merged.pop("images_kwargs", None)
+    if isinstance(nested, dict):
+        merged.update(nested)
+
+    def edge_of(name: str) -> int | None:
+        value = merged.get(name)
+        if value is None:
+            return None
+        if isinstance(value, dict) and value.get("longest_edge") is not None:
+            # SizeDict: a longest_edge wins over height/width in the SmolVLM processor
+            return _check_positive(f"{name}['longest_edge']", value["longest_edge"],
+                                   f'use {name}={{"longest_edge": 384}}')
+        raise CountingError(
+            f"{name}={value!r} cannot be counted: give {name}={{'longest_edge': N}}, the "
+            "only form the SmolVLM image processor tiles by"
+        )
+
+    if merged.get("do_resize", True) is False:
+        raise CountingError("do_resize=False cannot be counted: the image is then tiled at "
+                            "its own size; resize it yourself and count that size")
+    split = merged.get("do_image_splitting")
+    if split is not None and type(split) is not bool:
+        raise CountingError(f"do_image_splitting must be True or False, got {split!r}")
+    return ImageSettings(edge_of("size"), split, edge_of("max_image_size"))

@@ -20,6 +20,23 @@ from typing import Any
 
 from .errors import SpecError as SpecError
 
+__all__ = [
+    "DEFAULT_MODEL",
+    "FAKE_TOKEN",
+    "GLOBAL_TOKEN",
+    "IMAGE_TOKEN",
+    "KNOWN_SPECS",
+    "MAX_IMAGE_SIZE",
+    "ModelSpec",
+    "SpecError",
+    "known_spec",
+    "read_json_object",
+    "spec_from_folder",
+    "spec_from_processor",
+    "tokenizer_counter",
+    "with_tokenizer_facts",
+]
+
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
 #: transformers' ``MAX_IMAGE_SIZE`` for SmolVLM: no resized side exceeds it.
@@ -74,6 +91,25 @@ class ModelSpec:
     def with_longest_edge(self, longest_edge: int) -> ModelSpec:
         return replace(self, default_longest_edge=longest_edge)
 
+    def with_settings(
+        self,
+        *,
+        longest_edge: int | None = None,
+        do_image_splitting: bool | None = None,
+        tile_size: int | None = None,
+    ) -> ModelSpec:
+        """This spec with a processor's per-call settings applied (``None`` keeps one):
+        ``size={"longest_edge": ...}``, ``do_image_splitting=...`` and
+        ``max_image_size={"longest_edge": ...}`` (the tile size)."""
+        changes: dict[str, Any] = {}
+        if longest_edge is not None:
+            changes["default_longest_edge"] = longest_edge
+        if do_image_splitting is not None:
+            changes["do_image_splitting"] = do_image_splitting
+        if tile_size is not None:
+            changes["tile_size"] = tile_size
+        return replace(self, **changes) if changes else self
+
 
 _SMOLVLM2_22B = ModelSpec(
     name="HuggingFaceTB/SmolVLM2-2.2B-Instruct",
@@ -106,28 +142,52 @@ def known_spec(model: str) -> ModelSpec | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+#: transformers' class defaults (``SmolVLMProcessor``, ``SmolVLMImageProcessor`` and their
+#: Idefics3 parents), used when a checkpoint's files do not set the value.
+CLASS_DEFAULT_IMAGE_SEQ_LEN = 169
+CLASS_DEFAULT_LONGEST_EDGE = 4 * 364
+CLASS_DEFAULT_TILE_SIZE = 364
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint JSON file that must hold an object; every failure is a one-line
+    :class:`SpecError` naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); restore the file from "
+                        "the checkpoint") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
+                        "permissions or restore it") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "restore the file from the checkpoint"
         ) from None
+    except RecursionError:
+        raise SpecError(f"{path}: JSON nested too deeply; restore the file from the "
+                        "checkpoint") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        kind = "null" if data is None else type(data).__name__
+        raise SpecError(f"{path}: expected a JSON object, got {kind}; restore the file from "
+                        "the checkpoint")
     return data
 
 
-def _longest_edge(config: dict[str, Any], key: str, path: Path) -> int:
-    value = config.get(key)
+def _longest_edge(config: dict[str, Any], key: str, path: Path, default: int) -> int:
+    if key not in config:
+        return default
+    value = config[key]
     if not isinstance(value, dict) or "longest_edge" not in value:
         raise SpecError(
             f"{path}: {key!r} must be an object with 'longest_edge' (got {value!r}); "
             "is this a SmolVLM / Idefics3 checkpoint?"
         )
     edge = value["longest_edge"]
-    if not isinstance(edge, int):
+    if isinstance(edge, bool) or not isinstance(edge, int):
         raise SpecError(f"{path}: {key}.longest_edge must be an integer, got {edge!r}")
     return edge
 
@@ -135,44 +195,64 @@ def _longest_edge(config: dict[str, Any], key: str, path: Path) -> int:
 def spec_from_folder(folder: str | Path, name: str | None = None) -> ModelSpec:
     """Read a spec from a checkpoint folder's JSON files, without importing transformers.
 
-    The tokenizer facts are taken from ``tokenizer.json`` through the light
-    ``tokenizers`` library when that file is there, so a checkpoint with another
-    vocabulary is still counted exactly.
+    The files are read as transformers reads them: ``image_seq_len`` comes from
+    ``processor_config.json`` only (the processor's argument; 169, the class default,
+    when the file or the key is absent), and the image processor's settings from an
+    ``image_processor`` object inside ``processor_config.json`` when there is one, else
+    from ``preprocessor_config.json`` (class defaults for absent keys). The tokenizer
+    facts are taken from ``tokenizer.json`` through the light ``tokenizers`` library when
+    that file is there, so a checkpoint with another vocabulary is still counted exactly.
+    Every problem is a :class:`SpecError` naming the file.
     """
     root = Path(folder)
     pre_path = root / "preprocessor_config.json"
-    if not pre_path.is_file():
+    proc_path = root / "processor_config.json"
+    processor = read_json_object(proc_path) if proc_path.is_file() else {}
+    nested = processor.get("image_processor")
+    if isinstance(nested, dict):
+        image_config, image_path = nested, proc_path
+    elif pre_path.is_file():
+        image_config, image_path = read_json_object(pre_path), pre_path
+    else:
         raise SpecError(
             f"{root}: no preprocessor_config.json; point --tokenguard-model at a SmolVLM "
             "checkpoint folder or a hub id"
         )
-    pre = _read_json(pre_path)
-    seq_len: Any = None
-    for candidate in ("processor_config.json", "preprocessor_config.json"):
-        path = root / candidate
-        if path.is_file():
-            seq_len = _read_json(path).get("image_seq_len", seq_len)
-    if seq_len is None:
-        raise SpecError(f"{root}: image_seq_len not found in processor_config.json")
+    if image_config.get("do_resize", True) is False:
+        raise SpecError(f"{image_path}: do_resize is false, which tokenguard cannot count "
+                        "(images are tiled at their own size); set it to true")
     spec = ModelSpec(
         name=name or str(root),
-        tile_size=_longest_edge(pre, "max_image_size", pre_path),
-        image_seq_len=seq_len,
-        default_longest_edge=_longest_edge(pre, "size", pre_path),
-        do_image_splitting=bool(pre.get("do_image_splitting", True)),
+        tile_size=_longest_edge(image_config, "max_image_size", image_path,
+                                CLASS_DEFAULT_TILE_SIZE),
+        image_seq_len=processor.get("image_seq_len", CLASS_DEFAULT_IMAGE_SEQ_LEN),
+        default_longest_edge=_longest_edge(image_config, "size", image_path,
+                                           CLASS_DEFAULT_LONGEST_EDGE),
+        do_image_splitting=bool(image_config.get("do_image_splitting", True)),
         source=f"folder {root}",
     )
     tokenizer_path = root / "tokenizer.json"
     if tokenizer_path.is_file():
-        from tokenizers import Tokenizer  # light: Rust extension, no torch
-
-        tokenizer = Tokenizer.from_file(str(tokenizer_path))
-
-        def encode(text: str) -> int:
-            return len(tokenizer.encode(text, add_special_tokens=False).ids)
-
-        spec = with_tokenizer_facts(spec, encode)
+        spec = with_tokenizer_facts(spec, tokenizer_counter(tokenizer_path))
     return spec
+
+
+def tokenizer_counter(path: Path) -> Any:
+    """``text -> number of tokens`` of a ``tokenizer.json``; a file the ``tokenizers``
+    library cannot load is a :class:`SpecError` naming it."""
+    from tokenizers import Tokenizer  # light: Rust extension, no torch
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"{path}: not a tokenizer file the tokenizers library can load "
+                        f"({first[:200]}); restore it from the checkpoint") from None
+
+    def encode(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return encode
 
 
 def with_tokenizer_facts(spec: ModelSpec, encode: Any) -> ModelSpec:

@@ -8,6 +8,7 @@ its text pieces plus its image blocks; no pixels are needed to know it.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,14 +41,46 @@ class TokenCounter:
     tokenized by the same tokenizer the training code uses.
     """
 
-    def __init__(self, processor: Any, spec: ModelSpec, longest_edge: int | None = None) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        spec: ModelSpec,
+        longest_edge: int | None = None,
+        *,
+        do_image_splitting: bool | None = None,
+        tile_size: int | None = None,
+    ) -> None:
+        """``do_image_splitting`` and ``tile_size`` count images as the processor's per-call
+        ``do_image_splitting=...`` and ``max_image_size={"longest_edge": N}`` do
+        (``None``: the spec's own); ``longest_edge`` is ``size={"longest_edge": N}``."""
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.spec = spec
         self.longest_edge = longest_edge or spec.default_longest_edge
-        self._images = ImageCounter(spec, self.longest_edge)
+        self._images = ImageCounter(spec, self.longest_edge,
+                                    do_image_splitting=do_image_splitting,
+                                    tile_size=tile_size)
+        #: the spec with the per-call settings folded in
+        self.spec = self._images.spec
         self._specials = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
         self._text_cache: dict[str, int] = {}
+
+    def with_settings(
+        self,
+        *,
+        longest_edge: int | None = None,
+        do_image_splitting: bool | None = None,
+        tile_size: int | None = None,
+    ) -> TokenCounter:
+        """This counter with other per-call image settings (``None`` keeps this one's),
+        sharing its tokenizer and text caches: the counts of
+        ``processor(..., size=..., do_image_splitting=..., max_image_size=...)``."""
+        other = copy.copy(self)
+        other.longest_edge = longest_edge or self.longest_edge
+        other._images = ImageCounter(self.spec, other.longest_edge,
+                                     do_image_splitting=do_image_splitting,
+                                     tile_size=tile_size)
+        other.spec = other._images.spec
+        return other
 
     def image(self, width: int, height: int) -> ImageCost:
         """What a ``width``×``height`` image costs at this counter's resolution."""

@@ -228,3 +228,39 @@ def light_counter(checkpoint: str = "2.2B", edge: int = 384, *, folder: bool = F
     skipped where the files are not here)."""
     return _light_counter(str(model_folder(checkpoint)) if folder else model_ref(checkpoint),
                           edge)
+
+
+def write_oriented_image(path: Path, width: int, height: int, orientation: int,
+                         fmt: str = "JPEG") -> Path:
+    """Write a ``width``×``height`` (stored) image whose EXIF says ``orientation`` (1-8),
+    as a phone camera does; PIL writes the EXIF block for JPEG, PNG (eXIf before the
+    image data), WebP and TIFF."""
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height), (90, 160, 40))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, exif=exif)
+    return path
+
+
+@cache
+def pil_backend_processor(name: str) -> Any:
+    """The real processor with transformers' PIL image backend (``load_image``,
+    ``ImageOps.exif_transpose``) instead of the default torchvision one.
+    ``AutoProcessor.from_pretrained(..., backend="pil")`` cannot build SmolVLM's video
+    processor, so the image processor is swapped in, as a user would."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    folder = str(model_folder(name))
+    processor = AutoProcessor.from_pretrained(folder)
+    processor.image_processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
+    return processor
+
+
+def real_tokens_of(processor: Any, image: Any, **kwargs: Any) -> tuple[int, int]:
+    """(<image> tokens, total tokens) the real processor writes for one image given as
+    the processor takes it: a path (str), which it opens itself, or a PIL image."""
+    ids = processor(text=["<image>"], images=[[image]], **kwargs)["input_ids"][0]
+    return ids.count(processor.image_token_id), len(ids)

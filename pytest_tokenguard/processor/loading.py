@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import ProcessorLoadError as ProcessorLoadError
@@ -70,6 +71,52 @@ def load_processor(
     return LoadedProcessor(processor, spec, spec.default_longest_edge, source)
 
 
+#: The JSON files of a checkpoint folder that ``AutoProcessor.from_pretrained`` parses and
+#: fails on when they are broken (``special_tokens_map.json`` is not read by transformers 5).
+CHECKPOINT_JSON_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer_config.json",
+    "chat_template.json",
+)
+
+
+def check_checkpoint_files(folder: Path) -> None:
+    """Raise :class:`ProcessorLoadError` naming the first broken JSON file of ``folder``
+    (not UTF-8, not JSON, not an object, unreadable), before transformers trips on it
+    with a traceback that does not name it."""
+    from ..specs import read_json_object
+
+    for name in CHECKPOINT_JSON_FILES:
+        path = folder / name
+        if path.is_file():
+            try:
+                read_json_object(path)
+            except SpecError as exc:
+                raise ProcessorLoadError(str(exc)) from None
+
+
+def _diagnose(folder: Path | None) -> str | None:
+    """After transformers failed: a one-line reason naming the broken file, if one is."""
+    if folder is None:
+        return None
+    try:
+        check_checkpoint_files(folder)
+    except ProcessorLoadError as exc:
+        return str(exc)
+    tokenizer = folder / "tokenizer.json"
+    if tokenizer.is_file():
+        from ..specs import tokenizer_counter
+
+        try:
+            tokenizer_counter(tokenizer)
+        except SpecError as exc:
+            return str(exc)
+    return None
+
+
 def _from_pretrained(source: ModelSource, kwargs: dict[str, Any], timeout: float) -> Any:
     try:
         from transformers import AutoProcessor
@@ -79,6 +126,8 @@ def _from_pretrained(source: ModelSource, kwargs: dict[str, Any], timeout: float
         ) from None
     target = source.location if source.kind in ("folder", "hub-cache") else source.model
     local_only = source.kind != "hub"
+    if source.folder is not None:
+        check_checkpoint_files(source.folder)
     for var in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
         os.environ.setdefault(var, str(int(max(timeout, 1))))
     try:
@@ -88,8 +137,12 @@ def _from_pretrained(source: ModelSource, kwargs: dict[str, Any], timeout: float
             f"loading {source.model!r} needs a package that is missing: {exc}. SmolVLM2's "
             "processor needs torchvision (video processor) and num2words"
         ) from None
-    except (OSError, ValueError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # transformers and tokenizers raise many types on bad files
+        diagnosis = _diagnose(source.folder)
+        if diagnosis is not None:
+            raise ProcessorLoadError(diagnosis) from None
+        text = str(exc).strip()
+        first_line = text.splitlines()[0] if text else type(exc).__name__
         raise ProcessorLoadError.phrased(
             f"could not load the processor of {source.model!r} from {target}: {first_line}. "
             "Check {model} names a SmolVLM checkpoint (hub id or folder)"

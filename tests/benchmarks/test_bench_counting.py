@@ -65,6 +65,16 @@ def test_counter(benchmark: Any, longest_edge: int, spec: Any) -> None:
 
 
 @pytest.mark.parametrize("longest_edge", RESOLUTIONS)
+def test_counter_per_call_settings(benchmark: Any, longest_edge: int, spec: Any) -> None:
+    """count_image with per-call settings given: the same hot path."""
+    benchmark.group = f"image tokens of a 384x384 frame, longest_edge={longest_edge}"
+    cost = benchmark(count_image, *SIZE, longest_edge, spec, do_image_splitting=True,
+                     tile_size=spec.tile_size)
+    assert (cost.image_tokens, cost.block_tokens) == real_image_tokens(
+        real_processor(MODEL, longest_edge), *SIZE)
+
+
+@pytest.mark.parametrize("longest_edge", RESOLUTIONS)
 def test_counter_memoised(benchmark: Any, longest_edge: int, spec: Any) -> None:
     benchmark.group = f"image tokens of a 384x384 frame, longest_edge={longest_edge}"
     counter = ImageCounter(spec, longest_edge)
@@ -82,11 +92,14 @@ def thousand_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_count_cli_1000_frames(benchmark: Any, thousand_frames: Path) -> None:
-    """`tokenguard count` over a folder of 1,000 frames: header reads only."""
+@pytest.mark.parametrize("verify", [False, True], ids=["headers", "verify"])
+def test_count_cli_1000_frames(benchmark: Any, thousand_frames: Path, verify: bool) -> None:
+    """`tokenguard count` over a folder of 1,000 frames: header reads only, and
+    `--verify`, which decodes every frame, side by side."""
     benchmark.group = "tokenguard count, folder of 1000 frames"
     args = Namespace(model=model_ref(MODEL), longest_edge=[384], json=True,
-                     paths=[str(thousand_frames)])
+                     paths=[str(thousand_frames)], verify=verify, do_image_splitting=None,
+                     tile_size=None)
 
     def count_folder() -> str:
         out = io.StringIO()

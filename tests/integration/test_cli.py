@@ -42,7 +42,8 @@ def test_table_output_defaults_to_model_longest_edge(capsys: pytest.CaptureFixtu
     code, out, _ = run(["count", "--model", model_ref(MODEL),
                         str(FIXTURES / "frame_384x384.png")], capsys)
     assert code == 0
-    header, row = out.splitlines()
+    header, row, total = out.splitlines()
+    assert total.startswith("total at longest_edge 1536: 1 image, ")
     assert header.split()[:4] == ["path", "width", "height", "longest_edge"]
     assert row.split()[1:4] == ["384", "384", "1536"]
 

@@ -1,44 +1,21 @@
-"""The analytic counter against the real transformers processor, for every image size."""
+"""The analytic counter: its arithmetic, its errors, and a few fixed checks against the
+real processor (the hypothesis property over sizes, files and per-call settings is in
+tests/oracle/test_counting.py)."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from pytest_tokenguard.counting import CountingError, count_image, rescaled_size
+from pytest_tokenguard.counting import (
+    CountingError,
+    ImageCounter,
+    ImageSettings,
+    count_image,
+    rescaled_size,
+    settings_from_kwargs,
+)
 from pytest_tokenguard.specs import KNOWN_SPECS, spec_from_processor
 from tests.helpers import MODEL_IDS, RESOLUTIONS, real_image_tokens, real_processor
-
-side = st.integers(1, 4096)
-image_sizes = st.one_of(
-    st.tuples(st.integers(1, 64), st.integers(1, 64)),  # thumbnails, 1×1 included
-    st.tuples(side, side),
-    st.tuples(st.integers(2000, 12000), st.integers(1, 24)),  # wide panoramas
-    st.tuples(st.integers(1, 24), st.integers(2000, 12000)),  # tall panoramas
-)
-longest_edges = st.sampled_from((*RESOLUTIONS, 1, 2, 100, 2048, 3000, 4096, 5000))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("checkpoint", MODEL_IDS)
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(size=image_sizes, longest_edge=longest_edges)
-def test_counter_equals_real_processor(checkpoint: str, size: tuple[int, int],
-                                       longest_edge: int) -> None:
-    width, height = size
-    processor = real_processor(checkpoint)
-    spec = spec_from_processor(processor, name=checkpoint)
-    # resample=0 (nearest): the filter changes pixels, never sizes or tokens, and torch's
-    # antialiased Lanczos kernel (the checkpoint's filter) can hit an internal assert on
-    # 1-pixel-wide images (seen with torch 2.14.1: "num_channels == unpacked_output.size(0)
-    # INTERNAL ASSERT FAILED", not reproducible alone); test_from_pretrained_size_matches...
-    # and the regression suite keep the checkpoint's own filter.
-    real_image, real_total = real_image_tokens(
-        processor, width, height, size={"longest_edge": longest_edge}, resample=0
-    )
-    cost = count_image(width, height, longest_edge, spec)
-    assert (cost.image_tokens, cost.block_tokens) == (real_image, real_total)
 
 
 @pytest.mark.parametrize("checkpoint", MODEL_IDS)
@@ -96,3 +73,58 @@ def test_large_grids_use_text_markers() -> None:
     assert (cost.image_tokens, cost.block_tokens) == real_image_tokens(
         processor, 4000, 4000, size={"longest_edge": 4096}
     )
+
+
+def test_per_call_settings_are_validated() -> None:
+    spec = KNOWN_SPECS["HuggingFaceTB/SmolVLM2-2.2B-Instruct"]
+    with pytest.raises(CountingError, match="tile_size must be at least 1"):
+        count_image(10, 10, 384, spec, tile_size=0)
+    with pytest.raises(CountingError, match="tile_size must be an integer"):
+        count_image(10, 10, 384, spec, tile_size=384.0)  # type: ignore[arg-type]
+    with pytest.raises(CountingError, match="do_image_splitting must be True, False or None"):
+        count_image(10, 10, 384, spec, do_image_splitting="no")  # type: ignore[arg-type]
+    with pytest.raises(CountingError, match="tile_size must be at least 1"):
+        ImageCounter(spec, 384, tile_size=-1)
+
+
+def test_image_counter_folds_settings_into_its_spec() -> None:
+    spec = KNOWN_SPECS["HuggingFaceTB/SmolVLM2-2.2B-Instruct"]
+    counter = ImageCounter(spec, 1536, do_image_splitting=False, tile_size=512)
+    assert (counter.spec.do_image_splitting, counter.spec.tile_size) == (False, 512)
+    assert counter(1920, 1080) == count_image(1920, 1080, 1536, spec,
+                                              do_image_splitting=False, tile_size=512)
+    assert ImageCounter(spec).spec is spec
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, ImageSettings()),
+        ({"size": {"longest_edge": 768}}, ImageSettings(longest_edge=768)),
+        ({"max_image_size": {"longest_edge": 512}, "do_image_splitting": False},
+         ImageSettings(do_image_splitting=False, tile_size=512)),
+        ({"do_image_splitting": True, "images_kwargs": {"do_image_splitting": False}},
+         ImageSettings(do_image_splitting=False)),
+        ({"resample": 0, "return_tensors": "pt"}, ImageSettings()),
+    ],
+)
+def test_settings_from_processor_kwargs(kwargs: dict[str, object],
+                                        expected: ImageSettings) -> None:
+    assert settings_from_kwargs(kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"size": {"height": 512, "width": 512}}, "size={'height': 512"),
+        ({"size": 1536}, "size=1536 cannot be counted"),
+        ({"do_resize": False}, "do_resize=False cannot be counted"),
+        ({"max_image_size": {"longest_edge": 0}}, "max_image_size['longest_edge'] must be"),
+        ({"do_image_splitting": 1}, "do_image_splitting must be True or False"),
+    ],
+)
+def test_settings_that_cannot_be_counted_are_refused(kwargs: dict[str, object],
+                                                      fragment: str) -> None:
+    with pytest.raises(CountingError) as info:
+        settings_from_kwargs(kwargs)
+    assert fragment in str(info.value)

@@ -1,0 +1,347 @@
+"""``tokenguard count`` on hostile input: broken, huge and unreadable files, odd folders
+and names, closed pipes, broken model folders; and its per-call settings and output.
+
+The contract (cli/count.py): one line on stderr per thing that cannot be read or was
+skipped, every other image still reported; exit 0 ok, 1 a file unreadable, 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from pytest_tokenguard.cli import main
+from pytest_tokenguard.processor.loading import ProcessorLoadError, load_processor
+from tests.helpers import FIXTURES, REPO, model_folder, real_processor, real_tokens_of
+
+MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+FRAME = FIXTURES / "frame_384x384.png"
+#: the keys the README promises for every JSON row
+README_KEYS = {"path", "width", "height", "longest_edge", "resized_width", "resized_height",
+               "rows", "cols", "patches", "image_tokens", "block_tokens", "grid"}
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def count(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    return run(["count", "--model", str(model_folder(MODEL)), *args], capsys)
+
+
+def huge_png(path: Path, side: int = 100_000) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def truncated_png(path: Path) -> Path:
+    """A noisy PNG cut in half: the header is intact, the image data is not."""
+    image = Image.frombytes("RGB", (400, 300), os.urandom(400 * 300 * 3))
+    image.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    return {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+
+
+def tokenguard(args: list[str], tmp_path: Path,
+               **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "pytest_tokenguard.cli", *args],
+                          capture_output=True, env=subprocess_env(tmp_path), check=False,
+                          cwd=REPO, **kwargs)
+
+
+# ---------------------------------------------------------------- output and settings
+
+
+def test_json_rows_cols_and_grid_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = count(["--json", "--longest-edge", "384", "--longest-edge", "1536",
+                          str(FRAME)], capsys)
+    assert code == 0
+    unsplit, split = (json.loads(line) for line in out.splitlines())
+    for row in (unsplit, split):
+        assert row.keys() >= README_KEYS
+        assert row["grid"] == f"{row['rows']}×{row['cols']}"
+    assert (unsplit["rows"], unsplit["cols"], unsplit["patches"]) == (0, 0, 1)
+    assert split["patches"] == split["rows"] * split["cols"] + 1
+
+
+def test_text_mode_has_a_totals_line_in_good_english(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    code, out, _ = count(["--longest-edge", "384", str(FRAME)], capsys)
+    assert code == 0
+    header, row, total = out.splitlines()
+    values = dict(zip(header.split(), row.split(), strict=True))
+    assert values["patches"] == "1"
+    assert total == (f"total at longest_edge 384: 1 image, 1 patch, {values['image_tokens']} "
+                     f"image tokens, {values['block_tokens']} block tokens")
+    code, out, _ = count(["--longest-edge", "1536", str(FRAME), str(FRAME)], capsys)
+    header, *rows, total = out.splitlines()
+    table = [dict(zip(header.split(), r.split(), strict=True)) for r in rows]
+    assert total == (
+        f"total at longest_edge 1536: 2 images, "
+        f"{sum(int(r['patches']) for r in table)} patches, "
+        f"{sum(int(r['image_tokens']) for r in table)} image tokens, "
+        f"{sum(int(r['block_tokens']) for r in table)} block tokens")
+
+
+@pytest.mark.parametrize(
+    ("flags", "kwargs"),
+    [
+        (["--no-image-splitting"], {"do_image_splitting": False}),
+        (["--tile-size", "512"], {"max_image_size": {"longest_edge": 512}}),
+        (["--tile-size", "4096"], {"max_image_size": {"longest_edge": 4096}}),
+        (["--image-splitting", "--tile-size", "256"], {"max_image_size": {"longest_edge": 256}}),
+    ],
+)
+def test_per_call_settings_match_the_processor(capsys: pytest.CaptureFixture[str],
+                                               flags: list[str], kwargs: dict[str, Any]
+                                               ) -> None:
+    code, out, _ = count(["--json", *flags, str(FIXTURES)], capsys)
+    assert code == 0
+    processor = real_processor(MODEL)
+    for line in out.splitlines():
+        row = json.loads(line)
+        assert (row["image_tokens"], row["block_tokens"]) == real_tokens_of(
+            processor, row["path"], **kwargs), row["path"]
+
+
+@pytest.mark.parametrize("flag", ["--tile-size=0", "--tile-size=abc"])
+def test_bad_tile_size_is_a_usage_error(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["count", flag, str(FRAME)])
+    assert info.value.code == 2
+    assert "--tile-size" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ --verify and huge images
+
+
+def test_verify_reports_a_truncated_file_and_still_reports_the_good(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = truncated_png(tmp_path / "cut.png")
+    shutil.copy(FRAME, tmp_path / "good.png")
+    code, out, err = count(["--json", str(tmp_path)], capsys)
+    assert code == 0  # header-only: the truncation is invisible
+    assert len(out.splitlines()) == 2
+    code, out, err = count(["--json", "--verify", str(tmp_path)], capsys)
+    assert code == 1
+    assert err.splitlines() == [err.strip()]
+    assert err.startswith(f"tokenguard count: {bad}: cannot be decoded")
+    assert [json.loads(line)["path"] for line in out.splitlines()] == [
+        str(tmp_path / "good.png")]
+
+
+@pytest.mark.parametrize("mode", [["--json"], []])
+def test_huge_header_is_counted_beside_the_others(tmp_path: Path, mode: list[str],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    huge = huge_png(tmp_path / "a_huge.png")
+    shutil.copy(FRAME, tmp_path / "b_good.png")
+    code, out, err = count([*mode, "--longest-edge", "1536", str(tmp_path)], capsys)
+    assert (code, err) == (0, "")
+    assert str(huge) in out
+    assert "b_good.png" in out
+    if mode:
+        row = json.loads(out.splitlines()[0])
+        assert (row["width"], row["height"]) == (100_000, 100_000)
+    code, out, err = count([*mode, "--verify", str(tmp_path)], capsys)
+    assert code == 1
+    assert err.strip().splitlines() == [err.strip()]
+    assert "decompression-bomb limit" in err
+    assert "b_good.png" in out
+
+
+def test_split_counts_a_huge_image_from_its_header(tmp_path: Path) -> None:
+    """split reads sizes through the same header reader (conversation parsing)."""
+    from pytest_tokenguard.conversation import parse_conversation
+
+    huge_png(tmp_path / "huge.png")
+    messages = parse_conversation([{"role": "user", "content": [
+        {"type": "image", "path": "huge.png"}, {"type": "text", "text": "Describe."}]}],
+        base_dir=tmp_path)
+    assert (messages[0].content[0].width, messages[0].content[0].height) == (  # type: ignore[union-attr]
+        100_000, 100_000)
+
+
+# ------------------------------------------------------------- folders, links, names
+
+
+def test_folder_notes_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    (root / "empty").mkdir(parents=True)
+    shutil.copy(FRAME, root / "frame.png")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(FRAME, outside / "linked_frame.png")
+    (root / "linked").symlink_to(outside)
+    code, out, err = count(["--json", str(root)], capsys)
+    assert code == 0  # a note is not an error
+    assert err == (f"tokenguard count: skipped {root / 'linked'}: is a symbolic link to a "
+                   "folder, not followed; pass it directly to count it\n")
+    assert [json.loads(line)["path"] for line in out.splitlines()] == [str(root / "frame.png")]
+    (root / "dangling.png").symlink_to(tmp_path / "gone.png")
+    code, out, err = count(["--json", str(root)], capsys)
+    assert code == 1
+    assert f"{root / 'dangling.png'}: is a dangling symbolic link" in err
+    assert len(out.splitlines()) == 1
+
+
+def test_empty_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = count([str(tmp_path)], capsys)
+    assert (code, out) == (1, "")
+    assert f"skipped {tmp_path}: has no image files" in err
+    assert "no image was counted" in err
+
+
+def test_symlink_loop_named_directly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    code, _, err = count([str(loop)], capsys)
+    assert code == 1
+    assert err == f"tokenguard count: {loop}: is a symbolic link loop; fix or remove the link\n"
+
+
+def test_non_utf8_names_are_valid_json(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/frame_\xff\xfe.png"
+    shutil.copy(FRAME, os.fsdecode(raw))
+    done = tokenguard(["count", "--json", "--model", str(model_folder(MODEL)),
+                       str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode("utf-8")  # strict: no lone surrogates, no invalid bytes
+    row = json.loads(text)
+    assert not any(0xD800 <= ord(c) <= 0xDFFF for c in row["path"])
+    assert row["path"].endswith("frame_\ufffd\ufffd.png")
+    assert row["path_escaped"].endswith("frame_\\xff\\xfe.png")
+    done = tokenguard(["count", "--model", str(model_folder(MODEL)), str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "frame_\\xff\\xfe.png" in done.stdout.decode("utf-8")
+
+
+def without_root_privileges() -> list[str]:
+    """A command prefix that makes file permissions apply (root reads any file)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv is missing: permissions cannot be enforced")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_unreadable_file_and_folder(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "locked_dir").mkdir(parents=True)
+    shutil.copy(FRAME, root / "locked_dir" / "hidden.png")
+    shutil.copy(FRAME, root / "locked.png")
+    shutil.copy(FRAME, root / "open.png")
+    (root / "locked.png").chmod(0)
+    (root / "locked_dir").chmod(0)
+    try:
+        done = subprocess.run(
+            [*without_root_privileges(), sys.executable, "-m", "pytest_tokenguard.cli",
+             "count", "--json", "--model", str(model_folder(MODEL)), str(root)],
+            capture_output=True, text=True, env=subprocess_env(tmp_path), cwd=REPO,
+            check=False)
+    finally:
+        (root / "locked_dir").chmod(0o755)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"tokenguard count: {root / 'locked.png'}: cannot be read (permission denied); "
+        "check its permissions",
+        f"tokenguard count: {root / 'locked_dir'}: is a folder that cannot be read "
+        "(Permission denied); its images are not counted",
+    ]
+    assert [json.loads(line)["path"] for line in done.stdout.splitlines()] == [
+        str(root / "open.png")]
+
+
+def test_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`tokenguard count --json DIR | head -1`: no BrokenPipeError traceback."""
+    for index in range(1500):  # far more than a pipe buffer of JSON lines
+        os.link(FRAME, tmp_path / f"frame_{index:04d}.png")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_tokenguard.cli", "count", "--json", "--model",
+         str(model_folder(MODEL)), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(tmp_path),
+        cwd=REPO)
+    assert process.stdout is not None
+    assert process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    code = process.wait(timeout=120)
+    assert json.loads(first)["path"].endswith("frame_0000.png")
+    assert stderr == ""
+    assert code == 1
+
+
+# ------------------------------------------------------------------ broken models
+
+
+BROKEN_FILES = {
+    "preprocessor_config.json": (b"{\"size\": \"\xe9\"}", "not UTF-8"),
+    "processor_config.json": (b"[81]", "expected a JSON object, got list"),
+    "tokenizer_config.json": (b"null", "expected a JSON object, got null"),
+    "tokenizer.json": (b"{\"version\": \"1.0\"}", "not a tokenizer file"),
+}
+
+
+def broken_folder(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(model_folder(MODEL), folder)
+    (folder / name).write_bytes(BROKEN_FILES[name][0])
+    return folder
+
+
+@pytest.mark.parametrize("name", list(BROKEN_FILES))
+def test_broken_model_folder_count(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   name: str) -> None:
+    folder = broken_folder(tmp_path, name)
+    code, out, err = run(["count", "--model", str(folder), str(FRAME)], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"tokenguard count: {folder / name}: {BROKEN_FILES[name][1]}")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", list(BROKEN_FILES))
+def test_broken_model_folder_load_processor(tmp_path: Path, name: str) -> None:
+    """What split (and the plugin) load through: one error naming the file."""
+    folder = broken_folder(tmp_path, name)
+    with pytest.raises(ProcessorLoadError) as info:
+        load_processor(str(folder))
+    assert str(info.value).startswith(f"{folder / name}: {BROKEN_FILES[name][1]}")
+
+
+def test_broken_model_folder_split(tmp_path: Path) -> None:
+    folder = broken_folder(tmp_path, "tokenizer.json")
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"id": 1, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hello"}]}]}) + "\n")
+    done = tokenguard(["split", "--max-tokens", "100", "--model", str(folder), str(data)],
+                      tmp_path)
+    stderr = done.stderr.decode()
+    assert done.returncode != 0
+    assert "Traceback" not in stderr
+    assert f"{folder / 'tokenizer.json'}: not a tokenizer file" in stderr
