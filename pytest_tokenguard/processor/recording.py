@@ -610,9 +610,10 @@ def _preview(text: Any) -> str:
 class _Frame:
     """What one processor call's inner steps report to its ``__call__`` wrapper."""
 
-    __slots__ = ("edge", "expanded", "images", "text_kwargs")
+    __slots__ = ("edge", "error", "expanded", "images", "text_kwargs")
 
     def __init__(self) -> None:
+        self.error: Exception | None = None
         self.images: list[ImageRecord] = []
         self.edge: int | None = None
         self.expanded: list[str] | None = None
@@ -719,8 +720,9 @@ class Recorder:
 
     def collect(self, recording: Recording) -> Recording:
         """Read back what the recording's child processes wrote so far (call it before
-        judging a phase: a DataLoader's workers write there)."""
-        if self._child_of is None and recording.token:
+        judging a phase: a DataLoader's workers write there). A closed recording takes
+        nothing more: what its processes write later is listed by :meth:`strays`."""
+        if self._child_of is None and recording.token and not recording.closed:
             self._read_folder(recording.token, recording)
         return recording
 
@@ -745,9 +747,11 @@ class Recorder:
             else:
                 os.environ[ENV_RECORD_TO] = env_before
         self._open.pop(token, None)
+        self._read_folder(token, recording, closing=True)
         self._closed[token] = recording.name
         recording.closed = True
-        self.collect(recording)
+        with suppress(OSError):
+            os.rmdir(token)  # a process still running recreates it: its calls are strays
         self._sweep()
         return recording
 
@@ -821,7 +825,12 @@ class Recorder:
                 output = inherited_call(self, *args, **kwargs)
             finally:
                 local.frame = outer
-            recorder._deliver(sink, self, args, kwargs, output, frame)
+            try:
+                if frame.error is not None:
+                    raise frame.error
+                recorder._deliver(sink, self, args, kwargs, output, frame)
+            except Exception as exc:  # the user's call succeeded: never fail it, say so
+                recorder._unrecorded(sink, exc)
             return output
 
         def _process_images(self: Any, images: Any, **kwargs: Any) -> Any:
@@ -829,8 +838,11 @@ class Recorder:
             processed, replacements = inherited_process(self, images, **kwargs)
             frame = getattr(recorder._local, "frame", None)
             if frame is not None:
-                frame.edge, frame.images = recorder._images(self, images, kwargs, processed,
-                                                            replacements)
+                try:
+                    frame.edge, frame.images = recorder._images(self, images, kwargs, processed,
+                                                                replacements)
+                except Exception as exc:
+                    frame.error = exc
             return processed, replacements
 
         def get_text_with_replacements(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -907,8 +919,17 @@ class Recorder:
     def _deliver(self, sink: Recording | str | object, processor: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any], output: Any, frame: _Frame) -> None:
         samples = self._samples(processor, args, kwargs, output, frame)
-        if isinstance(sink, Recording):
-            with self._lock:
+        if isinstance(sink, str):
+            _write_call(sink, {
+                "pid": os.getpid(),
+                "images": [asdict(image) for image in frame.images],
+                "sequences": [list(sample) for sample in samples],
+            })
+            return
+        if not isinstance(sink, Recording):
+            return
+        with self._lock:
+            if not sink.closed:
                 sink.calls += 1
                 call = sink.calls
                 sink.images.extend(frame.images)
@@ -917,12 +938,21 @@ class Recorder:
                     SequenceRecord(f"{sink.name}{phase} call {call} sample {index}", length,
                                    preview, edge, note)
                     for index, (length, preview, edge, note) in enumerate(samples))
-        elif isinstance(sink, str):
-            _write_call(sink, {
-                "pid": os.getpid(),
-                "images": [asdict(image) for image in frame.images],
-                "sequences": [list(sample) for sample in samples],
-            })
+                return
+        self._stray()  # its test ended while this call ran in another thread
+
+    def _unrecorded(self, sink: Recording | str | object, exc: Exception) -> None:
+        """A call the recorder could not read: named, so its test cannot pass over it."""
+        where = f"thread {threading.current_thread().name!r}"
+        if os.getpid() != self._pid or self._child_of is not None:
+            where = f"process {os.getpid()}"
+        note = (f"a processor call in {where} could not be recorded "
+                f"({type(exc).__name__}: {exc})")
+        if isinstance(sink, str):
+            _write_call(sink, {"unseen": note})
+        elif isinstance(sink, Recording):
+            with self._lock:
+                sink.unseen.append(note)
 
     def _samples(self, processor: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                  output: Any, frame: _Frame) -> list[tuple[int, str, int | None, str]]:
@@ -960,8 +990,10 @@ class Recorder:
 
     # child processes' files ---------------------------------------------------------
 
-    def _read_folder(self, folder: str, recording: Recording | None) -> int:
-        """Move the calls written into ``folder`` into ``recording`` (``None``: strays)."""
+    def _read_folder(self, folder: str, recording: Recording | None, *,
+                     closing: bool = False) -> int:
+        """Move the calls written into ``folder`` into ``recording`` (``None``: strays);
+        ``closing``: a call still being written is unseen."""
         try:
             names = sorted(os.listdir(folder))
         except OSError:
@@ -970,7 +1002,7 @@ class Recorder:
         for name in names:
             path = os.path.join(folder, name)
             if name.startswith("."):
-                if recording is not None and recording.closed and name.endswith(".tmp"):
+                if recording is not None and closing and name.endswith(".tmp"):
                     pid = name[1:].split("-", 1)[0]
                     recording.unseen.append(f"process {pid} was still writing a call when "
                                             "the test ended")
@@ -991,24 +1023,27 @@ class Recorder:
             if "unseen" in payload:
                 recording.unseen.append(str(payload["unseen"]))
                 continue
+            try:
+                self._merge(recording, payload)
+            except (KeyError, TypeError, ValueError) as exc:
+                recording.unseen.append(f"a call record {name} was malformed ({exc!r})")
+                continue
             calls += 1
-            self._merge(recording, payload)
-        if recording is not None and recording.closed:
-            with suppress(OSError):
-                os.rmdir(folder)
         return calls
 
     def _merge(self, recording: Recording, payload: dict[str, Any]) -> None:
+        images = [ImageRecord(**image) for image in payload["images"]]
+        samples = [(int(length), str(preview), None if edge is None else int(edge), str(note))
+                   for length, preview, edge, note in payload["sequences"]]
+        pid = payload.get("pid", "?")
         with self._lock:
             recording.calls += 1
             call = recording.calls
-            recording.images.extend(ImageRecord(**image) for image in payload["images"])
-            pid = payload.get("pid", "?")
+            recording.images.extend(images)
             recording.sequences.extend(
                 SequenceRecord(f"{recording.name} process {pid} call {call} sample {index}",
-                               int(length), str(preview),
-                               None if edge is None else int(edge), str(note))
-                for index, (length, preview, edge, note) in enumerate(payload["sequences"]))
+                               *sample)
+                for index, sample in enumerate(samples))
 
     def _late(self, folder: str, payload: dict[str, Any]) -> None:
         if "unseen" in payload:

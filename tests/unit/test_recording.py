@@ -113,6 +113,25 @@ def test_the_owner_is_named_in_the_environment_only_while_a_recording_is_open(
     assert ENV_RECORD_TO not in os.environ
 
 
+def test_a_call_the_recorder_cannot_read_still_returns_and_is_named(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_tokenguard.processor import recording as module
+
+    def broken(image: Any) -> tuple[int, int]:
+        raise TypeError("an image type the recorder does not know")
+
+    monkeypatch.setattr(module, "_image_size", broken)
+    plain = at_384()(text=["<image>"], images=[[image(384, 384)]])
+    with recorder.record("t") as recording:
+        out = at_384()(text=["<image>"], images=[[image(384, 384)]])
+    assert out["input_ids"] == plain["input_ids"]  # the user's call is untouched
+    assert (recording.calls, recording.images) == (0, [])
+    assert recording.unseen == ["a processor call in thread 'MainThread' could not be "
+                                "recorded (TypeError: an image type the recorder does not "
+                                "know)"]
+    assert "could not be recorded" in str(unchecked_reason(recording, "image"))
+
+
 # --- item 5: padding without an attention mask ----------------------------------------
 
 
