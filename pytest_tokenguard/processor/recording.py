@@ -33,6 +33,7 @@ transformers is imported only when the code under test imports it.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import os
@@ -675,7 +676,15 @@ class Recorder:
         self._dir = self._given_dir or tempfile.mkdtemp(prefix="tokenguard-")
         os.makedirs(self._dir, exist_ok=True)
         if self._given_dir is None:
-            self._undo.append(lambda: shutil.rmtree(self._dir, ignore_errors=True))
+            folder, pid = self._dir, os.getpid()
+
+            def remove() -> None:
+                if os.getpid() == pid:  # never from a forked child
+                    shutil.rmtree(folder, ignore_errors=True)
+
+            atexit.register(remove)  # a process that ends without uninstall()
+            self._undo.append(remove)
+            self._undo.append(lambda: atexit.unregister(remove))
         site = os.path.join(self._dir, _SITE_DIR)
         os.makedirs(site, exist_ok=True)
         with open(os.path.join(site, "sitecustomize.py"), "w", encoding="utf-8") as handle:
