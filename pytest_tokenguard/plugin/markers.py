@@ -61,6 +61,9 @@ def suggest_longest_edge(image: ImageRecord, expected: int) -> str:
     """
     if image.tile_size < 1:
         return "set the processor's size to a smaller longest_edge"
+    if getattr(image, "do_image_splitting", True) is False:
+        return ("image splitting is off for this call, so every image costs one tile at any "
+                "longest_edge: change the tile size (max_image_size) or the image count")
     seq_len = image.image_tokens // max(image.patches, 1)
     spec = ModelSpec(
         name="recorded", tile_size=image.tile_size, image_seq_len=max(seq_len, 1),
@@ -149,7 +152,9 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Check
     lines = [f"{len(over)} of {len(sequences)} sequences are longer than {limit} tokens:"]
     for sequence in over[:20]:
         edge = f" at longest_edge={sequence.longest_edge}" if sequence.longest_edge else ""
-        lines.append(f"  {sequence.name}: {sequence.length} tokens{edge}  {sequence.preview!r}")
+        note = f" ({sequence.note})" if getattr(sequence, "note", "") else ""
+        lines.append(f"  {sequence.name}: {sequence.length} tokens{edge}{note}  "
+                     f"{sequence.preview!r}")
     lines.append(
         "Lower the processor's longest_edge, send fewer images per sample, or split the "
         "sample (pytest_tokenguard.splitting)."
@@ -293,12 +298,25 @@ class MarkerDef:
             raise ValueError(f"@pytest.mark.{self.name}: {exc}") from None
 
 
+def _unchecked(marker: str, n: int, context: Context,
+               kind: Literal["image", "sequence"]) -> Verdict | None:
+    """The one rule of both token markers: calls that could not be recorded fail it."""
+    from ..processor.recording import unchecked_reason
+
+    if context.recording is None or not context.recording.unseen:
+        return None  # an empty recording is judged by the check, with its own message
+    reason = unchecked_reason(context.recording, kind)
+    return CheckResult(False, f"@pytest.mark.{marker}({n}): {reason}", _NOTHING_SEEN)
+
+
 def _check_images(n: int, context: Context) -> Verdict:
-    return check_image_tokens(context.recording.images if context.recording else (), n)
+    return (_unchecked("image_tokens", n, context, "image")
+            or check_image_tokens(context.recording.images if context.recording else (), n))
 
 
 def _check_sequences(n: int, context: Context) -> Verdict:
-    return check_max_sequence(context.recording.sequences if context.recording else (), n)
+    return (_unchecked("max_sequence_tokens", n, context, "sequence")
+            or check_max_sequence(context.recording.sequences if context.recording else (), n))
 
 
 def _check_gpu(limit: GpuLimit, context: Context) -> Verdict:

@@ -16,7 +16,6 @@ are gated too.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ __all__ = ["TokenguardSession", "session_of"]
 
 _SESSION_KEY = pytest.StashKey["TokenguardSession"]()
 _PARSED_KEY = pytest.StashKey["list[tuple[MarkerDef, Any]]"]()
-_RECORDING_KEY = pytest.StashKey["tuple[contextlib.ExitStack, Recording]"]()
+_RECORDING_KEY = pytest.StashKey["Recording"]()
 _GPU_FAIL_KEY = pytest.StashKey[str]()
 _WORKER_DESELECTED = "tokenguard_deselected"
 
@@ -99,15 +98,14 @@ class TokenguardSession:
 
     @property
     def recorder(self) -> Recorder:
-        """The recorder, armed to patch the processor classes the moment the code under
-        test imports them: the plugin itself never imports transformers (or torch)."""
+        """The recorder, installed on first use: it patches the processor classes the
+        moment the code under test imports them, so the plugin itself never imports
+        transformers (or torch), and follows the threads and processes a test starts."""
         if self._recorder is None:
-            from ..processor.hooks import when_imported
-            from ..processor.recording import PROCESSOR_MODULES, Recorder
+            from ..processor.recording import Recorder
 
-            recorder = self._recorder = Recorder()
-            for name in PROCESSOR_MODULES:
-                when_imported(name, lambda _module: recorder.install())
+            self._recorder = Recorder()
+            self._recorder.install()
         return self._recorder
 
     # ------------------------------------------------------------------ header, collection
@@ -222,14 +220,17 @@ class TokenguardSession:
         failure = item.stash.get(_GPU_FAIL_KEY, None)
         if failure is not None:
             pytest.fail(failure, pytrace=False)
-        stack = contextlib.ExitStack()
-        recording = stack.enter_context(self.recorder.record(item.nodeid))
-        item.stash[_RECORDING_KEY] = (stack, recording)
+        recording = self.recorder.open(item.nodeid)
+        recording.phase = "setup"
+        item.stash[_RECORDING_KEY] = recording
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
         if not self.enabled:
             return (yield)
+        recording = item.stash.get(_RECORDING_KEY, None)
+        if recording is not None:
+            recording.phase = "call"
         parsed = item.stash.get(_PARSED_KEY, [])
         limit = next((p for d, p in parsed if isinstance(p, GpuLimit)), None)
         measure: Any = None
@@ -237,11 +238,7 @@ class TokenguardSession:
             from ..gpu.measure import GpuMeasure, MultiGpuMeasure
 
             measure = GpuMeasure() if limit.devices is None else MultiGpuMeasure(limit.devices)
-            try:
-                self._enter_measure(measure)
-            except BaseException:
-                self._stop_recording(item)
-                raise
+            self._enter_measure(measure)
         error: BaseException | None = None
         result: object = None
         try:
@@ -252,7 +249,8 @@ class TokenguardSession:
         if measure is not None:
             measure.__exit__(type(error) if error else None, error, None)
             peak = measure.peak
-        recording = self._stop_recording(item)
+        if recording is not None:
+            self.recorder.collect(recording)  # what the test's child processes wrote
         if error is not None and not isinstance(error, Exception | pytest.fail.Exception):
             raise error  # skip, xfail, exit, KeyboardInterrupt: nothing to judge
         failures = self._judge(item, parsed, recording, peak)
@@ -277,15 +275,6 @@ class TokenguardSession:
             if self.settings.require_gpu:
                 pytest.fail(reason, pytrace=False)
             pytest.skip(reason)
-
-    def _stop_recording(self, item: pytest.Item) -> Recording | None:
-        entry = item.stash.get(_RECORDING_KEY, None)
-        if entry is None:
-            return None
-        del item.stash[_RECORDING_KEY]
-        stack, recording = entry
-        stack.close()
-        return recording
 
     def _judge(self, item: pytest.Item, parsed: list[tuple[MarkerDef, Any]],
                recording: Recording | None, peak: Any) -> str:
@@ -330,9 +319,20 @@ class TokenguardSession:
                 report.sections.append(("tokenguard baseline", message))
         return report
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self._stop_recording(item)  # setup failed: the call phase never closed it
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        """The recording spans the fixtures' teardown too (their calls are recorded, not
+        judged: the verdict was the call phase's); it is closed in the thread that opened
+        it, after the innermost teardown."""
+        recording = item.stash.get(_RECORDING_KEY, None)
+        if recording is not None:
+            recording.phase = "teardown"
+        try:
+            return (yield)
+        finally:
+            if recording is not None:
+                del item.stash[_RECORDING_KEY]
+                self.recorder.close(recording)
 
     @staticmethod
     def _excluded(item: pytest.Item) -> str | None:
@@ -425,6 +425,9 @@ class TokenguardSession:
         else:
             write("no SmolVLM processor call was recorded (call the processor inside tests, "
                   "e.g. through the tokenguard_processor fixture)")
+        if self._recorder is not None:
+            for stray in self._recorder.strays():
+                write(f"tokenguard: {stray.describe()}")
         if self.gate is not None:
             for line in self.gate.summary_lines():
                 write(line)

@@ -1,9 +1,8 @@
-"""The marker checks as pure functions, and the recorder that feeds them."""
+"""The marker checks as pure functions (the recorder that feeds them: test_recording.py)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
@@ -14,10 +13,7 @@ from pytest_tokenguard.plugin.markers import (
     check_max_sequence,
     suggest_longest_edge,
 )
-from pytest_tokenguard.processor.recording import ImageRecord, Recorder, SequenceRecord
-from tests.helpers import real_processor
-
-MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+from pytest_tokenguard.processor.recording import ImageRecord, SequenceRecord
 
 
 def record(width: int, height: int, longest_edge: int, rows: int, cols: int) -> ImageRecord:
@@ -64,62 +60,6 @@ def test_max_sequence_names_the_longest_offender() -> None:
                               "4096 by 1570")
     assert "2 of 3 sequences" in result.detail
     assert check_max_sequence(sequences, 5666).passed
-
-
-@pytest.fixture
-def processor() -> Any:
-    return real_processor(MODEL, 512)
-
-
-def test_recorder_reads_the_processor_output(processor: Any) -> None:
-    from PIL import Image
-
-    recorder = Recorder()
-    recorder.install()
-    try:
-        with recorder.record("t") as recording:
-            out = processor(text=["a <image>", "much longer text here <image><image>"],
-                            images=[[Image.new("RGB", (384, 384))],
-                                    [Image.new("RGB", (800, 200)), Image.new("RGB", (8, 8))]],
-                            padding=True)
-    finally:
-        recorder.uninstall()
-    ids = out["input_ids"]
-    assert [r.image_tokens for r in recording.images] == [405, 243, 405]
-    assert [(r.rows, r.cols) for r in recording.images] == [(2, 2), (1, 2), (2, 2)]
-    assert (recording.images[1].width, recording.images[1].height) == (800, 200)
-    image_id = processor.image_token_id
-    assert sum(r.image_tokens for r in recording.images) == sum(row.count(image_id)
-                                                                 for row in ids)
-    # padding is not counted: the recorded lengths are the attention mask's sums
-    assert [s.length for s in recording.sequences] == [sum(m) for m in out["attention_mask"]]
-    assert len({len(row) for row in ids}) == 1
-    assert recording.sequences[0].length < len(ids[0])
-
-
-def test_recorder_uninstall_restores_the_class(processor: Any) -> None:
-    cls = type(processor)
-    before = {name: cls.__dict__.get(name) for name in ("__call__", "_process_images")}
-    recorder = Recorder()
-    recorder.install()
-    assert cls.__dict__.get("__call__") is not before["__call__"]
-    recorder.uninstall()
-    assert {name: cls.__dict__.get(name) for name in before} == before
-
-
-def test_nothing_is_recorded_outside_a_recording(processor: Any) -> None:
-    from PIL import Image
-
-    recorder = Recorder()
-    recorder.install()
-    try:
-        processor(text=["<image>"], images=[[Image.new("RGB", (10, 10))]])
-        with recorder.record("t") as recording:
-            pass
-    finally:
-        recorder.uninstall()
-    assert recording.images == []
-    assert recording.sequences == []
 
 
 # ------------------------------------------------------------------ the registry
