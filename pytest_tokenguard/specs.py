@@ -30,6 +30,7 @@ __all__ = [
     "ModelSpec",
     "SpecError",
     "known_spec",
+    "load_tokenizer",
     "read_json_object",
     "spec_from_folder",
     "spec_from_processor",
@@ -237,17 +238,22 @@ def spec_from_folder(folder: str | Path, name: str | None = None) -> ModelSpec:
     return spec
 
 
-def tokenizer_counter(path: Path) -> Any:
-    """``text -> number of tokens`` of a ``tokenizer.json``; a file the ``tokenizers``
-    library cannot load is a :class:`SpecError` naming it."""
-    from tokenizers import Tokenizer  # light: Rust extension, no torch
+def load_tokenizer(path: Path) -> Any:
+    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` (the light Rust library, no
+    torch); a file it cannot load is a :class:`SpecError` naming it."""
+    from tokenizers import Tokenizer
 
     try:
-        tokenizer = Tokenizer.from_file(str(path))
+        return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on a bad file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SpecError(f"{path}: not a tokenizer file the tokenizers library can load "
                         f"({first[:200]}); restore it from the checkpoint") from None
+
+
+def tokenizer_counter(path: Path) -> Any:
+    """``text -> number of tokens`` of a ``tokenizer.json`` (see :func:`load_tokenizer`)."""
+    tokenizer = load_tokenizer(path)
 
     def encode(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False).ids)

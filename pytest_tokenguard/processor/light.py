@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, TemplateError
+from ..specs import load_tokenizer
 from .source import ModelSource
 
 __all__ = ["LightProcessor", "LightTokenizer", "light_processor", "read_chat_template"]
@@ -135,13 +136,6 @@ def light_processor(source: ModelSource) -> LightProcessor | None:
         "add_eos_token"
     ):
         return None
-    from tokenizers import Tokenizer
-
-    try:
-        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    except Exception as exc:  # the Rust library raises its own Exception type
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SpecError(f"{folder / 'tokenizer.json'}: cannot be read as a tokenizer ({first}); "
-                        "restore the file from the checkpoint") from None
+    backend = load_tokenizer(folder / "tokenizer.json")
     name = str(folder)
     return LightProcessor(LightTokenizer(backend, name), read_chat_template(folder), name)
