@@ -123,6 +123,60 @@ def by_recipe(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def step3_peak(case: dict[str, Any]) -> int:
+    """The largest allocated peak of the recorded third step (forward, backward, optimizer)."""
+    phases = case["phases"]
+    return max(int(phases[key]) for key in ("peak_forward", "peak_backward", "peak_step"))
+
+
+def ddp_second_step(report: dict[str, Any]) -> list[str]:
+    """The DDP cases' second step against their third: the first step's bucket, held or not
+    (``pytest_tokenguard/gpu/model.py`` says why), and what the model predicts for both."""
+    cases = [c for c in report["cases"] if c.get("sharding") == "ddp" and "steady" in c]
+    if not cases:
+        return []
+    rows = [
+        "",
+        "**DDP's second step.** DDP reduces the first step's gradients in one flat bucket and",
+        "rebuilds 25 MiB buckets at the second forward; NCCL may keep the old bucket allocated",
+        "through that forward and the loss's backward (a race with its watchdog). The model",
+        "predicts the held case (the column *predicted* above); from the third step on, the",
+        "bucket is gone.",
+        "",
+        "*Held* is the worst second step the measured parts allow: the larger of step 2 and",
+        "step 3's forward peak plus the bucket (one gradient set, counted on the GPU model).",
+        "",
+        "| case | step 2 (measured) | step 3 peak | step 2 - step 3 | first bucket | held | "
+        "predicted, step 3 on | error vs step 3 | predicted, held | error vs held |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in cases:
+        estimate = predict(case)
+        second, third = case["steady"]["torch_allocated"], step3_peak(case)
+        held = held_second_step(case)
+        rows.append(
+            f"| {case['case']} | {second / GIB:.3f} GiB | {third / GIB:.3f} GiB | "
+            f"{(second - third) / 2**20:+,.1f} MiB | {first_bucket(case) / 2**20:,.1f} MiB | "
+            f"{held / GIB:.3f} GiB | {estimate.steady_peak_bytes / GIB:.3f} GiB | "
+            f"{_pct(estimate.steady_peak_bytes, third)} | {estimate.peak_gib:.3f} GiB | "
+            f"{_pct(estimate.peak_bytes, held)} |"
+        )
+    return rows
+
+
+def first_bucket(case: dict[str, Any]) -> int:
+    """DDP's first-step bucket of a recorded case: every trained gradient, bf16 (the
+    harness's dtype), from the parameters counted on the GPU model."""
+    return 2 * int(case["trainable_parameters"])
+
+
+def held_second_step(case: dict[str, Any]) -> int:
+    """The worst second step of a recorded DDP case from measured parts: the larger of
+    the measured step 2 and step 3's forward peak plus the first step's bucket."""
+    forward = int(case["phases"]["peak_forward"])
+    return max(int(case["steady"]["torch_allocated"]), forward + first_bucket(case))
+
+
 def text_tokens(case: dict[str, Any]) -> int:
     """Text tokens of a recorded sample: its length minus the image blocks (count_image)."""
     spec = KNOWN_SPECS[f"HuggingFaceTB/{case['model']}"]
@@ -209,6 +263,7 @@ def render(paths: list[Path]) -> str:
             f"{max(vs_alloc) * 100:+.1f}% ({len(vs_alloc)} cases). vs reserved: from "
             f"{min(vs_reserved) * 100:+.1f}% to {max(vs_reserved) * 100:+.1f}%.",
             *by_recipe(report),
+            *ddp_second_step(report),
             "",
         ]
     out += reading([json.loads(path.read_text(encoding="utf-8")) for path in paths])

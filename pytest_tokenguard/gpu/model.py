@@ -9,7 +9,8 @@ tile and are usually the largest term, so they are modelled here layer by layer.
 **What is modelled** (:class:`StepShape`, one definition shared by this module,
 ``tokenguard memory`` and the ``limit_predicted_gpu_memory`` marker): pure bf16 (or
 fp16/fp32) parameters and gradients, ``sdpa`` attention, ``labels = input_ids``, the
-steady-state step (optimizer states already exist when forward runs), and
+steady-state step (optimizer states already exist when forward runs; under DDP, the
+second step, whose transient is described below), and
 
 * the optimizer: ``adamw-fused`` (``torch.optim.AdamW(fused=True)``, the Hugging Face
   Trainer's default ``adamw_torch_fused`` and the default here), ``adamw-foreach``
@@ -50,20 +51,49 @@ trained; a frozen one saves nothing but its weight):
   them; AdamW keeps two moments per trained parameter, its foreach step allocates one
   parameter-sized temporary, the fused step none; SGD keeps nothing;
 * DDP adds its gradient buckets, a second copy of the trained gradients, held from
-  construction on; FSDP2 keeps ``1/gpus`` of parameters, gradients and states, plus what
-  does not shrink with more GPUs: every activation, the root's parameters (embeddings,
-  connector, norms, ``lm_head``), which it keeps gathered from forward to the end of
-  backward, the root's gradients at full size until its reduce-scatter at the end of
-  backward, and the layers being all-gathered, reduced and prefetched
-  (:data:`FSDP_LAYER_BUFFERS` layer-sized buffers).
+  construction on, and in its second step the first step's bucket too (below); FSDP2
+  keeps ``1/gpus`` of parameters, gradients and states, plus what does not shrink with
+  more GPUs: every activation, the root's parameters (embeddings, connector, norms,
+  ``lm_head``), which it keeps gathered from forward to the end of backward, the root's
+  gradients at full size until its reduce-scatter at the end of backward, and the layers
+  being all-gathered, reduced and prefetched (:data:`FSDP_LAYER_BUFFERS` layer-sized
+  buffers).
 
-The peak is the largest of five moments of the step (end of forward, start of backward,
-start of the vision tower's backward, end of backward, optimizer step);
-:attr:`MemoryEstimate.phase` says which one sets it. The derived terms were checked
-against per-phase GPU measurements of all three checkpoints (``benchmarks/gpu``).
-Measured constants, not derived: :data:`LIBRARY_WORKSPACES` (the CUDA libraries'
-workspaces), :data:`FSDP_LAYER_BUFFERS` (how many layer-sized buffers FSDP2 holds at
-once) and the 14 bytes per pixel of the processor's inputs on the GPU.
+The peak is the largest of six moments of the step (end of forward, start of backward,
+start of the vision tower's backward, end of backward, the embedding's backward,
+optimizer step); :attr:`MemoryEstimate.phase` says which one sets it. The derived terms
+were checked against per-phase GPU measurements of all three checkpoints
+(``benchmarks/gpu``). Measured constants, not derived: :data:`LIBRARY_WORKSPACES` (the
+CUDA libraries' workspaces), :data:`FSDP_LAYER_BUFFERS` (how many layer-sized buffers
+FSDP2 holds at once) and the 14 bytes per pixel of the processor's inputs on the GPU.
+
+**DDP's second step.** A run's peak is the largest over all its steps, so a transient of
+step 2 must fit too. Derived from torch's source (read for 2.14 and its C++ headers; the
+recorded runs used 2.11): with ``find_unused_parameters=False`` (DDP's default) the first
+step reduces every gradient in ONE flat bucket (``bucket_size_limits=[sys.maxsize]``); at
+the next forward (``_rebuild_buckets``, before any activation) the reducer drops it for
+25 MiB buckets. That bucket was the tensor of the first step's all-reduce, and
+ProcessGroupNCCL stashes an async collective's tensors (``stashed_for_allocator_safety_``)
+until ``work.wait()``, which DDP never calls (it waits on the future); the watchdog,
+polling every 100 ms, hands a finished work's stash to the main thread, which drops it at
+the next collective it issues. After the rebuild those are the buffer broadcast before
+the forward, then the bucket all-reduces of backward, the first once ``lm_head``'s
+gradient exists (the first ready, alone in the 1 MiB first bucket). So when the watchdog
+has not polled between the first all-reduce finishing and that broadcast, a flat copy of
+every trained gradient stays allocated through step 2's forward and the loss's backward:
+the moments "end of forward" and "start of backward" hold that much more
+(:attr:`MemoryEstimate.first_bucket`), in step 2 only. Measured: the recorded 256M DDP
+step 2 peaks exactly that block (513,802,240 bytes) above its step 3's backward peak; the
+2.2B and 500M DDP runs (and a probe of the 256M) freed it before their forward's peak.
+Whether it is held is a race of the watchdog against the step, which a model of shapes
+cannot time: the model predicts the held case (``peak_bytes``), and the peak from step 3
+on is :attr:`MemoryEstimate.steady_peak_bytes`. Assumed, not measured: that the watchdog
+has polled by step 2's first bucket all-reduce; a step 2 that issues it within 100 ms of
+step 1's all-reduce finishing could hold the bucket at later moments too (no recorded case
+shows it; it would not raise the 256M's peak, and would raise the 2.2B's at the vision
+tower's backward by another 2.2 GiB). FSDP2 keeps no bucket across steps (its recorded
+second steps peak as its third), nor does DDP with ``find_unused_parameters=True`` (25 MiB
+buckets from the start, never rebuilt): for that the prediction is one gradient set high.
 """
 
 from __future__ import annotations
@@ -869,7 +899,9 @@ class MemoryEstimate:
     gradients made so far, FSDP's gathered layers...). ``peak_bytes`` is their sum at
     that phase, plus :data:`LIBRARY_WORKSPACES`. Under FSDP ``weights``, ``gradients``
     and ``optimizer`` are this GPU's shards, and ``gathered`` is what FSDP holds
-    unsharded at the peak.
+    unsharded at the peak. Under DDP ``first_bucket`` is the first step's flat gradient
+    bucket when it is part of the peak (step 2 only, see the module docstring) and
+    ``steady_peak_bytes`` the peak of the steps after it; otherwise the two peaks are equal.
     """
 
     model: str
@@ -895,6 +927,8 @@ class MemoryEstimate:
     lora_parameters: int = 0
     gathered: int = 0
     buckets: int = 0
+    first_bucket: int = 0
+    steady_peak_bytes: int = 0
     gpus: int = 1
     sharding: str | None = None
     recipe: str = ""
@@ -921,6 +955,7 @@ class MemoryEstimate:
             activations_gib=round(self.activations_gib, 3),
             gradients_gib=round(self.gradients / GIB, 3),
             optimizer_gib=round(self.optimizer / GIB, 3),
+            steady_peak_gib=round(self.steady_peak_bytes / GIB, 3),
         )
         return data
 
@@ -939,6 +974,8 @@ class MemoryEstimate:
         ]
         if self.buckets:
             rows.append(("DDP gradient buckets", self.buckets))
+        if self.first_bucket:
+            rows.append(("DDP first step's bucket (step 2)", self.first_bucket))
         if self.gathered:
             rows.append(("FSDP gathered (unsharded)", self.gathered))
         rows.append((f"transient at {self.phase}", self.transient))
@@ -953,6 +990,9 @@ class MemoryEstimate:
             f"{self.parameters / 1e9:.2f}B parameters{trained}",
         ]
         lines += [f"  {name:<34} {format_bytes(value):>10}" for name, value in rows]
+        if self.steady_peak_bytes != self.peak_bytes:
+            lines.append(f"  from step 3 on (no first bucket): "
+                         f"{format_bytes(self.steady_peak_bytes)}{per_gpu}")
         return "\n".join(lines)
 
 
@@ -994,6 +1034,9 @@ def estimate_step(
     step_temp = (plan.trained + b * arch.vocab_size * arch.text_hidden
                  if shape.optimizer == "adamw-foreach" else 0)
     buckets = plan.trained if shape.sharding == "ddp" else 0
+    # DDP's second step: the first step's one flat bucket of every trained gradient, kept
+    # by NCCL's stash from the rebuild to the first bucket all-reduce (module docstring)
+    first_bucket = plan.trained if shape.sharding == "ddp" else 0
 
     hv = arch.vision_hidden
     tiles = shape.batch * tiles_per_sample
@@ -1054,9 +1097,14 @@ def estimate_step(
         + embedding,
         "optimizer step": held + gradients + _shard(step_temp, shards),
     }
+    steady_peak = max(moments.values())
+    # the moments before step 2's first bucket all-reduce hold the old bucket as well
+    for moment in _FIRST_BUCKET_MOMENTS:
+        moments[moment] += first_bucket
     phase, peak = max(moments.items(), key=lambda item: item[1])
     at_peak = 0 if phase == "optimizer step" else gathered
-    accounted = held + at_peak
+    bucket_at_peak = first_bucket if phase in _FIRST_BUCKET_MOMENTS else 0
+    accounted = held + at_peak + bucket_at_peak
     if phase in ("end of forward", "start of backward"):
         accounted += saved
     elif phase == "start of vision backward":
@@ -1087,10 +1135,17 @@ def estimate_step(
         lora_parameters=plan.lora_parameters,
         gathered=at_peak,
         buckets=buckets,
+        first_bucket=bucket_at_peak,
+        steady_peak_bytes=steady_peak,
         gpus=shape.gpus,
         sharding=shape.sharding,
         recipe=shape.recipe(),
     )
+
+
+#: The moments of :func:`estimate_step` that come before step 2's first bucket all-reduce:
+#: under DDP they also hold the first step's flat bucket (see the module docstring).
+_FIRST_BUCKET_MOMENTS = ("end of forward", "start of backward")
 
 
 def _shard(size: int, shards: int) -> int:

@@ -53,6 +53,8 @@ def recorded_cases() -> list[dict[str, Any]]:
 
 
 CASES = recorded_cases()
+#: The multi-GPU cases (torchrun, DDP or FSDP2), whose step 3 is recorded in phases.
+DIST_CASES = [c for c in CASES if c.get("gpus", 1) > 1]
 
 
 def predict(case: dict[str, Any]) -> MemoryEstimate:
@@ -61,21 +63,6 @@ def predict(case: dict[str, Any]) -> MemoryEstimate:
     return table_predict(case)
 
 
-#: The one recorded case the model does not explain: DDP on the 256M checkpoint at 384.
-#: Its recorded second step (``dist_step.py``, under GpuMeasure) peaks 513,802,240 bytes
-#: above its third step's backward peak: one gradient set (512,969,856 bytes); the 2.2B
-#: and 500M DDP cases do not show it; recorded twice, on two machines. DDP's first
-#: iteration reduces ONE bucket of every gradient (``find_unused_parameters=False`` makes
-#: torch's initial ``bucket_size_limits`` ``[sys.maxsize]``) and rebuilds 25 MiB buckets at
-#: the second forward (``_rebuild_buckets``). A probe of the same case on 2x H100
-#: (``benchmarks/gpu/ddp_probe.py``, ``probe-ddp-h100x2.jsonl``) found step 2's forward and
-#: backward peaks equal to step 3's (within 3 MB), with and without a 1 s pause after step
-#: 1: so the rebuild itself adds nothing once forward starts. The extra set is either in
-#: step 2's optimizer step (the probe did not read that peak; it does now) or depends on
-#: timing the probe changed (the first bucket kept alive by NCCL's stashed work until its
-#: watchdog, which wakes every 100 ms, drops it). Which one needs that next measurement;
-#: until then it is not modelled, and this stays a strict xfail.
-UNEXPLAINED = {"256M-le384-nogc-b1-i4-fused-ddp2"}
 PROBE = ROOT / "benchmarks" / "gpu" / "probe-ddp-h100x2.jsonl"
 
 
@@ -118,17 +105,64 @@ def test_parameter_counts_recorded_on_the_gpu_agree() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['file']}:{c['case']}" for c in CASES])
-def test_prediction_within_5_percent_and_never_2_percent_below(
-        case: dict[str, Any], request: pytest.FixtureRequest) -> None:
+def test_prediction_within_5_percent_and_never_2_percent_below(case: dict[str, Any]) -> None:
     """Issue 10's target: every measured case within 5% of its peak, none more than 2%
-    below it (a gate that says "fits" must be believed). Recorded: -0.9% to +4.9%."""
-    if case["case"] in UNEXPLAINED:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="DDP second step of the 256M checkpoint peaks one gradient "
-            "set higher than its steady state; not modelled (see UNEXPLAINED)"))
+    below it (a gate that says "fits" must be believed). Recorded: -0.9% to +4.9% outside
+    DDP; DDP -0.5% to +3.0% of the held step 2 and -0.6% to +0.5% of step 3.
+
+    The recorded peak is step 2. Under DDP step 2 may also hold the first step's gradient
+    bucket (a race with NCCL's watchdog, see ``pytest_tokenguard/gpu/model.py``) and the
+    prediction is the held case: never 2% below the measured step 2, and within
+    -2%...+5% of the worst step 2 the measured parts allow (step 3's forward peak plus
+    the bucket); its step-3-on figure is within -2%...+5% of the measured step 3."""
     measured = case["steady"]["torch_allocated"]
-    error = (predict(case).peak_bytes - measured) / measured
-    assert -0.02 <= error <= 0.05, f"{case['case']}: predicted {error:+.1%} off the measured peak"
+    estimate = predict(case)
+    error = (estimate.peak_bytes - measured) / measured
+    assert error >= -0.02, f"{case['case']}: predicted {error:+.1%} off the measured peak"
+    if not estimate.first_bucket:
+        assert error <= 0.05, f"{case['case']}: predicted {error:+.1%} off the measured peak"
+        assert estimate.steady_peak_bytes == estimate.peak_bytes
+        return
+    from benchmarks.gpu.make_table import held_second_step, step3_peak
+
+    held = held_second_step(case)
+    held_error = (estimate.peak_bytes - held) / held
+    assert -0.02 <= held_error <= 0.05, f"{case['case']}: {held_error:+.1%} off the held step 2"
+    third = step3_peak(case)
+    steady_error = (estimate.steady_peak_bytes - third) / third
+    assert -0.02 <= steady_error <= 0.05, f"{case['case']}: {steady_error:+.1%} off step 3"
+
+
+@pytest.mark.parametrize("case", DIST_CASES, ids=[c["case"] for c in DIST_CASES])
+def test_second_step_exceeds_the_third_only_by_ddp_first_bucket(case: dict[str, Any]) -> None:
+    """What the DDP transient rests on, in the recorded data: a step 2 peaks as its step 3
+    (within 1%), except under DDP, where it may peak one allocator block of the first
+    step's bucket higher (every trained gradient, its segment rounded up to 2 MiB as the
+    caching allocator rounds a large allocation). FSDP2 keeps no bucket across steps."""
+    from benchmarks.gpu.make_table import first_bucket, step3_peak
+
+    second, third = case["steady"]["torch_allocated"], step3_peak(case)
+    excess = second - third
+    estimate = predict(case)
+    if case["sharding"] != "ddp":
+        assert estimate.first_bucket == 0
+        assert abs(excess) <= 0.01 * third, f"{case['case']}: step 2 is {excess:+,} bytes over"
+        return
+    block = -(-first_bucket(case) // 2**21) * 2**21
+    held, freed = excess == block, abs(excess) <= 0.01 * third
+    assert held or freed, f"{case['case']}: step 2 is {excess:+,} bytes over step 3"
+    assert estimate.first_bucket == estimate.buckets == first_bucket(case)
+
+
+def test_a_recorded_ddp_second_step_holds_the_first_bucket() -> None:
+    """The transient is measured, not only derived: the 256M DDP case's step 2 peaks
+    exactly one block of the first step's bucket (513,802,240 bytes) over its step 3."""
+    case = next((c for c in CASES if c["case"] == "256M-le384-nogc-b1-i4-fused-ddp2"), None)
+    if case is None:
+        pytest.skip("the 256M DDP case is not recorded")
+    from benchmarks.gpu.make_table import step3_peak
+
+    assert case["steady"]["torch_allocated"] - step3_peak(case) == 513_802_240
 
 
 def _probes() -> list[dict[str, Any]]:
@@ -140,20 +174,20 @@ def _probes() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("probe", _probes(),
                          ids=[f"{p['case']}-pause{p['ranks'][0]['pause_s']}" for p in _probes()])
 def test_ddp_probe_second_and_third_steps_peak_as_predicted(probe: dict[str, Any]) -> None:
-    """The DDP probe's steps 2 and 3 (forward and backward peaks, every rank) are predicted
-    within 5% and never 2% below: the steady DDP step, 256M included, is modelled."""
+    """The DDP probe's steps 2 and 3 (forward and backward peaks, every rank) are within
+    -2%...+5% of the step-3-on prediction, and the prediction (bucket held) is never below
+    them. In these runs the first step's bucket was freed before step 2's forward: the
+    vision tower's input finds as much allocated in step 2 as in step 3."""
     recorded = next(c for c in CASES if c["case"] == probe["case"])
-    predicted = predict(recorded).peak_bytes
+    estimate = predict(recorded)
     for rank in probe["ranks"]:
+        assert rank["gradient_bytes"] == estimate.first_bucket
         for step in ("step2", "step3"):
             measured = max(rank[step]["peak_forward"], rank[step]["peak_backward"])
-            error = (predicted - measured) / measured
+            error = (estimate.steady_peak_bytes - measured) / measured
             assert -0.02 <= error <= 0.05, f"{probe['case']} {step}: {error:+.1%}"
-    # the recorded second step of the unexplained case is one gradient set over the probe's
-    first = probe["ranks"][0]
-    if probe["case"] in UNEXPLAINED:
-        extra = recorded["steady"]["torch_allocated"] - first["step2"]["peak_backward"]
-        assert abs(extra - first["gradient_bytes"]) < 0.01 * first["gradient_bytes"]
+            assert estimate.peak_bytes >= measured
+        assert rank["step2"]["vision_in"][1] == rank["step3"]["vision_in"][1]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['file']}:{c['case']}" for c in CASES])
@@ -282,6 +316,27 @@ def test_sgd_keeps_no_state() -> None:
     sgd = estimate_step(ARCH_22B, tiles_per_sample=4, seq_len=400, optimizer="sgd")
     assert sgd.optimizer == 0
     assert sgd.peak_bytes < adamw.peak_bytes
+
+
+def test_ddp_second_step_holds_the_first_bucket_before_backward_reduces() -> None:
+    """DDP's transient: one flat copy of every trained gradient, at the moments before
+    step 2's first bucket all-reduce (end of forward, start of backward) and only under
+    DDP; the peak from step 3 on leaves it out."""
+    shape: dict[str, Any] = {"tiles_per_sample": 4, "seq_len": 400}
+    ddp = estimate_step(ARCH_22B, gpus=2, sharding="ddp", **shape)
+    assert ddp.first_bucket == ddp.buckets == ddp.gradients > 0
+    assert ddp.phase in ("end of forward", "start of backward")
+    assert ddp.steady_peak_bytes < ddp.peak_bytes <= ddp.steady_peak_bytes + ddp.first_bucket
+    assert "DDP first step's bucket (step 2)" in ddp.describe()
+    assert "from step 3 on" in ddp.describe()
+    assert ddp.to_dict()["steady_peak_gib"] == round(ddp.steady_peak_bytes / GiB, 3)
+    lora = estimate_step(ARCH_22B, gpus=2, sharding="ddp", lora_rank=8, **shape)
+    assert lora.first_bucket == lora.gradients  # the adapters' fp32 gradients only
+    for other in (estimate_step(ARCH_22B, gpus=2, sharding="fsdp", **shape),
+                  estimate_step(ARCH_22B, **shape)):
+        assert other.first_bucket == 0
+        assert other.steady_peak_bytes == other.peak_bytes
+        assert "from step 3 on" not in other.describe()
 
 
 def test_fp32_doubles_weights() -> None:
