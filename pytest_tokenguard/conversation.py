@@ -16,6 +16,14 @@ tokenizer raises). Other special tokens (``<fake_token_around_image>``,
 ``<row_1_col_1>``, ``<end_of_utterance>``...) are tokenized as the special tokens they
 are, as the processor does, and counted exactly.
 
+Frames of a video come two ways, priced as the processor processes them:
+
+* ``{"type": "frames", ...}`` (:class:`FramesItem`): frames **sent as images**, one
+  ``<image>`` each, priced as that many still images;
+* ``{"type": "video", ...}`` (:class:`VideoItem`): a video sent **through the video
+  path** (``videos=``), which the processor samples itself and writes with an intro,
+  a timestamp line per frame and an outro (:mod:`pytest_tokenguard.video`).
+
 Video frames are referenced by :class:`FrameRange`, a half-open ``[start, end)``
 range. It is the only place in the package where a frame range is defined, so the
 inclusive/exclusive off-by-one can only be (re)introduced here, where the tests pin
@@ -28,6 +36,7 @@ Only the standard library is imported at module level; PIL loads when a file is 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,8 +46,9 @@ from typing import Any, TypeAlias
 
 from .errors import ConversationError as ConversationError
 from .errors import FrameRangeError as FrameRangeError
-from .errors import ImageItemError, ImageReadError
+from .errors import ImageItemError, ImageReadError, VideoItemError, VideoReadError
 from .specs import IMAGE_TOKEN
+from .video import VIDEO_TOKEN, VideoInfo, read_video_info
 
 __all__ = [
     "CONTENT_TYPES",
@@ -54,6 +64,7 @@ __all__ = [
     "Message",
     "MessageLike",
     "TextItem",
+    "VideoItem",
     "atoms",
     "image_sizes",
     "item_to_dict",
@@ -62,11 +73,11 @@ __all__ = [
     "parse_message",
     "to_chat_template",
     "to_dicts",
+    "videos_of",
 ]
 
-CONTENT_TYPES = ("text", "image", "frames")
+CONTENT_TYPES = ("text", "image", "frames", "video")
 ROLE_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
-VIDEO_TOKEN = "<video>"
 #: Strings the processor expands (and raises on when their count does not match the
 #: images or videos passed): never allowed inside text.
 PLACEHOLDERS = (IMAGE_TOKEN, VIDEO_TOKEN)
@@ -197,7 +208,68 @@ class FramesItem:
         )
 
 
-ContentItem: TypeAlias = TextItem | ImageItem | FramesItem
+@dataclass(frozen=True, slots=True)
+class VideoItem:
+    """A video sent through the processor's video path, which samples it itself.
+
+    ``total_frames``, ``fps`` (the video's own frame rate) and ``duration`` (seconds)
+    are what transformers' ``VideoMetadata`` holds: read from the file when a path is
+    given (as the processor's loader reads it, no frame decoded), or given by the user.
+    ``num_frames`` and ``sample_fps`` are the sampling of the processor call
+    (``num_frames=``/``fps=``; ``None``: the checkpoint's ``video_sampling``).
+
+    ``clip`` (``start``/``end`` in JSON, end exclusive) is a run of consecutive frames
+    of the video sent **as its own video**: the processor gets frames ``start..end-1``
+    with the metadata :meth:`processor_metadata` gives (``end - start`` frames at the
+    video's frame rate, ``(end - start) / fps`` seconds) and samples, times and
+    introduces them as a video of that length, timestamps starting at 00:00. This is
+    how the splitter cuts a long video into clips.
+    """
+
+    total_frames: int
+    fps: float
+    duration: float
+    num_frames: int | None = None
+    sample_fps: float | None = None
+    clip: FrameRange | None = None
+    path: str | None = None
+    #: where ``path`` was found (relative paths resolve against a base folder)
+    file: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def frame_range(self) -> FrameRange:
+        """The frames of the video this item sends: its clip, or all of them."""
+        return self.clip if self.clip is not None else FrameRange(0, self.total_frames)
+
+    def info(self) -> VideoInfo:
+        """The metadata the processor samples from: the video's, or the clip's as a video
+        of its own."""
+        name = self.file or self.path
+        if self.clip is None:
+            return VideoInfo(self.total_frames, self.fps, self.duration, path=name)
+        frames = len(self.clip)
+        return VideoInfo(frames, self.fps, frames / self.fps, path=name)
+
+    def processor_metadata(self) -> dict[str, Any]:
+        """``video_metadata`` for the processor when the frames are passed decoded (a clip,
+        or frames loaded by the caller): ``{"total_num_frames", "fps", "duration"}``."""
+        info = self.info()
+        return {"total_num_frames": info.total_frames, "fps": info.fps,
+                "duration": info.duration}
+
+    def split_at(self, frame: int) -> tuple[VideoItem, VideoItem]:
+        """Two consecutive clips, ``[start, frame)`` and ``[frame, end)`` (frame numbers of
+        the whole video)."""
+        head, tail = self.frame_range.split_at(frame)
+        return (_replace_clip(self, head), _replace_clip(self, tail))
+
+
+def _replace_clip(item: VideoItem, clip: FrameRange) -> VideoItem:
+    return VideoItem(item.total_frames, item.fps, item.duration, item.num_frames,
+                     item.sample_fps, clip, item.path, item.file)
+
+
+ContentItem: TypeAlias = TextItem | ImageItem | FramesItem | VideoItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +284,17 @@ class Message:
 
     @property
     def images(self) -> int:
-        """Images the chat template writes for this message (each frame is one)."""
+        """Images the chat template writes for this message (each frame is one); videos
+        are not images (see :attr:`videos`)."""
         return sum(
             1 if type(item) is ImageItem else len(item) if type(item) is FramesItem else 0
             for item in self.content
         )
+
+    @property
+    def videos(self) -> int:
+        """Video items (each one ``<video>``) of this message."""
+        return sum(1 for item in self.content if type(item) is VideoItem)
 
 
 Conversation: TypeAlias = tuple[Message, ...]
@@ -234,11 +312,13 @@ def _size(value: object, name: str, where: str) -> int:
     return value
 
 
-def _image_path(item: Mapping[str, Any], where: str) -> str | None:
-    """The item's ``path`` (or ``url``, or a path given as ``image``), checked to be text."""
-    for key in ("path", "url", "image"):
+def _image_path(item: Mapping[str, Any], where: str, keys: tuple[str, ...] = (
+        "path", "url", "image")) -> str | None:
+    """The item's ``path`` (or ``url``, or a path given as ``image``/``video``), checked to
+    be text."""
+    for key in keys:
         value = item.get(key)
-        if key == "image" and not isinstance(value, str | os.PathLike):
+        if key in ("image", "video") and not isinstance(value, str | os.PathLike):
             continue
         if value is None or value == "":
             continue
@@ -366,9 +446,128 @@ def _text(text: str, where: str) -> str:
             raise ConversationError(
                 f"{where}: the text contains {placeholder!r}, which the processor takes for "
                 f"a {kind} placeholder (and raises: no {kind} goes with it); put images in "
-                "their own {'type': 'image'} items and video frames in {'type': 'frames'} items"
+                "their own {'type': 'image'} items and videos in {'type': 'video'} items"
             )
     return text
+
+
+#: The keys a video item may have: a typo in a sampling setting ("max_frames" for
+#: "num_frames") would change the count, so unknown keys are refused.
+VIDEO_KEYS = ("type", "path", "url", "video", "total_frames", "fps", "duration",
+              "num_frames", "sample_fps", "start", "end")
+_VIDEO_EXAMPLE = ('{"type": "video", "path": "clip.mp4"} or {"type": "video", '
+                  '"total_frames": 1800, "fps": 30, "duration": 60}')
+#: metadata of video files already read, by (path, mtime, size): a file is scanned once
+_VIDEO_INFO: dict[tuple[str, int, int], VideoInfo] = {}
+
+
+def _video_file_info(file: Path, where: str) -> VideoInfo:
+    try:
+        stat = file.stat()
+    except OSError:
+        stat = None
+    key = (os.fspath(file), stat.st_mtime_ns, stat.st_size) if stat is not None else None
+    info = _VIDEO_INFO.get(key) if key is not None else None
+    if info is None:
+        try:
+            info = read_video_info(file)
+        except VideoReadError as exc:
+            raise VideoItemError(where, exc.path, exc.reason) from None
+        if key is not None:
+            if len(_VIDEO_INFO) >= 4096:
+                _VIDEO_INFO.clear()
+            _VIDEO_INFO[key] = info
+    return info
+
+
+def _number(item: Mapping[str, Any], key: str, where: str, *, integer: bool = False,
+            positive: bool = True) -> Any:
+    value = item.get(key)
+    if value is None:
+        return None
+    ok = not isinstance(value, bool) and (
+        isinstance(value, int) if integer else isinstance(value, int | float))
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok:
+        ok = value > 0 if positive else value >= 0
+    if not ok:
+        kind = ("a positive integer" if integer else
+                "a positive number" if positive else "a number >= 0")
+        raise ConversationError(f"{where}: video {key!r} must be {kind}, got {_short(value)}")
+    if integer and value > MAX_FRAME:
+        raise ConversationError(f"{where}: video {key!r} {_short(value)} is out of range "
+                                "(frame counts are below 2**31)")
+    return value
+
+
+def _video(item: Mapping[str, Any], where: str, base_dir: Path | None) -> VideoItem:
+    unknown = [key for key in item if key not in VIDEO_KEYS]
+    if unknown:
+        hint = ("; the most frames to sample is 'num_frames'" if "max_frames" in unknown else
+                "; the sampling rate is 'sample_fps'" if "fps_sample" in unknown else "")
+        raise ConversationError(
+            f"{where}: video item has unknown key {_short(unknown[0])}{hint}; a video item "
+            f"takes {', '.join(repr(k) for k in VIDEO_KEYS[1:])}"
+        )
+    path = _image_path(item, where, ("path", "url", "video"))
+    file = _local_file(path, base_dir)
+    total = _number(item, "total_frames", where, integer=True)
+    fps = _number(item, "fps", where)
+    duration = _number(item, "duration", where, positive=False)
+    num_frames = _number(item, "num_frames", where, integer=True)
+    sample_fps = _number(item, "sample_fps", where)
+    if file is not None and file.exists():
+        # the processor reads the file, not declared numbers: they must agree
+        info = _video_file_info(file, where)
+        for key, declared, real in (("total_frames", total, info.total_frames),
+                                    ("fps", fps, info.fps), ("duration", duration, info.duration)):
+            if declared is not None and declared != real:
+                extra = (" (it is the video's own frame rate; the sampling rate is "
+                         "'sample_fps')" if key == "fps" else "")
+                raise ConversationError(
+                    f"{where}: video declares {key} {declared!r} but its file {file} has "
+                    f"{real!r} as the processor's loader reads it{extra}; fix or drop "
+                    f"{key!r}"
+                )
+        assert info.fps is not None
+        assert info.duration is not None
+        total, fps, duration = info.total_frames, info.fps, info.duration
+    elif total is None or fps is None:
+        if path and file is None:
+            raise ConversationError(
+                f"{where}: {_short(path)} is a remote URL, which is never fetched; download "
+                "it, or give 'total_frames', 'fps' and 'duration' with it"
+            )
+        if path:
+            raise VideoItemError(where, os.fspath(file) if file else path,
+                                 "does not exist; fix the path, or give 'total_frames', 'fps' "
+                                 "and 'duration' to count it without the file")
+        missing = "total_frames" if total is None else "fps"
+        raise ConversationError(
+            f"{where}: video has no {missing!r}: give a file under 'path', or its metadata "
+            f"'total_frames', 'fps' and 'duration' ({_VIDEO_EXAMPLE})"
+        )
+    if duration is None:
+        duration = total / fps  # what transformers' loaders report
+    clip = None
+    if "start" in item or "end" in item:
+        if not ("start" in item and "end" in item):
+            missing = "end" if "start" in item else "start"
+            raise ConversationError(f"{where}: video clip has no {missing!r}; give both start "
+                                    "and end (frame numbers, end exclusive)")
+        try:
+            clip = FrameRange(item["start"], item["end"])
+        except FrameRangeError as exc:
+            raise FrameRangeError(f"{where}: video clip {exc}") from None
+        if len(clip) == 0 or clip.end > total:
+            why = ("is empty (end is exclusive)" if len(clip) == 0 else
+                   f"ends past the video's {total} frames")
+            raise FrameRangeError(f"{where}: video clip [{clip.start}, {clip.end}) {why}; give "
+                                  f"0 <= start < end <= {total}")
+    return VideoItem(total, float(fps), float(duration), num_frames,
+                     None if sample_fps is None else float(sample_fps), clip, path,
+                     os.fspath(file) if file is not None else None)
 
 
 def parse_item(item: object, where: str, base_dir: Path | None = None) -> ContentItem:
@@ -391,11 +590,7 @@ def parse_item(item: object, where: str, base_dir: Path | None = None) -> Conten
     if kind == "frames":
         return _frames(item, where)
     if kind == "video":
-        raise ConversationError(
-            f"{where}: type 'video' goes through the processor's video pipeline, which is not "
-            "counted here; list the sampled frames as {'type': 'frames', 'start': S, 'end': E, "
-            "'width': W, 'height': H}"
-        )
+        return _video(item, where, base_dir)
     raise ConversationError(
         f"{where}: unknown content type {_short(kind)}; use one of {', '.join(CONTENT_TYPES)}"
     )
@@ -456,9 +651,32 @@ def parse_conversation(
             f"a conversation is a list of messages, got {type(messages).__name__}; "
             "for a JSON object with 'messages', pass its 'messages' list"
         )
-    return tuple(
+    parsed = tuple(
         parse_message(m, i, base_dir=base_dir, label=label) for i, m in enumerate(messages)
     )
+    check_video_strings(parsed, label=label)
+    return parsed
+
+
+def check_video_strings(messages: Sequence[Message], *, label: str = "message") -> None:
+    """Refuse plain-string content in a conversation that holds a video.
+
+    transformers renders a conversation that holds a video with its own chat template
+    (``DEFAULT_CHAT_TEMPLATE``), whatever the checkpoint's: from 5.24 it writes
+    plain-string content (``"Role: text"``) where the checkpoint's template, and 5.17's
+    built-in one, drop it. The count would depend on the installed version, so such
+    content is refused with the fix, never guessed.
+    """
+    if not any(type(item) is VideoItem for m in messages for item in m.content):
+        return
+    for index, message in enumerate(messages):
+        if message.string_content:
+            raise ConversationError(
+                f"{label} {index}: plain-string content in a conversation that holds a video, "
+                "which transformers renders with its own chat template (5.24 writes the string, "
+                "the checkpoint's template drops it); write the content as "
+                '[{"type": "text", "text": ...}]'
+            )
 
 
 # --------------------------------------------------------------------------- writing
@@ -473,6 +691,8 @@ def item_to_dict(item: ContentItem) -> dict[str, Any]:
         if item.path is not None:
             out["path"] = item.path
         return out
+    if type(item) is VideoItem:
+        return _video_dict(item, item.path)
     assert type(item) is FramesItem
     frames: dict[str, Any] = {
         "type": "frames", "start": item.frames.start, "end": item.frames.end,
@@ -483,15 +703,31 @@ def item_to_dict(item: ContentItem) -> dict[str, Any]:
     return frames
 
 
+def _video_dict(item: VideoItem, path: str | None) -> dict[str, Any]:
+    """A video item's JSON form: its path (if any) and its metadata, so the item can be
+    counted again without the file (the file, when present, must agree)."""
+    out: dict[str, Any] = {"type": "video"}
+    if path is not None:
+        out["path"] = path
+    out.update(total_frames=item.total_frames, fps=item.fps, duration=item.duration)
+    if item.num_frames is not None:
+        out["num_frames"] = item.num_frames
+    if item.sample_fps is not None:
+        out["sample_fps"] = item.sample_fps
+    if item.clip is not None:
+        out["start"], out["end"] = item.clip.start, item.clip.end
+    return out
+
+
 def to_dicts(
     messages: Sequence[Message], *, image_paths: Callable[[str], str] | None = None
 ) -> list[dict[str, Any]]:
     """JSON-ready messages in this package's format (frames as ranges; string content
     stays a string).
 
-    ``image_paths`` rewrites the path of an image found on this machine: it gets the
-    path where the file was found (relative paths resolved against the folder they were
-    read from) and returns the path to write, e.g. relative to the output's folder.
+    ``image_paths`` rewrites the path of an image or video found on this machine: it gets
+    the path where the file was found (relative paths resolved against the folder they
+    were read from) and returns the path to write, e.g. relative to the output's folder.
     Without it, paths are written as they were given.
     """
     out: list[dict[str, Any]] = []
@@ -502,18 +738,21 @@ def to_dicts(
         content = []
         for item in m.content:
             entry = item_to_dict(item)
-            if image_paths is not None and type(item) is ImageItem and item.file is not None:
-                entry["path"] = image_paths(item.file)
+            if image_paths is not None and type(item) in (ImageItem, VideoItem) and \
+                    item.file is not None:  # type: ignore[union-attr]
+                entry["path"] = image_paths(item.file)  # type: ignore[union-attr]
             content.append(entry)
         out.append({"role": m.role, "content": content})
     return out
 
 
 def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Messages as ``processor.apply_chat_template`` takes them: frames become image items.
+    """Messages as ``processor.apply_chat_template`` takes them: frames become image items
+    (frames sent as images), videos stay video items (the processor's video path).
 
     Image items keep their size (and PIL image, or path resolved to where the file was
-    found) so the same list also tells which pixels to hand the processor.
+    found) and video items their path and metadata, so the same list also tells what to
+    hand the processor.
     """
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -529,6 +768,8 @@ def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
                     if item.video is not None:
                         image["video"] = item.video
                     content.append(image)
+            elif type(item) is VideoItem:
+                content.append(_video_dict(item, item.file or item.path))
             else:
                 entry = item_to_dict(item)
                 if type(item) is ImageItem:
@@ -539,6 +780,11 @@ def to_chat_template(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 content.append(entry)
         out.append({"role": m.role, "content": content})
     return out
+
+
+def videos_of(messages: Sequence[Message]) -> list[VideoItem]:
+    """Every video item, in the order the template writes their ``<video>``."""
+    return [item for m in messages for item in m.content if type(item) is VideoItem]
 
 
 def image_sizes(messages: Sequence[Message]) -> list[tuple[int, int]]:

@@ -43,6 +43,7 @@ __all__ = [
     "SplitterCheckError",
     "TemplateError",
     "TokenguardError",
+    "VideoItemError",
     "VideoReadError",
     "reword",
 ]
@@ -142,6 +143,16 @@ class ImageItemError(ConversationError, ImageReadError):
         self.path = str(path)
         self.reason = reason
         Exception.__init__(self, f"{where}: image {self.path} {reason}")
+
+
+class VideoItemError(ConversationError, VideoReadError):
+    """A video item whose file cannot be used: a conversation error (it names the
+    message and item) that is also a :class:`VideoReadError` (``path``, ``reason``)."""
+
+    def __init__(self, where: str, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        Exception.__init__(self, f"{where}: video {self.path} {reason}")
 
 
 class FrameRangeError(ConversationError):

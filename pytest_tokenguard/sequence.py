@@ -21,6 +21,24 @@ processor, not assumed.
 A message whose content is a plain string renders as ``Role: `` with the string
 dropped (the template iterates list items only), and is counted so.
 
+**Videos.** A ``{"type": "video"}`` item renders as ``<video>`` (after ``Role: ``, with
+the space: only an image first gets ``Role:``), which the processor replaces with an
+intro, a timestamp line and an image block per sampled frame, and an outro
+(:mod:`pytest_tokenguard.video`). The intro and outro are plain text, so they merge
+with the text around the placeholder (``": " + "You are..."``): a message's cost
+tokenizes them in place, exactly. Two facts of transformers shape the rest:
+
+* every intro of one processor call spells the *largest* sampled frame count among
+  the call's videos (transformers reads it off the padded batch). So a message's cost
+  depends on that count: :func:`message_cost` takes it as ``intro_frames`` (default:
+  the message's own largest), and :func:`count_conversation` passes the
+  conversation's. The sum stays exact for any conversation, given its count;
+* a conversation that holds a video is rendered with transformers' own chat template
+  (``DEFAULT_CHAT_TEMPLATE``), whatever the checkpoint's: its list content renders as
+  SmolVLM2's (plus ``<video>``), plain-string content is refused
+  (:func:`~pytest_tokenguard.conversation.check_video_strings`), and such a
+  conversation is priced message by message even under a custom template.
+
 The additive path is taken only for SmolVLM2's own chat template, recognised by its
 meaning rather than its bytes: the processor's template and the built-in one are
 parsed by Jinja, as transformers configures it, and their syntax trees compared, so a
@@ -42,19 +60,23 @@ from typing import Any, NamedTuple
 
 from .conversation import (
     Conversation,
+    FramesItem,
     ImageItem,
     Message,
     MessageLike,
     TextItem,
+    VideoItem,
     image_sizes,
     parse_conversation,
     to_chat_template,
+    videos_of,
 )
 from .counting import count_image
 from .errors import ConversationError, InputError
 from .errors import TemplateError as TemplateError
 from .processor.chat import render_chat
 from .tokens import TokenCounter, fast_text_counter
+from .video import VIDEO_TOKEN
 
 __all__ = [
     "MessageCost",
@@ -62,12 +84,15 @@ __all__ = [
     "TemplateError",
     "base_tokens",
     "count_conversation",
+    "intro_frames",
     "is_known_template",
     "message_cost",
     "processor_count",
     "processor_input_ids",
     "render",
     "template_file",
+    "video_cost",
+    "video_costs",
 ]
 
 IM_START = "<|im_start|>"
@@ -82,7 +107,10 @@ class MessageCost(NamedTuple):
     ``tokens`` = ``template`` + ``text`` + ``blocks``. ``template`` is the newline
     before the message, ``Role:`` and ``<end_of_utterance>``; ``text`` is the message
     text as tokenized in place (the space after ``Role:`` merges into the first word,
-    so it is counted here); ``blocks`` is every token of the image blocks.
+    so it is counted here), videos' intros, timestamp lines and outros included;
+    ``blocks`` is every token of the image blocks, videos' frame blocks included.
+    ``images`` counts still images and frames sent as images, ``videos`` the video
+    items and ``video_frames`` the frames the processor samples of them.
     """
 
     tokens: int
@@ -91,6 +119,8 @@ class MessageCost(NamedTuple):
     blocks: int
     images: int
     image_tokens: int
+    videos: int = 0
+    video_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,11 +139,18 @@ class SequenceLength:
     image_tokens: int
     images: int
     messages: tuple[int, ...]
+    #: video items, and the frames the processor samples of them (each one image block,
+    #: counted in ``image_block_tokens``; their text is in ``text_tokens``)
+    videos: int = 0
+    video_frames: int = 0
 
     def __str__(self) -> str:
+        videos = (f" ({self.video_frames} of them frames of {self.videos} video"
+                  f"{'s' * (self.videos != 1)})" if self.videos else "")
         return (
             f"{self.total} tokens = {self.template_tokens} template + {self.text_tokens} text "
-            f"+ {self.image_block_tokens} in {self.images} image blocks"
+            f"+ {self.image_block_tokens} in {self.images + self.video_frames} image blocks"
+            f"{videos}"
         )
 
 
@@ -126,6 +163,8 @@ class _Facts(NamedTuple):
     text: Any  # str -> int, exact
     images: dict[tuple[int, int], tuple[int, int]]  # (w, h) -> (block, <image> tokens)
     headers: dict[str, tuple[str, int]]  # role -> ("Role:", its tokens)
+    #: (video item, intro frames) -> (cost, tokens of its pieces between two blocks)
+    videos: dict[tuple[VideoItem, int | None], tuple[Any, int]]
 
 
 #: Jinja settings of transformers' chat-template environment that change the syntax tree
@@ -198,6 +237,26 @@ def _facts_or_none(counter: TokenCounter) -> _Facts | None:
     return facts
 
 
+def _renders_videos_itself(processor: Any) -> bool:
+    """Whether ``processor`` renders a conversation holding a video with SmolVLM2's
+    built-in template whatever its own: transformers' SmolVLMProcessor does (its
+    ``DEFAULT_CHAT_TEMPLATE``), and so does the tokenizer-only stand-in."""
+    return (getattr(processor, "video_processor", None) is not None
+            or type(processor).__name__ == "LightProcessor")
+
+
+def _facts_for(counter: TokenCounter, messages: Sequence[Message]) -> _Facts | None:
+    """The additive facts for ``messages``: a conversation that holds a video is rendered
+    with transformers' own template, so it is priced additively whatever the
+    checkpoint's template is."""
+    facts = _facts_or_none(counter)
+    if facts is None and _renders_videos_itself(counter.processor) and videos_of(messages):
+        facts = counter.__dict__.get("_video_sequence_facts")
+        if facts is None:
+            facts = counter.__dict__["_video_sequence_facts"] = _build_facts(counter)
+    return facts
+
+
 def _facts(counter: TokenCounter) -> _Facts:
     """The additive facts, or a :class:`TemplateError` naming the template's file."""
     facts = _facts_or_none(counter)
@@ -222,19 +281,76 @@ def _build_facts(counter: TokenCounter) -> _Facts:
         text=text,
         images={},
         headers={},
+        videos={},
     )
     return facts
 
 
+def video_cost(item: VideoItem, counter: TokenCounter, intro_frames: int | None = None) -> Any:
+    """The exact :class:`~pytest_tokenguard.video.VideoCost` of a video item, sampled
+    as the processor samples it (its ``num_frames``/``sample_fps``, else the
+    processor's ``video_sampling``); ``intro_frames`` is the frame count the intro
+    spells (the largest of the call; default: this video's own)."""
+    return counter.video_counter(item.info(), num_frames=item.num_frames, fps=item.sample_fps,
+                                 intro_frames=intro_frames)
+
+
+def video_costs(items: Sequence[VideoItem], counter: TokenCounter) -> list[Any]:
+    """The costs of the videos of ONE processor call, in order: every intro spells the
+    largest sampled frame count among them, as transformers writes it."""
+    plans = [counter.video_counter.plan(item.info(), num_frames=item.num_frames,
+                                        fps=item.sample_fps) for item in items]
+    most = max((plan.frames for plan in plans), default=0)
+    return [counter.video_counter.cost(plan, most) for plan in plans]
+
+
+def intro_frames(messages: Sequence[Message], counter: TokenCounter) -> int | None:
+    """The frame count every intro of ``messages`` spells when they are processed in one
+    call (the largest any of their videos samples), or None when they hold no video."""
+    frames = [_video_entry(item, counter, _video_facts(counter), None)[0].frames
+              for m in messages for item in m.content if type(item) is VideoItem]
+    return max(frames, default=None)
+
+
+def _video_facts(counter: TokenCounter) -> _Facts:
+    facts = _facts_or_none(counter)
+    if facts is None:
+        facts = counter.__dict__.get("_video_sequence_facts")
+        if facts is None:
+            facts = counter.__dict__["_video_sequence_facts"] = _build_facts(counter)
+    return facts
+
+
+def _video_entry(item: VideoItem, counter: TokenCounter, facts: _Facts,
+                 intro: int | None) -> tuple[Any, int]:
+    """(cost, tokens of the pieces between its first and last block) of a video item,
+    cached on the facts (a clip and its intro count identify the text)."""
+    key = (item, intro)
+    entry = facts.videos.get(key)
+    if entry is None:
+        cost = video_cost(item, counter, intro)
+        text = facts.text
+        entry = (cost, sum(text(piece) for piece in cost.pieces[1:-1]))
+        if len(facts.videos) > 4096:
+            facts.videos.clear()
+        facts.videos[key] = entry
+    return entry
+
+
 def message_cost(
-    message: Message, counter: TokenCounter, facts: _Facts | None = None
+    message: Message, counter: TokenCounter, facts: _Facts | None = None,
+    intro_frames: int | None = None,
 ) -> MessageCost:
     """What ``message`` adds to any conversation it is part of (see the module docstring).
 
     ``facts`` is :func:`_facts` of ``counter``, passed by hot loops to skip the lookup.
+    ``intro_frames`` matters only for a message with videos: the frame count their
+    intros spell, the largest among the videos of the whole conversation (see
+    :func:`intro_frames`); ``None`` takes this message's own largest.
     """
     if facts is None:
-        facts = _facts(counter)
+        facts = (_facts(counter) if not message.videos or
+                 _facts_or_none(counter) is not None else _video_facts(counter))
     text = facts.text
     image_cache = facts.images
     header_entry = facts.headers.get(message.role)
@@ -243,15 +359,29 @@ def message_cost(
         header_entry = facts.headers[message.role] = (name, text(name))
     header, header_tokens = header_entry
     content = message.content
-    piece = header if type(content[0]) is not TextItem else header + " "
+    # "Role:" before an image (frames render as images), "Role: " before text or a video
+    piece = header if type(content[0]) in (ImageItem, FramesItem) else header + " "
     if message.string_content:
         content = ()  # the template iterates list items only: the string is not written
     pieces = 0
-    blocks = images = image_tokens = 0
+    blocks = images = image_tokens = videos = video_frames = 0
+    if intro_frames is None and message.videos:
+        intro_frames = max(_video_entry(item, counter, facts, None)[0].frames
+                           for item in content if type(item) is VideoItem)
     for item in content:
         kind = type(item)
         if kind is TextItem:
             piece += item.text  # type: ignore[union-attr]
+            continue
+        if kind is VideoItem:
+            # the intro and the outro are text: they tokenize with their neighbours
+            video, between = _video_entry(item, counter, facts, intro_frames)  # type: ignore[arg-type]
+            pieces += text(piece + video.pieces[0]) + between
+            piece = video.pieces[-1]
+            blocks += video.block_tokens
+            image_tokens += video.image_tokens
+            videos += 1
+            video_frames += video.frames
             continue
         if piece:
             pieces += text(piece)
@@ -272,7 +402,7 @@ def message_cost(
     template = facts.newline + header_tokens + facts.eou
     text_tokens = pieces - header_tokens
     return MessageCost(template + text_tokens + blocks, template, text_tokens, blocks, images,
-                       image_tokens)
+                       image_tokens, videos, video_frames)
 
 
 def base_tokens(counter: TokenCounter) -> int:
@@ -298,10 +428,11 @@ def count_conversation(
             "the conversation has no messages, which the chat template cannot render; give "
             "at least one message"
         )
-    facts = _facts_or_none(counter)
+    facts = _facts_for(counter, messages)
     if facts is None:
         return _rendered_length(messages, counter, add_generation_prompt)
-    costs = [message_cost(m, counter) for m in messages]
+    intro = intro_frames(messages, counter)
+    costs = [message_cost(m, counter, facts, intro) for m in messages]
     template = facts.specials + facts.im_start + sum(c.template for c in costs)
     if add_generation_prompt:
         # the final "\n" (counted with the first message) becomes "\nAssistant:"
@@ -319,6 +450,8 @@ def count_conversation(
         image_tokens=sum(c.image_tokens for c in costs),
         images=sum(c.images for c in costs),
         messages=tuple(c.tokens for c in costs),
+        videos=sum(c.videos for c in costs),
+        video_frames=sum(c.video_frames for c in costs),
     )
 
 
@@ -357,12 +490,14 @@ def render(messages: Sequence[Message], add_generation_prompt: bool = False) -> 
     parts = [IM_START]
     for m in messages:
         parts.append(m.role.capitalize())
-        parts.append(": " if type(m.content[0]) is TextItem else ":")
+        parts.append(":" if type(m.content[0]) in (ImageItem, FramesItem) else ": ")
         for item in () if m.string_content else m.content:
             if type(item) is TextItem:
                 parts.append(item.text)
             elif type(item) is ImageItem:
                 parts.append("<image>")
+            elif type(item) is VideoItem:
+                parts.append(VIDEO_TOKEN)
             else:
                 parts.append("<image>" * len(item))  # type: ignore[arg-type]
         parts.append(END_OF_UTTERANCE + "\n")
@@ -393,6 +528,66 @@ def _pixels(item: dict[str, Any]) -> Any:
     return blank
 
 
+def _decoded(item: VideoItem) -> tuple[Any, dict[str, Any]]:
+    """A video item as decoded frames and ``video_metadata``: a file through the
+    processor's own loader (torchcodec), its clip sliced out and described as a video
+    of its own; metadata alone as blank frames (only the metadata decides the tokens)."""
+    import numpy as np
+
+    if item.file is not None and Path(item.file).exists():
+        from transformers.video_utils import load_video
+
+        frames, loaded = load_video(item.file, backend="torchcodec")
+        if item.clip is None:
+            return frames, {"total_num_frames": loaded.total_num_frames, "fps": loaded.fps,
+                            "duration": loaded.duration}
+        count = len(item.clip)
+        return (frames[item.clip.start:item.clip.end],
+                {"total_num_frames": count, "fps": loaded.fps, "duration": count / loaded.fps})
+    return np.zeros((item.info().total_frames, 8, 10, 3), np.uint8), item.processor_metadata()
+
+
+def _video_inputs(processor: Any, videos: Sequence[VideoItem]) -> tuple[list[Any], dict[str, Any]]:
+    """The videos of one processor call and the keyword arguments they need.
+
+    One call samples every video with one ``num_frames``/``fps``, so when the items
+    agree (the usual case) the processor samples them itself (``do_sample_frames=True``,
+    files by path unless a clip is cut from them). Items that differ cannot share a
+    call as they are; the frames are then sampled here, exactly as the counter samples
+    them, and passed with their ``frames_indices`` (``do_sample_frames=False``), as a
+    caller who samples their own frames would.
+    """
+    import numpy as np
+
+    settings = {(item.num_frames, item.sample_fps) for item in videos}
+    kwargs: dict[str, Any] = {"return_tensors": "pt"}  # transformers 5.24 needs it for videos
+    if len(settings) == 1:
+        num_frames, fps = settings.pop()
+        kwargs["do_sample_frames"] = True
+        if num_frames is not None:
+            kwargs["num_frames"] = num_frames
+        if fps is not None:
+            kwargs["fps"] = fps
+        if all(v.clip is None and v.file is not None and Path(v.file).exists() for v in videos):
+            return [v.file for v in videos], kwargs
+        decoded = [_decoded(v) for v in videos]
+        kwargs["video_metadata"] = [metadata for _, metadata in decoded]
+        return [frames for frames, _ in decoded], kwargs
+    from .video import plan_video, video_sampling_from_processor
+
+    sampling = video_sampling_from_processor(processor)
+    frames, metadata = [], []
+    for item in videos:
+        plan = plan_video(item.info(), sampling, num_frames=item.num_frames, fps=item.sample_fps)
+        assert plan.indices is not None
+        frames.append(np.zeros((plan.frames, 8, 10, 3), np.uint8))
+        info = item.info()
+        metadata.append({"total_num_frames": info.total_frames, "fps": info.fps,
+                         "duration": info.duration, "frames_indices": list(plan.indices)})
+    kwargs.update(do_sample_frames=False, video_metadata=metadata)
+    return frames, kwargs
+
+
 def processor_input_ids(
     processor: Any,
     conversation: Sequence[MessageLike] | Conversation,
@@ -403,7 +598,9 @@ def processor_input_ids(
 
     Renders with the processor's own ``apply_chat_template`` and runs the processor on
     the text with one image per placeholder (the file or PIL image when the item has
-    one, else a blank image of the item's size: only the size decides the tokens).
+    one, else a blank image of the item's size: only the size decides the tokens) and
+    one video per ``<video>``, through ``videos=`` (see :func:`_video_inputs`): frames
+    items go as images, video items as videos, as each is priced.
     """
     messages = parse_conversation(conversation)
     if not messages:
@@ -413,8 +610,22 @@ def processor_input_ids(
     pixels = [_pixels(item) for m in hf if not isinstance(m["content"], str)
               for item in m["content"] if item["type"] == "image"]
     assert len(pixels) == len(image_sizes(messages))
-    out = processor(text=[rendered], images=[pixels]) if pixels else processor(text=[rendered])
-    return [int(i) for i in out["input_ids"][0]]
+    kwargs: dict[str, Any] = {}
+    if pixels:
+        kwargs["images"] = [pixels]
+    videos = videos_of(messages)
+    if videos:
+        inputs, video_kwargs = _video_inputs(processor, videos)
+        kwargs.update(video_kwargs, videos=[inputs])
+        import warnings
+
+        with warnings.catch_warnings():  # "fps not given, defaulting to 24" and kin
+            warnings.simplefilter("ignore")
+            out = processor(text=[rendered], **kwargs)
+    else:
+        out = processor(text=[rendered], **kwargs)
+    ids = out["input_ids"][0]
+    return [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
 
 
 def processor_count(

@@ -209,6 +209,14 @@ def video_sampling_from_processor(processor: Any) -> VideoSampling:
     ``num_frames`` (which it took from ``video_sampling``)."""
     video_processor = getattr(processor, "video_processor", None)
     if video_processor is None:
+        # the tokenizer-only stand-in of `tokenguard split` (processor/light.py): the
+        # checkpoint folder's video_sampling, or the known checkpoint's
+        name = str(getattr(processor, "name_or_path", "") or "")
+        if name and (Path(name) / "preprocessor_config.json").is_file():
+            return video_sampling_from_folder(name)
+        known = video_sampling_for(name) if name else None
+        if known is not None and type(processor).__name__ == "LightProcessor":
+            return known
         raise SpecError(
             f"{type(processor).__name__} has no video_processor: videos need a SmolVLM2 "
             "processor (transformers >= 5)"
