@@ -458,8 +458,14 @@ class PathEvent(NamedTuple):
     reason: str = ""
 
 
-def walk_image_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[PathEvent]:
+def walk_image_paths(
+    paths: Sequence[str | os.PathLike[str]], *, suffixes: frozenset[str] = IMAGE_SUFFIXES,
+    what: str = "image",
+) -> Iterator[PathEvent]:
     """Files named directly, and image files inside folders (sorted, recursive).
+
+    ``suffixes`` are the file suffixes taken from folders (``tokenguard count`` adds the
+    video ones) and ``what`` names them in the note on a folder with none.
 
     A named file is yielded whatever its suffix (or its state), so a mis-named or broken
     file gets a clear error instead of being skipped. Inside folders, as ``grep -r``
@@ -474,22 +480,24 @@ def walk_image_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[PathEv
         except OSError:
             is_dir = False
         if is_dir:
-            yield from _walk_folder(path)
+            yield from _walk_folder(path, suffixes, what)
         else:
             yield PathEvent("image", path)
 
 
-def _walk_folder(root: Path) -> Iterator[PathEvent]:
+def _walk_folder(root: Path, suffixes: frozenset[str] = IMAGE_SUFFIXES,
+                 what: str = "image") -> Iterator[PathEvent]:
     errors: list[OSError] = []
     found = False
+    plural = "images" if what == "image" else f"{what} files"
 
     def unreadable() -> Iterator[PathEvent]:
         while errors:
             exc = errors.pop(0)
             where = Path(exc.filename) if exc.filename else root
             yield PathEvent("unreadable", where, f"is a folder that cannot be read "
-                                                 f"({exc.strerror or exc}); its images are "
-                                                 "not counted")
+                                                 f"({exc.strerror or exc}); its "
+                                                 f"{plural} are not counted")
 
     for folder, dirnames, filenames in os.walk(root, onerror=errors.append):
         for event in unreadable():
@@ -505,7 +513,7 @@ def _walk_folder(root: Path) -> Iterator[PathEvent]:
                                                 "followed; pass it directly to count it")
         for name in sorted(filenames):
             file = base / name
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
+            if file.suffix.lower() not in suffixes:
                 continue
             found = True
             yield PathEvent("image", file)
@@ -513,8 +521,8 @@ def _walk_folder(root: Path) -> Iterator[PathEvent]:
         found = True
         yield event
     if not found:
-        yield PathEvent("skipped", root, "has no image files "
-                                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        yield PathEvent("skipped", root, f"has no {what} files "
+                                         f"({', '.join(sorted(suffixes))})")
 
 
 def iter_image_paths(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:

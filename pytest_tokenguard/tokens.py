@@ -128,7 +128,10 @@ class TokenCounter:
         then rendered with the processor's own ``apply_chat_template``, whatever its
         template, and the rendered text counted exactly. Image items need a size:
         ``{"type": "image", "width": W, "height": H}``, a PIL image under ``"image"``, or a
-        path under ``"path"``/``"url"`` (header read only).
+        path under ``"path"``/``"url"`` (header read only). Video items are expanded as
+        the processor expands them (one intro frame count for the whole call, see
+        :mod:`pytest_tokenguard.video`); the ``image_tokens`` and ``block_tokens`` then
+        include the videos' frames.
         """
         from .conversation import (
             PLACEHOLDERS,
@@ -136,9 +139,10 @@ class TokenCounter:
             image_sizes,
             parse_conversation,
             to_chat_template,
+            videos_of,
         )
         from .errors import TemplateError
-        from .sequence import template_file
+        from .sequence import template_file, video_costs
 
         parsed = parse_conversation(messages)
         if not parsed:
@@ -147,10 +151,11 @@ class TokenCounter:
                 "give at least one message"
             )
         sizes = image_sizes(parsed)
+        videos = videos_of(parsed)
         rendered = render_chat(self.processor, to_chat_template(parsed),
                                add_generation_prompt=add_generation_prompt)
         for placeholder in PLACEHOLDERS:
-            expected = len(sizes) if placeholder == IMAGE_TOKEN else 0
+            expected = len(sizes) if placeholder == IMAGE_TOKEN else len(videos)
             if rendered.count(placeholder) != expected:
                 raise TemplateError(
                     f"{template_file(self.processor)}: the chat template writes "
@@ -158,7 +163,30 @@ class TokenCounter:
                     f"{placeholder.strip('<>')}s in the conversation, which the processor "
                     "refuses; fix the template"
                 )
-        return self.prompt(rendered, sizes)
+        if not videos:
+            return self.prompt(rendered, sizes)
+        return self._with_videos(rendered, sizes, video_costs(videos, self))
+
+    def _with_videos(self, rendered: str, sizes: Sequence[tuple[int, int]],
+                     costs: Sequence[Any]) -> PromptCount:
+        """A rendered prompt with ``<video>`` placeholders: each is expanded as the
+        processor expands it and its intro/outro tokenized with the text around it."""
+        from .video import splice_videos
+
+        spliced = splice_videos(rendered, costs)
+        images = iter(self.image(w, h) for w, h in sizes)
+        counted: list[ImageCost] = []
+        text_tokens = self._specials
+        for piece in spliced.pieces:
+            parts = piece.split(IMAGE_TOKEN)
+            text_tokens += sum(self.text(part) for part in parts if part)
+            counted.extend(next(images) for _ in parts[1:])
+        block = spliced.block_tokens + sum(image.block_tokens for image in counted)
+        return PromptCount(
+            total=text_tokens + block, text_tokens=text_tokens,
+            image_tokens=spliced.image_tokens + sum(i.image_tokens for i in counted),
+            block_tokens=block, images=tuple(counted),
+        )
 
     def video(
         self, video: Any, *, num_frames: int | None = None, fps: float | None = None,

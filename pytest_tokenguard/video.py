@@ -338,8 +338,9 @@ def _open_container(path: str | os.PathLike[str]) -> Any:
     try:
         return av.open(str(file), "r")
     except (FFmpegError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc  # FFmpeg's words, without the path again
         raise VideoReadError(
-            path, f"is not a video FFmpeg can read (corrupt, truncated or another format: {exc})"
+            path, f"is not a video FFmpeg can read (corrupt, truncated or another format: {why})"
         ) from None
 
 

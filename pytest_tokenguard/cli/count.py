@@ -1,13 +1,27 @@
-"""``tokenguard count``: exact image-token counts of image files, from their headers.
+"""``tokenguard count``: exact token counts of image and video files, from their headers.
 
-It reads image headers only (``--verify`` decodes) and never imports torch or
-transformers, so it answers in well under a second for a folder of 1,000 frames.
+It reads image headers only (``--verify`` decodes) and video container metadata only
+(every packet's timing, as the processor's loader reads it: no frame is decoded, through
+PyAV), and never imports torch or transformers, so it answers in well under a second for
+a folder of 1,000 frames.
 
-Output contract: one row per image and resolution on stdout (a table and a totals line,
-or JSON Lines with ``--json``); on stderr one line per file or folder that cannot be read
-and one per thing skipped (an empty folder, a symbolic link to a folder inside a folder).
-Exit status: 0 when every image was counted, 1 when a file or folder could not be read
+Output contract: one row per image and resolution, and one per video, on stdout (tables
+and totals lines, or JSON Lines with ``--json``; every object has ``kind``, ``"image"`` or
+``"video"``); on stderr one line per file or folder that cannot be read and one per
+thing skipped (an empty folder, a symbolic link to a folder inside a folder).
+Exit status: 0 when every file was counted, 1 when a file or folder could not be read
 (or nothing at all was counted), 2 for a usage error (bad option, unknown or broken model).
+
+A video is priced as ``apply_chat_template`` has the processor sample it (the
+checkpoint's ``video_sampling``, or ``--num-frames``/``--fps`` as per-call
+``num_frames``/``fps`` with ``do_sample_frames=True``); ``tokens`` is everything the
+processor writes in place of its ``<video>``, text included (tokenized alone: in a
+prompt the intro and outro merge with the text around them). ``--longest-edge``,
+``--tile-size`` and ``--image-splitting`` do not apply to videos: every frame is
+resized to the checkpoint's tile square and never split, so a video has one row
+whatever they say. The text needs the checkpoint's tokenizer: its folder's
+``tokenizer.json``, or SmolVLM2's own shipped with this package for a known checkpoint
+that is not on this machine (read by the ``tokenizers`` library, not transformers).
 """
 
 from __future__ import annotations
@@ -25,12 +39,15 @@ from ..errors import CountingError, ImageReadError, ProcessorLoadError, SpecErro
 from ..processor.source import ENV_MODEL, model_or_default, resolve_source
 from ..specs import ModelSpec
 
-__all__ = ["add_count_parser", "json_row", "plural", "positive_int", "run_count",
-           "spec_for_model"]
+__all__ = ["add_count_parser", "json_row", "plural", "positive_float", "positive_int",
+           "run_count", "spec_for_model", "video_counter_for_model", "video_json_row"]
 
 #: The columns of the text table, in order.
 TABLE_COLUMNS = ("path", "width", "height", "longest_edge", "grid", "patches",
                  "image_tokens", "block_tokens")
+#: The columns of the videos' table, in order.
+VIDEO_COLUMNS = ("path", "duration", "fps", "total_frames", "frames", "image_tokens",
+                 "block_tokens", "tokens")
 
 
 def positive_int(text: str) -> int:
@@ -41,6 +58,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"{value} is not a valid size; use a positive integer such as 384"
+        )
+    return value
+
+
+def positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a valid rate; use a positive number of frames a second such as 1"
         )
     return value
 
@@ -66,6 +97,59 @@ def spec_for_model(model: str) -> ModelSpec:
     return source.spec()
 
 
+def video_counter_for_model(model: str) -> Any:
+    """The :class:`~pytest_tokenguard.video.VideoCounter` of ``model`` without transformers:
+    spec, ``video_sampling`` and ``tokenizer.json`` from its folder, or for a known
+    checkpoint that is not on this machine its published sampling and SmolVLM2's
+    tokenizer shipped with this package (the same file in all three checkpoints)."""
+    from ..video import (
+        VideoCounter,
+        text_counter_from_folder,
+        tokenizer_text_counter,
+        video_sampling_for,
+        video_sampling_from_folder,
+    )
+
+    source = resolve_source(model, network_timeout=None)
+    spec = spec_for_model(model)
+    folder = source.folder
+    if folder is not None:
+        return VideoCounter(spec, text_counter_from_folder(folder),
+                            video_sampling_from_folder(folder))
+    sampling = video_sampling_for(source.known or model)
+    if sampling is None:
+        raise SpecError(f"{model}: no video_sampling known for it and no checkpoint folder to "
+                        "read one from; point --model at a SmolVLM2 checkpoint folder")
+    from tokenizers import Tokenizer
+
+    from ..processor.embedded import tokenizer_json
+
+    return VideoCounter(spec, tokenizer_text_counter(Tokenizer.from_str(tokenizer_json())),
+                        sampling)
+
+
+def video_json_row(path: Path, cost: Any) -> dict[str, Any]:
+    """The JSON object of one video: ``path`` (as :func:`json_row` writes it), ``kind``,
+    ``duration``, ``fps`` (the video's own, as the processor's loader reads them),
+    ``total_frames``, ``frames`` (how many the processor samples), ``image_tokens``,
+    ``block_tokens`` and ``tokens`` (all it writes in place of the ``<video>``)."""
+    row = _path_fields(path)
+    fields = cost.json_fields()
+    del fields["path"]
+    row.update(fields)
+    return row
+
+
+def _path_fields(path: Path) -> dict[str, Any]:
+    raw = os.fsencode(path)
+    row: dict[str, Any] = {"path": raw.decode("utf-8", "replace")}
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        row["path_escaped"] = raw.decode("utf-8", "backslashreplace")
+    return row
+
+
 def json_row(path: Path, info: Any, cost: Any) -> dict[str, Any]:
     """The JSON object of one image at one resolution.
 
@@ -73,14 +157,10 @@ def json_row(path: Path, info: Any, cost: Any) -> dict[str, Any]:
     U+FFFD for each undecodable byte, and ``path_escaped`` (only then present) keeps
     every byte as ``\\xNN`` so the file can still be found. ``rows`` and ``cols`` are the
     processor's (0 and 0 for an image that is not split: one tile, the global image),
-    and ``grid`` is the same two numbers as ``rows×cols``.
+    and ``grid`` is the same two numbers as ``rows×cols``. ``kind`` is ``"image"``.
     """
-    raw = os.fsencode(path)
-    row: dict[str, Any] = {"path": raw.decode("utf-8", "replace")}
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        row["path_escaped"] = raw.decode("utf-8", "backslashreplace")
+    row = _path_fields(path)
+    row["kind"] = "image"
     row.update(cost._asdict())
     row["grid"] = f"{cost.rows}×{cost.cols}"
     row["orientation"] = info.orientation
@@ -117,7 +197,15 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from PIL import Image
 
     from ..counting import ImageCounter
-    from ..images import display_path, read_image_info, verify_image, walk_image_paths
+    from ..errors import VideoReadError
+    from ..images import (
+        IMAGE_SUFFIXES,
+        display_path,
+        read_image_info,
+        verify_image,
+        walk_image_paths,
+    )
+    from ..video import VIDEO_SUFFIXES, is_video_path
 
     # a header of 100+ megapixels is counted like any other; PIL's warning is about decoding
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -132,10 +220,23 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (SpecError, ProcessorLoadError, CountingError) as exc:
         print(f"tokenguard count: {exc}", file=err)
         return 2
+    events = list(walk_image_paths(args.paths, suffixes=IMAGE_SUFFIXES | VIDEO_SUFFIXES,
+                                   what="image or video"))
+    videos: Any = None
+    if any(e.kind == "image" and is_video_path(e.path) for e in events):
+        try:  # only when there is a video: images need no tokenizer
+            videos = video_counter_for_model(model_or_default(args.model))
+        except (SpecError, ProcessorLoadError, CountingError, OSError) as exc:
+            print(f"tokenguard count: videos cannot be counted with this model: {exc}",
+                  file=err)
+            return 2
+    sampling = {"num_frames": getattr(args, "num_frames", None),
+                "fps": getattr(args, "fps", None)}
     read = verify_image if getattr(args, "verify", False) else read_image_info
     failures = counted = 0
     rows: list[dict[str, Any]] = []
-    for event in walk_image_paths(args.paths):
+    video_rows: list[dict[str, Any]] = []
+    for event in events:
         shown = display_path(event.path)
         if event.kind == "skipped":
             print(f"tokenguard count: skipped {shown}: {event.reason}", file=err)
@@ -143,6 +244,22 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if event.kind == "unreadable":
             failures += 1
             print(f"tokenguard count: {shown}: {event.reason}", file=err)
+            continue
+        if videos is not None and is_video_path(event.path):
+            try:
+                video = videos(event.path, **sampling)
+            except (VideoReadError, CountingError) as exc:
+                failures += 1
+                reason = exc.reason if isinstance(exc, VideoReadError) else str(exc)
+                print(f"tokenguard count: {shown}: {reason}", file=err)
+                continue
+            counted += 1
+            row = video_json_row(event.path, video)
+            if args.json:
+                print(json.dumps(row), file=out)
+            else:
+                row["path"] = shown
+                video_rows.append(row)
             continue
         try:
             info = read(event.path)
@@ -163,12 +280,35 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not args.json and rows:
         for line in _table(rows):
             print(line, file=out)
+    if not args.json and video_rows:
+        for line in _video_table(video_rows):
+            print(line, file=out)
     out.flush()
     if counted == 0 and failures == 0:
-        print("tokenguard count: no image was counted; pass image files or folders that "
-              "hold some", file=err)
+        print("tokenguard count: no image or video was counted; pass image or video files, "
+              "or folders that hold some", file=err)
         return 1
     return 1 if failures else 0
+
+
+def _number(value: float) -> str:
+    """A duration or rate for the table: up to 3 decimals, trailing zeros dropped (the
+    JSON keeps every digit)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _video_table(rows: list[dict[str, Any]]) -> Iterator[str]:
+    cells = [[str(r["path"]), _number(r["duration"]), _number(r["fps"]),
+              *(str(r[h]) for h in VIDEO_COLUMNS[3:])] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(VIDEO_COLUMNS)]
+    yield "  ".join(h.ljust(w) for h, w in zip(VIDEO_COLUMNS, widths, strict=True)).rstrip()
+    for row in cells:
+        yield "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+    yield (f"total videos: {plural(len(rows), 'video')}, "
+           f"{plural(sum(r['frames'] for r in rows), 'frame')} sampled, "
+           f"{sum(r['image_tokens'] for r in rows)} image tokens, "
+           f"{sum(r['block_tokens'] for r in rows)} block tokens, "
+           f"{sum(r['tokens'] for r in rows)} tokens")
 
 
 def _table(rows: list[dict[str, Any]]) -> Iterator[str]:
@@ -189,9 +329,12 @@ def _table(rows: list[dict[str, Any]]) -> Iterator[str]:
 def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``count`` subcommand to ``tokenguard``'s subparsers."""
     count: argparse.ArgumentParser = subparsers.add_parser(
-        "count", help="image and block tokens per image and longest_edge (headers only)",
-        description="Exact SmolVLM image-token counts of image files and folders, from "
-        "their headers (EXIF orientation applied, as transformers loads a path). Exit "
+        "count", help="tokens per image and longest_edge, and per video (headers only)",
+        description="Exact SmolVLM token counts of image and video files and folders, from "
+        "their headers (EXIF orientation applied, as transformers loads a path) and video "
+        "container metadata (no frame decoded; videos need PyAV: pip install "
+        "'pytest-tokenguard[video]'). A video's row is everything the processor writes in "
+        "place of its <video>, sampled as apply_chat_template samples it. Exit "
         "status: 0 all counted, 1 a file or folder could not be read, 2 a usage error.",
     )
     count.add_argument(
@@ -201,8 +344,9 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     count.add_argument(
         "--longest-edge", type=positive_int, action="append",
-        help="resolution to count at, the processor's size={'longest_edge': N}; repeat for "
-        "several (default: the model's own)",
+        help="resolution to count images at, the processor's size={'longest_edge': N}; "
+        "repeat for several (default: the model's own); videos ignore it: their frames are "
+        "resized to the tile square and never split",
     )
     count.add_argument(
         "--image-splitting", dest="do_image_splitting", default=None,
@@ -216,12 +360,22 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
         "model's own tile)",
     )
     count.add_argument(
+        "--num-frames", type=positive_int, default=None, metavar="N",
+        help="count videos as processor(..., num_frames=N, do_sample_frames=True): at most N "
+        "frames sampled (default: the model's video_sampling max_frames, 64)",
+    )
+    count.add_argument(
+        "--fps", type=positive_float, default=None, metavar="F",
+        help="count videos as processor(..., fps=F, do_sample_frames=True): F frames sampled "
+        "a second (default: the model's video_sampling fps, 1)",
+    )
+    count.add_argument(
         "--verify", action="store_true",
         help="decode every image, so truncated or corrupt files whose header is intact are "
         "reported as unreadable (slower; the default reads headers only)",
     )
     count.add_argument("--json", action="store_true", help="JSON Lines, one object per image "
-                       "and resolution")
-    count.add_argument("paths", nargs="+", help="image files or folders of images")
+                       "and resolution and one per video, each with its kind")
+    count.add_argument("paths", nargs="+", help="image or video files, or folders of them")
     count.set_defaults(func=run_count)
     return count
