@@ -22,7 +22,9 @@ __all__ = [
     "ImageFigure",
     "ResolutionFigures",
     "TestFigures",
+    "VideoFigure",
     "figures_from_recording",
+    "video_figures_from_json",
 ]
 
 
@@ -44,10 +46,43 @@ class ImageFigure:
                 "block_tokens": self.block_tokens}
 
 
+@dataclass(frozen=True, order=True)
+class VideoFigure:
+    """What ``count`` videos of one test cost each, alike: the frames the processor
+    sampled, their ``<image>`` and block tokens, and ``tokens``, everything written in
+    place of one ``<video>`` (tokenized alone)."""
+
+    frames: int
+    image_tokens: int
+    block_tokens: int
+    tokens: int
+    count: int = 1
+
+    def to_json(self) -> dict[str, int]:
+        return {"frames": self.frames, "image_tokens": self.image_tokens,
+                "block_tokens": self.block_tokens, "tokens": self.tokens, "count": self.count}
+
+
+def video_figures_from_json(data: object) -> tuple[VideoFigure, ...]:
+    """The ``videos`` list of a resolution entry (trusted data: the wire)."""
+    if not isinstance(data, list):
+        return ()
+    return tuple(sorted(VideoFigure(int(v["frames"]), int(v["image_tokens"]),
+                                    int(v["block_tokens"]), int(v["tokens"]),
+                                    int(v.get("count", 1))) for v in data))
+
+
 @dataclass(frozen=True)
 class ResolutionFigures:
     """The token figures of one test at one ``longest_edge`` (``None``: sequences that had
-    no image). ``per_image`` lists each distinct image size once, sorted."""
+    no image). ``per_image`` lists each distinct image size once, sorted.
+
+    ``per_video`` lists the videos (processed through ``videos=``) recorded with it, one
+    entry per distinct cost with how many had it; video frames are not images, so
+    ``images``, ``image_tokens`` and ``block_tokens`` count still images only. In JSON
+    the videos are the optional ``videos`` key, written only when there are some, so a
+    suite without videos writes the same bytes as before and older files still load.
+    """
 
     longest_edge: int | None
     images: int
@@ -58,6 +93,20 @@ class ResolutionFigures:
     #: tiles encoded by the vision tower; shown in the summary, not kept in the baseline
     #: (it follows from the per-image counts)
     patches: int = field(default=0, compare=False)
+    per_video: tuple[VideoFigure, ...] = ()
+
+    @property
+    def videos(self) -> int:
+        return sum(video.count for video in self.per_video)
+
+    @property
+    def video_frames(self) -> int:
+        return sum(video.frames * video.count for video in self.per_video)
+
+    @property
+    def video_tokens(self) -> int:
+        """Everything the processor wrote for the videos (each tokenized alone)."""
+        return sum(video.tokens * video.count for video in self.per_video)
 
     def to_json(self, *, patches: bool = False) -> dict[str, Any]:
         """The baseline's form; ``patches=True`` adds the tile count (the wire's form)."""
@@ -71,6 +120,8 @@ class ResolutionFigures:
         }
         if patches:
             data["patches"] = self.patches
+        if self.per_video:
+            data["videos"] = [video.to_json() for video in self.per_video]
         return data
 
 
@@ -134,12 +185,19 @@ class TestFigures:
 
 def figures_from_recording(recording: Recording) -> tuple[ResolutionFigures, ...]:
     """A test's recording aggregated per ``longest_edge``, sorted for stable output."""
+    recorded_videos = getattr(recording, "videos", ())
     edges: set[int | None] = {image.longest_edge for image in recording.images}
     edges.update(sequence.longest_edge for sequence in recording.sequences)
+    edges.update(video.longest_edge for video in recorded_videos)
     figures = []
     for edge in sorted(edges, key=lambda e: (e is None, e or 0)):
         images = [image for image in recording.images if image.longest_edge == edge]
         sequences = [s.length for s in recording.sequences if s.longest_edge == edge]
+        alike: dict[tuple[int, int, int, int], int] = {}
+        for video in recorded_videos:
+            if video.longest_edge == edge:
+                key = (video.frames, video.image_tokens, video.block_tokens, video.tokens)
+                alike[key] = alike.get(key, 0) + 1
         figures.append(ResolutionFigures(
             longest_edge=edge,
             images=len(images),
@@ -151,6 +209,7 @@ def figures_from_recording(recording: Recording) -> tuple[ResolutionFigures, ...
                 for image in images
             })),
             patches=sum(image.patches for image in images),
+            per_video=tuple(sorted(VideoFigure(*key, count) for key, count in alike.items())),
         ))
     return tuple(figures)
 
@@ -168,4 +227,5 @@ def resolution_from_json(data: Mapping[str, Any]) -> ResolutionFigures:
                                            int(i["image_tokens"]), int(i["block_tokens"]))
                                for i in data.get("per_image", ()))),
         patches=int(data.get("patches", 0)),
+        per_video=video_figures_from_json(data.get("videos", ())),
     )

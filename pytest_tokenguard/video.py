@@ -71,6 +71,7 @@ __all__ = [
     "frame_block_tokens",
     "is_video_path",
     "iter_video_paths",
+    "largest_within",
     "plan_frames",
     "plan_video",
     "read_video_info",
@@ -809,6 +810,32 @@ class VideoCounter:
         most = max(plan.frames for plan in plans)
         return tuple(self.cost(plan, most) for plan in plans)
 
+    def tokens_by_num_frames(
+        self, video: VideoInfo | str | os.PathLike[str], *, fps: float | None = None,
+    ) -> tuple[int, ...]:
+        """The video's exact tokens at ``num_frames=1, 2, ..., max_frames`` (sampled at
+        ``fps``, else the checkpoint's rate): entry ``n - 1`` is ``num_frames=n``. The
+        recorder keeps it, so a marker can name the fix without the tokenizer."""
+        info = video if isinstance(video, VideoInfo) else read_video_info(video, self.backend)
+        return tuple(self(info, num_frames=cap, fps=fps).tokens
+                     for cap in range(1, self.sampling.max_frames + 1))
+
+    def tokens_by_fps(
+        self, video: VideoInfo | str | os.PathLike[str], *, num_frames: int | None = None,
+    ) -> tuple[tuple[float, int], ...]:
+        """``(fps, tokens)`` for the sampling rates that give the video each frame count
+        from 1 to ``max_frames``: ``n / duration`` rounded down to 3 decimals (a rate a
+        person would write), each counted exactly at that rate. Ascending rates."""
+        info = video if isinstance(video, VideoInfo) else read_video_info(video, self.backend)
+        if not info.duration:
+            return ()
+        out: dict[float, int] = {}
+        for frames in range(1, (num_frames or self.sampling.max_frames) + 1):
+            rate = math.floor(frames / info.duration * 1000) / 1000
+            if rate > 0 and rate not in out:
+                out[rate] = self(info, num_frames=num_frames, fps=rate).tokens
+        return tuple(sorted(out.items()))
+
     def max_frames_within(
         self, video: VideoInfo | str | os.PathLike[str], limit: int, *,
         fps: float | None = None,
@@ -819,9 +846,13 @@ class VideoCounter:
         ``max_frames`` plans, no search shortcut: the count is not monotone in every
         digit of the intro)."""
         _checked("limit", limit, "pass a token budget", minimum=0, integer=True)
-        info = video if isinstance(video, VideoInfo) else read_video_info(video, self.backend)
-        for cap in range(self.sampling.max_frames, 0, -1):
-            if self(info, num_frames=cap, fps=fps).tokens <= limit:
-                return cap
-        return None
+        return largest_within(self.tokens_by_num_frames(video, fps=fps), limit)
 
+
+def largest_within(tokens_by_num_frames: Sequence[int], limit: int) -> int | None:
+    """The largest ``n`` whose entry ``tokens_by_num_frames[n - 1]`` is at most ``limit``
+    (see :meth:`VideoCounter.tokens_by_num_frames`), or None."""
+    for cap in range(len(tokens_by_num_frames), 0, -1):
+        if tokens_by_num_frames[cap - 1] <= limit:
+            return cap
+    return None

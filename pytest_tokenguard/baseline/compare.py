@@ -201,6 +201,8 @@ def _token_changes(old: Sequence[ResolutionFigures], new: Sequence[ResolutionFig
             if was.block_tokens != now.block_tokens:
                 changes.append(Change(edge, "image block tokens", str(was.block_tokens),
                                       str(now.block_tokens), True, moved_to))
+        if before.per_video != after.per_video:
+            changes.extend(_video_changes(edge, before, after, moved_to))
         totals = [("images", "images"), ("longest sequence", "longest_sequence")]
         if before.images != 1 or after.images != 1:  # with one image, totals repeat it
             totals[1:1] = [("total image tokens", "image_tokens"),
@@ -211,6 +213,24 @@ def _token_changes(old: Sequence[ResolutionFigures], new: Sequence[ResolutionFig
                 changes.append(Change(edge, figure, str(was_value), str(now_value), True,
                                       moved_to))
     return changes
+
+
+def _video_changes(edge: int | None, before: ResolutionFigures, after: ResolutionFigures,
+                   moved_to: int | None) -> list[Change]:
+    """The videos' figures that moved: their count, sampled frames and tokens."""
+    changes = []
+    for figure, attribute in (("videos", "videos"), ("video frames", "video_frames"),
+                              ("video tokens", "video_tokens")):
+        was, now = getattr(before, attribute), getattr(after, attribute)
+        if was != now:
+            changes.append(Change(edge, figure, str(was), str(now), True, moved_to))
+    if not changes:  # same totals, different videos
+        changes.append(Change(edge, "videos", _videos(before), _videos(after), True, moved_to))
+    return changes
+
+
+def _videos(entry: ResolutionFigures) -> str:
+    return ", ".join(f"{v.count}×{v.frames} frames/{v.tokens} tokens" for v in entry.per_video)
 
 
 def _describe(entry: ResolutionFigures | None) -> str:

@@ -39,6 +39,10 @@ The file is JSON meant to be read in code review::
   lists each distinct image size once, sorted by (width, height). Totals (``images``,
   ``image_tokens``, ``block_tokens``) catch a test that sends more images of a size
   that already cost the same.
+* ``videos`` (optional in a resolution entry, added in 0.2 without a version bump:
+  written only for tests that processed a video, so older files load as they are) lists
+  the videos recorded at that resolution, one object per distinct cost:
+  ``{"frames", "image_tokens", "block_tokens", "tokens", "count"}``.
 * ``gpu`` is optional: the peak GPU memory a test measured and how (``gpu_measure``:
   ``torch_reserved``, ``torch_allocated``, ``nvml``..., or ``predicted``).
 * ``source`` (optional, added in 0.2 without a version bump: readers of version 1 ignore
@@ -64,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BaselineError as BaselineError
-from ..figures import GpuFigure, ImageFigure, ResolutionFigures, TestFigures
+from ..figures import GpuFigure, ImageFigure, ResolutionFigures, TestFigures, VideoFigure
 
 __all__ = [
     "DEFAULT_BASELINE",
@@ -259,6 +263,16 @@ def _parse_entry(data: object) -> TestFigures:
             image = _object(image_raw, image_where)
             per_image.append(ImageFigure(*(_count(image, key, image_where) for key in
                                            ("width", "height", "image_tokens", "block_tokens"))))
+        videos_raw = item.get("videos", [])
+        if not isinstance(videos_raw, list):
+            raise _SchemaError(f"{where}.videos", "expected a list")
+        per_video = []
+        for number, video_raw in enumerate(videos_raw):
+            video_where = f"{where}.videos[{number}]"
+            video = _object(video_raw, video_where)
+            per_video.append(VideoFigure(*(_count(video, key, video_where) for key in
+                                           ("frames", "image_tokens", "block_tokens", "tokens",
+                                            "count"))))
         resolutions.append(ResolutionFigures(
             longest_edge=edge,
             images=_count(item, "images", where),
@@ -266,6 +280,7 @@ def _parse_entry(data: object) -> TestFigures:
             block_tokens=_count(item, "block_tokens", where),
             longest_sequence=_count(item, "longest_sequence", where),
             per_image=tuple(sorted(per_image)),
+            per_video=tuple(sorted(per_video)),
         ))
     gpu = None
     if "gpu" in entry:

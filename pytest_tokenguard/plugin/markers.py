@@ -22,7 +22,7 @@ from ..verdict import PASSED, CheckResult, LimitResult, Verdict
 
 if TYPE_CHECKING:
     from ..gpu.measure import DevicesPeak, GpuPeak
-    from ..processor.recording import ImageRecord, Recording, SequenceRecord
+    from ..processor.recording import ImageRecord, Recording, SequenceRecord, VideoRecord
 
 __all__ = [
     "MARKERS",
@@ -30,7 +30,9 @@ __all__ = [
     "MarkerDef",
     "check_image_tokens",
     "check_max_sequence",
+    "check_video_tokens",
     "suggest_longest_edge",
+    "suggest_sampling",
 ]
 
 
@@ -156,9 +158,92 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Check
         lines.append(f"  {sequence.name}: {sequence.length} tokens{edge}{note}  "
                      f"{sequence.preview!r}")
     lines.append(
-        "Lower the processor's longest_edge, send fewer images per sample, or split the "
-        "sample (pytest_tokenguard.splitting)."
+        "Lower the processor's longest_edge, send fewer images per sample, sample fewer "
+        "video frames (num_frames=...; @pytest.mark.video_tokens names the value that fits), "
+        "or split the sample (pytest_tokenguard.splitting)."
     )
+    return CheckResult(False, message, "\n".join(lines))
+
+
+def _rate(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def suggest_sampling(video: VideoRecord, limit: int) -> str:
+    """The fix for a video that costs more than ``limit`` tokens: the largest
+    ``num_frames`` (the processor's ``video_sampling.max_frames`` per call) and the
+    largest sampling ``fps`` whose exact cost fits, read off the costs the recorder
+    computed (:func:`pytest_tokenguard.video.largest_within`)."""
+    from ..video import largest_within
+
+    if not video.by_num_frames:
+        return ("its metadata has no frame rate or duration, so no sampling can be "
+                "suggested: pass video_metadata with fps and duration, or fewer frames")
+    cap = largest_within(video.by_num_frames, limit)
+    if cap is None:
+        return (f"even one sampled frame costs {video.by_num_frames[0]} tokens: raise the "
+                "limit, or send the frame as an image")
+    rate = f", at fps={_rate(video.sample_fps)}" if video.sample_fps is not None else ""
+    fix = (f"num_frames={cap} fits ({video.by_num_frames[cap - 1]} tokens{rate}; "
+           f"processor(..., num_frames={cap}, do_sample_frames=True), apply_chat_template"
+           f"(..., num_frames={cap}), or video_sampling max_frames={cap})")
+    fitting = [(fps, tokens) for fps, tokens in video.by_fps if tokens <= limit]
+    if fitting:
+        fps, tokens = fitting[-1]
+        fix += f"; or fps={_rate(fps)} ({tokens} tokens)"
+    if not video.sampled:
+        fix = ("this call kept every frame (do_sample_frames is off by default in a direct "
+               f"processor call): pass do_sample_frames=True; {fix}")
+    return fix
+
+
+def _describe_video(video: VideoRecord) -> str:
+    what = f"Video {video.label!r}"
+    if video.total_frames is not None:
+        seconds = f", {_rate(video.duration)} s" if video.duration is not None else ""
+        rate = f" at {_rate(video.fps)} fps" if video.fps is not None else ""
+        return (f"{what} ({video.frames} of {video.total_frames} frames sampled{seconds}"
+                f"{rate})")
+    return f"{what} ({video.frames} frames)"
+
+
+def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
+                       per_frame: int | None = None) -> CheckResult:
+    """Every video processed during the test must cost at most ``limit`` tokens (all the
+    processor writes in place of its ``<video>``) and, with ``per_frame``, each of its
+    sampled frames at most ``per_frame`` tokens (its image block); at least one video
+    must have been processed (a marker that checks nothing fails)."""
+    if not videos:
+        return CheckResult(
+            False,
+            f"Test declared at most {limit} tokens per video but no SmolVLM processor call "
+            "processed a video while it ran",
+            _NOTHING_SEEN,
+        )
+    over = [video for video in videos if video.tokens > limit]
+    heavy = [video for video in videos if per_frame is not None and video.frames
+             and video.block_tokens // video.frames > per_frame]
+    if not over and not heavy:
+        return PASSED
+    if over:
+        worst = max(over, key=lambda video: video.tokens)
+        message = (f"{_describe_video(worst)} cost {worst.tokens} tokens, over the declared "
+                   f"{limit} by {worst.tokens - limit}; {suggest_sampling(worst, limit)}")
+    else:
+        worst = heavy[0]
+        message = (f"{_describe_video(worst)} costs {worst.block_tokens // worst.frames} "
+                   f"tokens a frame (its image block), over the declared per_frame="
+                   f"{per_frame}: every frame is one block of the checkpoint's "
+                   "image_seq_len; check the checkpoint (84 on the 2.2B, 67 on the 256M and "
+                   "500M)")
+    lines = [f"{len(set(map(id, over + heavy)))} of {len(videos)} videos are over the "
+             "declared cost:",
+             f"  {'video':>20}  {'frames':>6}  {'of':>6}  {'<image>':>7}  {'block':>6}  "
+             f"{'tokens':>6}"]
+    for video in (over + [v for v in heavy if v not in over])[:20]:
+        total = "-" if video.total_frames is None else str(video.total_frames)
+        lines.append(f"  {video.label[-20:]:>20}  {video.frames:>6}  {total:>6}  "
+                     f"{video.image_tokens:>7}  {video.block_tokens:>6}  {video.tokens:>6}")
     return CheckResult(False, message, "\n".join(lines))
 
 
@@ -185,6 +270,26 @@ def _image_tokens(n: int) -> int:
     """fail if any image a SmolVLM processor expanded during the test (fixtures included)
     cost other than n <image> tokens, or if no image was processed at all"""
     return _count("image_tokens", "n", n)
+
+
+@dataclass(frozen=True)
+class VideoLimit:
+    """A validated ``video_tokens`` marker."""
+
+    limit: int
+    per_frame: int | None = None
+
+
+def _video_tokens(max: int, *, per_frame: int | None = None) -> VideoLimit:
+    """fail if any video a SmolVLM processor expanded during the test (processor(videos=...)
+    or a chat template's video item; fixtures included) cost more than max tokens (all it
+    writes in place of <video>: intro, a timestamp line and an image block per sampled
+    frame, outro), or with per_frame if any sampled frame's image block is more than
+    per_frame tokens; the failure names the video, its sampled frames and the
+    num_frames/fps that would fit; fails if no video was processed at all"""
+    return VideoLimit(_count("video_tokens", "max", max),
+                      None if per_frame is None else _count("video_tokens", "per_frame",
+                                                            per_frame))
 
 
 def _max_sequence_tokens(n: int) -> int:
@@ -299,7 +404,7 @@ class MarkerDef:
 
 
 def _unchecked(marker: str, n: int, context: Context,
-               kind: Literal["image", "sequence"]) -> Verdict | None:
+               kind: Literal["image", "sequence", "video"]) -> Verdict | None:
     """The one rule of both token markers: calls that could not be recorded fail it."""
     from ..processor.recording import unchecked_reason
 
@@ -317,6 +422,12 @@ def _check_images(n: int, context: Context) -> Verdict:
 def _check_sequences(n: int, context: Context) -> Verdict:
     return (_unchecked("max_sequence_tokens", n, context, "sequence")
             or check_max_sequence(context.recording.sequences if context.recording else (), n))
+
+
+def _check_videos(limit: VideoLimit, context: Context) -> Verdict:
+    return (_unchecked("video_tokens", limit.limit, context, "video")
+            or check_video_tokens(context.recording.videos if context.recording else (),
+                                  limit.limit, limit.per_frame))
 
 
 def _check_gpu(limit: GpuLimit, context: Context) -> Verdict:
@@ -337,6 +448,7 @@ MARKERS: dict[str, MarkerDef] = {
     marker.name: marker for marker in (
         MarkerDef("image_tokens", _image_tokens, _check_images),
         MarkerDef("max_sequence_tokens", _max_sequence_tokens, _check_sequences),
+        MarkerDef("video_tokens", _video_tokens, _check_videos),
         MarkerDef("limit_gpu_memory", _limit_gpu_memory, _check_gpu),
         MarkerDef("limit_predicted_gpu_memory", _limit_predicted_gpu_memory, _check_predicted,
                   needs_where=True, signature_of=_predicted_signature),

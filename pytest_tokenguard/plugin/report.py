@@ -25,23 +25,33 @@ class Row:
 
 def format_table(rows: Iterable[Row], mark: Callable[[Row], str] | None = None) -> list[str]:
     """The summary table, sorted by test then resolution; ``mark`` flags rows (``! `` a
-    figure changed against the baseline, ``+ `` not in it)."""
+    figure changed against the baseline, ``+ `` not in it).
+
+    When any test processed a video, three columns follow the images': ``videos``,
+    ``frames`` (sampled, over all its videos) and ``video tokens`` (everything written
+    in place of the videos' ``<video>``). Image columns count still images only."""
     ordered = sorted(rows, key=lambda r: (r.nodeid.split("[")[0], r.figures.longest_edge is None,
                                           r.figures.longest_edge or 0, r.nodeid))
-    headers = ("test", "longest_edge", "images", "patches", "image tokens", "block tokens",
-               "longest seq")
+    videos = any(row.figures.per_video for row in ordered)
+    headers: tuple[str, ...] = ("test", "longest_edge", "images", "patches", "image tokens",
+                                "block tokens")
+    if videos:
+        headers += ("videos", "frames", "video tokens")
+    headers += ("longest seq",)
     body = []
     for row in ordered:
         f = row.figures
-        body.append((
+        cells: tuple[str, ...] = (
             f"{mark(row) if mark else ''}{row.nodeid}",
             "-" if f.longest_edge is None else str(f.longest_edge),
             str(f.images),
             str(f.patches),
             str(f.image_tokens),
             str(f.block_tokens),
-            str(f.longest_sequence) if f.longest_sequence else "-",
-        ))
+        )
+        if videos:
+            cells += (str(f.videos), str(f.video_frames), str(f.video_tokens))
+        body.append((*cells, str(f.longest_sequence) if f.longest_sequence else "-"))
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:

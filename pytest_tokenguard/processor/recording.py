@@ -9,6 +9,12 @@ returned. The figures are read off the processor's own output, at the settings t
 call actually used (per-call ``size``, ``max_image_size``, ``do_image_splitting``, in
 any form transformers' kwargs merging accepts).
 
+Videos (``processor(videos=...)``, and chat templates with video items, which call it)
+are recorded apart from images (:class:`VideoRecord`): the frames the call sampled,
+their ``<image>`` and block tokens, everything written in place of the ``<video>``, the
+video's metadata and source name when it was given by path, and the exact cost at
+every ``num_frames``, so a marker can name the setting that would fit.
+
 **Whose call is it.** A :class:`Recording` is opened for a test (:meth:`Recorder.open`,
 closed by :meth:`Recorder.close`; the plugin keeps one open from the test's setup to
 its teardown) and each call is charged to its *owner*:
@@ -44,7 +50,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ..counting import block_tokens as _block_tokens
@@ -57,6 +63,7 @@ __all__ = [
     "Recording",
     "SequenceRecord",
     "Stray",
+    "VideoRecord",
     "install_in_child",
     "unchecked_reason",
 ]
@@ -103,6 +110,57 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class VideoRecord:
+    """One video as a real processor call expanded it (``videos=``).
+
+    ``name`` is the path or URL the call was given ("" for decoded frames). ``frames``
+    is what the call sampled (``sampled``: ``do_sample_frames`` was on), ``tokens``
+    everything written in place of the ``<video>``, tokenized alone. ``total_frames``,
+    ``fps`` and ``duration`` are the metadata the processor had (None when unknown).
+    ``num_frames``/``sample_fps`` are the call's sampling (None: the processor's
+    ``video_sampling``, whose cap is ``max_frames``). ``by_num_frames[n - 1]`` is the
+    exact cost at ``num_frames=n`` and ``by_fps`` lists ``(fps, tokens)`` pairs, both
+    computed when the call was recorded (empty when the metadata lacks a rate or a
+    duration): what a failing marker reads its fix from.
+    """
+
+    name: str
+    frames: int
+    image_tokens: int
+    block_tokens: int
+    tokens: int
+    total_frames: int | None
+    fps: float | None
+    duration: float | None
+    sampled: bool
+    num_frames: int | None
+    sample_fps: float | None
+    max_frames: int
+    processor: str
+    longest_edge: int | None = None
+    by_num_frames: tuple[int, ...] = ()
+    by_fps: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How messages name the video: its file name, else the call's position."""
+        return os.path.basename(self.name) if self.name else "(decoded frames)"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["by_num_frames"] = list(self.by_num_frames)
+        data["by_fps"] = [list(pair) for pair in self.by_fps]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VideoRecord:
+        values = dict(data)
+        values["by_num_frames"] = tuple(int(t) for t in data.get("by_num_frames", ()))
+        values["by_fps"] = tuple((float(f), int(t)) for f, t in data.get("by_fps", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class SequenceRecord:
     """One sequence (one sample of one processor call) and its length in tokens.
 
@@ -129,6 +187,7 @@ class Recording:
 
     images: list[ImageRecord] = field(default_factory=list)
     sequences: list[SequenceRecord] = field(default_factory=list)
+    videos: list[VideoRecord] = field(default_factory=list)
     calls: int = 0
     name: str = ""
     unseen: list[str] = field(default_factory=list)
@@ -156,13 +215,15 @@ class Stray:
                 f"{self.owner}, came after that test ended and were charged to no test")
 
 
-def unchecked_reason(recording: Recording, kind: Literal["image", "sequence"]) -> str | None:
+def unchecked_reason(recording: Recording,
+                     kind: Literal["image", "sequence", "video"]) -> str | None:
     """Why a token marker on this recording would check nothing, or ``None``.
 
-    The rule both markers share (``image_tokens`` with ``kind="image"``,
-    ``max_sequence_tokens`` with ``kind="sequence"``): a marker fails, with this reason
-    as its message, when the test made calls that could not be recorded, or when no
-    call produced what it checks. A marker that checks nothing is a bug.
+    The rule the token markers share (``image_tokens`` with ``kind="image"``,
+    ``max_sequence_tokens`` with ``kind="sequence"``, ``video_tokens`` with
+    ``kind="video"``): a marker fails, with this reason as its message, when the test
+    made calls that could not be recorded, or when no call produced what it checks. A
+    marker that checks nothing is a bug.
     """
     if recording.unseen:
         count = len(recording.unseen)
@@ -170,6 +231,8 @@ def unchecked_reason(recording: Recording, kind: Literal["image", "sequence"]) -
                 f"recorded: {'; '.join(recording.unseen[:3])}")
     if kind == "image" and not recording.images:
         return "no SmolVLM processor call processed an image while the test ran"
+    if kind == "video" and not recording.videos:
+        return "no SmolVLM processor call processed a video while the test ran"
     if kind == "sequence" and not recording.sequences:
         return "no SmolVLM processor call returned a sequence while the test ran"
     return None
@@ -611,11 +674,12 @@ def _preview(text: Any) -> str:
 class _Frame:
     """What one processor call's inner steps report to its ``__call__`` wrapper."""
 
-    __slots__ = ("edge", "error", "expanded", "images", "text_kwargs")
+    __slots__ = ("edge", "error", "expanded", "images", "text_kwargs", "videos")
 
     def __init__(self) -> None:
         self.error: Exception | None = None
         self.images: list[ImageRecord] = []
+        self.videos: list[VideoRecord] = []
         self.edge: int | None = None
         self.expanded: list[str] | None = None
         self.text_kwargs: dict[str, Any] | None = None
@@ -815,6 +879,7 @@ class Recorder:
         recorder = self
         inherited_call = cls.__call__
         inherited_process = getattr(cls, "_process_images", None)
+        inherited_videos = getattr(cls, "_process_videos", None)
         inherited_expand = getattr(cls, "get_text_with_replacements", None)
         inherited_merge = getattr(cls, "_merge_kwargs", None)
 
@@ -854,6 +919,18 @@ class Recorder:
                     frame.error = exc
             return processed, replacements
 
+        def _process_videos(self: Any, videos: Any, **kwargs: Any) -> Any:
+            assert inherited_videos is not None
+            processed, replacements = inherited_videos(self, videos, **kwargs)
+            frame = getattr(recorder._local, "frame", None)
+            if frame is not None:
+                try:
+                    frame.videos = recorder._videos(self, videos, kwargs, processed,
+                                                    replacements)
+                except Exception as exc:
+                    frame.error = exc
+            return processed, replacements
+
         def get_text_with_replacements(self: Any, *args: Any, **kwargs: Any) -> Any:
             assert inherited_expand is not None
             result = inherited_expand(self, *args, **kwargs)
@@ -874,6 +951,8 @@ class Recorder:
         patched: dict[str, Any] = {"__call__": __call__}
         if inherited_process is not None:
             patched["_process_images"] = _process_images
+        if inherited_videos is not None:
+            patched["_process_videos"] = _process_videos
         if inherited_expand is not None:
             patched["get_text_with_replacements"] = get_text_with_replacements
         if inherited_merge is not None:
@@ -925,14 +1004,72 @@ class Recorder:
             edge = max((record.longest_edge for record in records), default=None)
         return edge, records
 
+    def _videos(self, processor: Any, videos: Any, kwargs: dict[str, Any], processed: Any,
+                replacements: list[str]) -> list[VideoRecord]:
+        """The videos of one call, read off the processor's own replacement text."""
+        from transformers.video_utils import make_batched_videos
+
+        from ..video import VideoCounter, video_info, video_sampling_from_processor
+
+        video_processor = processor.video_processor
+        sampled = bool(_setting(kwargs, "do_sample_frames",
+                                getattr(video_processor, "do_sample_frames", False)))
+        num_frames = kwargs.get("num_frames")
+        sample_fps = kwargs.get("fps")
+        sampling = video_sampling_from_processor(processor)
+        inputs = make_batched_videos(videos)
+        metadata = list(processed.get("video_metadata") or []) if hasattr(processed, "get") \
+            else []
+        fake = getattr(processor, "fake_image_token", "<fake_token_around_image>")
+        image = getattr(processor, "image_token", IMAGE_TOKEN)
+        global_token = getattr(processor, "global_image_token", GLOBAL_TOKEN)
+        tokenizer = processor.tokenizer
+        counter: VideoCounter | None = None
+        records = []
+        for index, text in enumerate(replacements):
+            frames = text.count(global_token)
+            image_tokens = text.count(image)
+            seq = image_tokens // frames if frames else 0
+            block = (block_of(processor, f"{fake}{global_token}{image * seq}{fake}", 0, 0)[1]
+                     * frames) if seq else 0
+            tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            meta = metadata[index] if index < len(metadata) else None
+            total = _int_or_none(getattr(meta, "total_num_frames", None))
+            fps = _float_or_none(getattr(meta, "fps", None))
+            duration = _float_or_none(getattr(meta, "duration", None))
+            by_num: tuple[int, ...] = ()
+            by_fps: tuple[tuple[float, int], ...] = ()
+            if total and fps and duration is not None and seq:
+                if counter is None:
+                    spec = ModelSpec(name=type(processor).__name__, tile_size=1,
+                                     image_seq_len=seq, default_longest_edge=1)
+                    counter = VideoCounter(spec, _text_counter(tokenizer), sampling)
+                info = video_info(total, fps, duration)
+                by_num = counter.tokens_by_num_frames(info, fps=sample_fps)
+                by_fps = counter.tokens_by_fps(info, num_frames=num_frames)
+            source = inputs[index] if index < len(inputs) else None
+            records.append(VideoRecord(
+                name=os.fspath(source) if isinstance(source, str | os.PathLike) else "",
+                frames=frames, image_tokens=image_tokens, block_tokens=block, tokens=tokens,
+                total_frames=total, fps=fps, duration=duration, sampled=sampled,
+                num_frames=_int_or_none(num_frames), sample_fps=_float_or_none(sample_fps),
+                max_frames=sampling.max_frames, processor=type(processor).__name__,
+                by_num_frames=by_num, by_fps=by_fps,
+            ))
+        return records
+
     def _deliver(self, sink: Recording | str | object, processor: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any], output: Any, frame: _Frame) -> None:
         samples = self._samples(processor, args, kwargs, output, frame)
+        if frame.videos:  # grouped with the call's sequences: the call's size setting
+            edge = samples[0][2] if samples else frame.edge
+            frame.videos = [replace(video, longest_edge=edge) for video in frame.videos]
         if isinstance(sink, str):
             _write_call(sink, {
                 "pid": os.getpid(),
                 "images": [asdict(image) for image in frame.images],
                 "sequences": [list(sample) for sample in samples],
+                "videos": [video.to_json() for video in frame.videos],
             })
             return
         if not isinstance(sink, Recording):
@@ -942,6 +1079,7 @@ class Recorder:
                 sink.calls += 1
                 call = sink.calls
                 sink.images.extend(frame.images)
+                sink.videos.extend(frame.videos)
                 phase = f" {sink.phase}" if sink.phase not in ("", "call") else ""
                 sink.sequences.extend(
                     SequenceRecord(f"{sink.name}{phase} call {call} sample {index}", length,
@@ -1042,6 +1180,7 @@ class Recorder:
 
     def _merge(self, recording: Recording, payload: dict[str, Any]) -> None:
         images = [ImageRecord(**image) for image in payload["images"]]
+        videos = [VideoRecord.from_json(video) for video in payload.get("videos", ())]
         samples = [(int(length), str(preview), None if edge is None else int(edge), str(note))
                    for length, preview, edge, note in payload["sequences"]]
         pid = payload.get("pid", "?")
@@ -1049,6 +1188,7 @@ class Recorder:
             recording.calls += 1
             call = recording.calls
             recording.images.extend(images)
+            recording.videos.extend(videos)
             recording.sequences.extend(
                 SequenceRecord(f"{recording.name} process {pid} call {call} sample {index}",
                                *sample)
@@ -1075,6 +1215,21 @@ class Recorder:
                 self._read_folder(folder, None)
                 with suppress(OSError):
                     os.rmdir(folder)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _text_counter(tokenizer: Any) -> Callable[[str], int]:
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
 
 
 def _remove(path: str) -> None:
