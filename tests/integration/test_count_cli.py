@@ -211,8 +211,9 @@ def test_folder_notes_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_empty_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = count([str(tmp_path)], capsys)
     assert (code, out) == (1, "")
-    assert f"skipped {tmp_path}: has no image files" in err
-    assert "no image was counted" in err
+    assert f"skipped {tmp_path}: has no image or video files (" in err
+    assert ".mp4" in err  # the suffixes looked for are listed
+    assert "no image or video was counted" in err
 
 
 def test_symlink_loop_named_directly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -271,7 +272,7 @@ def test_unreadable_file_and_folder(tmp_path: Path) -> None:
         f"tokenguard count: {root / 'locked.png'}: cannot be read (permission denied); "
         "check its permissions",
         f"tokenguard count: {root / 'locked_dir'}: is a folder that cannot be read "
-        "(Permission denied); its images are not counted",
+        "(Permission denied); its image or video files are not counted",
     ]
     assert [json.loads(line)["path"] for line in done.stdout.splitlines()] == [
         str(root / "open.png")]

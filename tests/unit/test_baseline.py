@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from pytest_tokenguard.baseline.compare import (
     parse_tolerance,
 )
 from pytest_tokenguard.baseline.store import BaselineError, SourceRecord, dumps, load
-from pytest_tokenguard.figures import GpuFigure, ImageFigure, ResolutionFigures
+from pytest_tokenguard.figures import GpuFigure, ImageFigure, ResolutionFigures, VideoFigure
 from pytest_tokenguard.figures import TestFigures as Entry
 from pytest_tokenguard.files import write_atomic
 
@@ -278,3 +279,52 @@ def test_deeply_nested_baseline_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(BaselineError, match="nested too deeply to be a baseline"):
         load(path)
+
+
+# ------------------------------------------------------------------ videos
+
+
+def with_videos(edge: int, *videos: VideoFigure) -> ResolutionFigures:
+    return ResolutionFigures(edge, 0, 0, 0, 5680, (), per_video=tuple(sorted(videos)))
+
+
+MINUTE = VideoFigure(frames=60, image_tokens=4860, block_tokens=5040, tokens=5670)
+
+
+def test_videos_are_an_optional_key_old_files_load_and_write_the_same(tmp_path: Path) -> None:
+    """Suites without videos write byte for byte what they wrote before videos existed;
+    a test with videos adds ``videos`` to its resolution entry, and it round-trips."""
+    plain = {"t.py::a": LE384}
+    assert '"videos"' not in dumps(plain)
+    entries = {"t.py::a": LE384, "t.py::v": Entry((with_videos(384, MINUTE, replace(MINUTE,
+        frames=8, image_tokens=648, block_tokens=672, tokens=782, count=2)),))}
+    text = dumps(entries)
+    document = json.loads(text)
+    assert document["tests"]["t.py::v"]["resolutions"][0]["videos"] == [
+        {"block_tokens": 672, "count": 2, "frames": 8, "image_tokens": 648, "tokens": 782},
+        {"block_tokens": 5040, "count": 1, "frames": 60, "image_tokens": 4860, "tokens": 5670}]
+    path = tmp_path / "baseline.json"
+    path.write_text(text)
+    assert dict(load(path).entries) == entries
+    assert load(path).dumps() == text
+
+
+def test_bad_videos_entry_is_a_clear_error(tmp_path: Path) -> None:
+    text = dumps({"t.py::v": Entry((with_videos(384, MINUTE),))})
+    path = tmp_path / "baseline.json"
+    path.write_text(text.replace('"frames": 60', '"frames": -60'))
+    with pytest.raises(BaselineError, match=r"resolutions\[0\]\.videos\[0\]\.frames: expected a "
+                       "non-negative integer, got -60"):
+        load(path)
+
+
+def test_video_cost_change_is_a_change() -> None:
+    before = Entry((with_videos(384, MINUTE),))
+    after = Entry((with_videos(384, replace(MINUTE, tokens=5700)),))
+    comparison = compare(before, after, TEN_PERCENT)
+    assert comparison.status is Status.CHANGED
+    assert [(c.figure, c.baseline, c.now) for c in comparison.changes] == [
+        ("video tokens", "5670", "5700")]
+    more = compare(before, Entry((with_videos(384, replace(MINUTE, count=2)),)), TEN_PERCENT)
+    assert [c.figure for c in more.changes] == ["videos", "video frames", "video tokens"]
+    assert compare(before, before, TEN_PERCENT).status is Status.UNCHANGED

@@ -146,7 +146,12 @@ def test_parse_all_item_kinds(tmp_path: Path) -> None:
         ({"role": "user", "content": [{"type": "image", "url": "https://x.org/a.png"}]},
          r"remote URL, which is never fetched"),
         ({"role": "user", "content": [{"type": "video", "path": "a.mp4"}]},
-         r"type 'video' goes through the processor's video pipeline"),
+         r"message 1, item 0: video a.mp4 does not exist; fix the path, or give "
+         r"'total_frames', 'fps' and 'duration'"),
+        ({"role": "user", "content": [{"type": "video", "total_frames": 10, "fps": 5,
+                                       "max_frames": 4}]},
+         r"message 1, item 0: video item has unknown key 'max_frames'; the most frames to "
+         r"sample is 'num_frames'"),
         ({"role": "user", "content": [{"type": "frames", "start": 3, "end": 3, "width": 4,
                                        "height": 4}]},
          r"message 1, item 0: frames \[3, 3\) is empty \(end is exclusive\)"),
@@ -305,3 +310,115 @@ def test_image_paths_can_be_rewritten_for_another_folder(tmp_path: Path) -> None
         os.path.join("..", "data", "a.png"), "https://example.org/b.png"]
     assert [item["path"] for item in to_dicts(conv)[0]["content"]] == [
         "a.png", "https://example.org/b.png"]
+
+
+# ------------------------------------------------------------------ video items
+
+
+def video_message(**item: object) -> list[dict[str, object]]:
+    return [{"role": "user", "content": [{"type": "video", **item},
+                                         {"type": "text", "text": "What happens?"}]}]
+
+
+def test_video_by_metadata_keeps_the_video_path() -> None:
+    """A video item is a video (the processor samples it), never frames sent as images."""
+    from pytest_tokenguard.conversation import VideoItem, videos_of
+
+    (message,) = parse_conversation(video_message(total_frames=1800, fps=30, num_frames=8))
+    video = message.content[0]
+    assert video == VideoItem(1800, 30.0, 60.0, num_frames=8)  # duration = frames / fps
+    assert message.images == 0
+    assert message.videos == 1
+    assert image_sizes((message,)) == []
+    assert videos_of((message,)) == [video]
+    template = to_chat_template((message,))
+    assert template[0]["content"][0] == {"type": "video", "total_frames": 1800, "fps": 30.0,
+                                         "duration": 60.0, "num_frames": 8}
+    assert parse_conversation(to_dicts((message,)))[0] == message
+
+
+def test_video_by_path_reads_the_file_as_the_processor_loader_does(tmp_path: Path) -> None:
+    from pytest_tokenguard.video import read_video_info
+    from tests.helpers import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 12, 4)
+    info = read_video_info(clip)
+    (message,) = parse_conversation(video_message(path="clip.mp4", sample_fps=2),
+                                    base_dir=tmp_path)
+    video = message.content[0]
+    assert (video.total_frames, video.fps, video.duration) == (  # type: ignore[union-attr]
+        info.total_frames, info.fps, info.duration)
+    assert video.file == str(clip)  # type: ignore[union-attr]
+    assert video.sample_fps == 2.0  # type: ignore[union-attr]
+    written = to_dicts((message,), image_paths=lambda file: f"moved/{Path(file).name}")
+    assert written[0]["content"][0]["path"] == "moved/clip.mp4"
+    # the file wins: metadata that disagrees with it is refused, naming both
+    with pytest.raises(ConversationError, match=r"video declares fps 30 but its file .*clip\.mp4 "
+                       r"has 4\.0 as the processor's loader reads it \(it is the video's own "
+                       r"frame rate; the sampling rate is 'sample_fps'\)"):
+        parse_conversation(video_message(path=str(clip), fps=30))
+    # the same numbers are accepted
+    same = parse_conversation(video_message(path=str(clip), total_frames=12, fps=4.0))
+    assert same[0].content[0].info() == video.info()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("item", "pattern"), [
+    ({"total_frames": 10}, r"video has no 'fps': give a file under 'path', or its metadata"),
+    ({"fps": 10}, r"video has no 'total_frames'"),
+    ({"total_frames": 0, "fps": 5}, r"video 'total_frames' must be a positive integer, got 0"),
+    ({"total_frames": 10, "fps": "30"}, r"video 'fps' must be a positive number, got '30'"),
+    ({"total_frames": 10, "fps": True}, r"video 'fps' must be a positive number, got True"),
+    ({"total_frames": 10, "fps": 5, "duration": -1}, r"'duration' must be a number >= 0"),
+    ({"total_frames": 10, "fps": 5, "num_frames": 2.5}, r"'num_frames' must be a positive "
+     "integer"),
+    ({"total_frames": 2**40, "fps": 5}, r"out of range"),
+    ({"total_frames": 10, "fps": 5, "start": 2}, r"video clip has no 'end'"),
+    ({"total_frames": 10, "fps": 5, "start": 2, "end": 11}, r"video clip \[2, 11\) ends past "
+     r"the video's 10 frames; give 0 <= start < end <= 10"),
+    ({"total_frames": 10, "fps": 5, "start": 4, "end": 4}, r"is empty"),
+    ({"total_frames": 10, "fps": 5, "fps_sample": 1}, r"unknown key 'fps_sample'; the sampling "
+     "rate is 'sample_fps'"),
+    ({"url": "https://x.org/v.mp4"}, r"remote URL, which is never fetched; download it, or "
+     "give 'total_frames', 'fps' and 'duration'"),
+])
+def test_bad_video_items_name_the_item_and_the_fix(item: dict[str, object], pattern: str
+                                                   ) -> None:
+    with pytest.raises(ConversationError, match=r"message 0, item 0: .*" + pattern):
+        parse_conversation(video_message(**item))
+
+
+def test_remote_video_with_metadata_is_counted_without_fetching() -> None:
+    (message,) = parse_conversation(video_message(url="https://x.org/v.mp4", total_frames=300,
+                                                  fps=30, duration=10.0))
+    assert message.content[0].path == "https://x.org/v.mp4"  # type: ignore[union-attr]
+
+
+def test_clip_is_a_video_of_its_own() -> None:
+    """A clip is sent to the processor as frames start..end-1 with metadata of its own."""
+    (message,) = parse_conversation(video_message(total_frames=900, fps=30, start=300,
+                                                  end=750))
+    clip = message.content[0]
+    assert clip.processor_metadata() == {  # type: ignore[union-attr]
+        "total_num_frames": 450, "fps": 30.0, "duration": 15.0}
+    head, tail = clip.split_at(400)  # type: ignore[union-attr]
+    assert (head.clip, tail.clip) == (FrameRange(300, 400), FrameRange(400, 750))
+    assert head.info().total_frames == 100
+    whole = parse_conversation(video_message(total_frames=900, fps=30))[0].content[0]
+    first, rest = whole.split_at(0)  # type: ignore[union-attr]
+    assert first.clip == FrameRange(0, 0)
+    assert rest.info() == whole.info()._replace(duration=30.0)  # type: ignore[union-attr]
+
+
+def test_string_content_next_to_a_video_is_refused() -> None:
+    """transformers renders a conversation holding a video with its own template, which
+    (5.24) writes plain-string content that the checkpoint's template drops."""
+    with pytest.raises(ConversationError, match=r"message 0: plain-string content in a "
+                       r"conversation that holds a video.*write the content as"):
+        parse_conversation([{"role": "system", "content": "Be brief."},
+                            *video_message(total_frames=10, fps=5)])
+    assert parse_conversation([{"role": "system", "content": "Be brief."}])[0].string_content
+
+
+def test_video_placeholder_in_text_points_at_video_items() -> None:
+    with pytest.raises(ConversationError, match=r"videos in \{'type': 'video'\} items"):
+        parse_conversation([{"role": "user", "content": [{"type": "text", "text": "<video>"}]}])

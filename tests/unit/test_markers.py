@@ -11,9 +11,10 @@ from pytest_tokenguard.plugin.markers import (
     Where,
     check_image_tokens,
     check_max_sequence,
+    check_video_tokens,
     suggest_longest_edge,
 )
-from pytest_tokenguard.processor.recording import ImageRecord, SequenceRecord
+from pytest_tokenguard.processor.recording import ImageRecord, SequenceRecord, VideoRecord
 
 
 def record(width: int, height: int, longest_edge: int, rows: int, cols: int) -> ImageRecord:
@@ -126,3 +127,80 @@ def test_predicted_limit_is_decided_from_the_test_resolution() -> None:
 def test_unknown_configured_model_is_named() -> None:
     with pytest.raises(ValueError, match="unknown model 'nope/nope'"):
         MARKERS["limit_predicted_gpu_memory"].parse(("80 GiB",), {}, Where("nope/nope", None))
+
+
+# ------------------------------------------------------------------ video_tokens
+
+
+def video_record(total: int = 1800, fps: float = 30.0, duration: float = 60.0, *,
+                 sampled: bool = True, name: str = "/data/clips/minute.mp4") -> VideoRecord:
+    """A video as the recorder writes it, its costs counted with SmolVLM2's tokenizer."""
+    from tokenizers import Tokenizer
+
+    from pytest_tokenguard.processor.embedded import tokenizer_json
+    from pytest_tokenguard.specs import KNOWN_SPECS
+    from pytest_tokenguard.video import VideoCounter, tokenizer_text_counter, video_info
+
+    counter = VideoCounter(KNOWN_SPECS["HuggingFaceTB/SmolVLM2-2.2B-Instruct"],
+                           tokenizer_text_counter(Tokenizer.from_str(tokenizer_json())))
+    info = video_info(total, fps, duration)
+    cost = counter(info, do_sample_frames=sampled)
+    return VideoRecord(name, cost.frames, cost.image_tokens, cost.block_tokens, cost.tokens,
+                       total, fps, duration, sampled, None, None, 64, "SmolVLMProcessor",
+                       384, counter.tokens_by_num_frames(info), counter.tokens_by_fps(info))
+
+
+def test_video_tokens_names_the_video_its_frames_and_the_sampling_that_fits() -> None:
+    video = video_record()
+    result = check_video_tokens([video], 4096)
+    assert not result.passed
+    cap = next(n for n in range(64, 0, -1) if video.by_num_frames[n - 1] <= 4096)
+    assert video.by_num_frames[cap] > 4096  # the next one does not fit
+    assert result.message.startswith(
+        f"Video 'minute.mp4' (60 of 1800 frames sampled, 60 s at 30 fps) cost {video.tokens} "
+        f"tokens, over the declared 4096 by {video.tokens - 4096}; num_frames={cap} fits "
+        f"({video.by_num_frames[cap - 1]} tokens; processor(..., num_frames={cap}, "
+        "do_sample_frames=True)")
+    rate, tokens = max((r, t) for r, t in video.by_fps if t <= 4096)
+    assert f"; or fps={rate:g} ({tokens} tokens)" in result.message
+    assert "1 of 1 videos are over the declared cost" in result.detail
+    assert check_video_tokens([video], video.tokens).passed
+
+
+def test_video_tokens_on_an_unsampled_call_says_sampling_is_off() -> None:
+    video = video_record(90, 30.0, 3.0, sampled=False)
+    assert video.frames == 90
+    result = check_video_tokens([video], 2000)
+    assert "this call kept every frame (do_sample_frames is off by default in a direct " \
+        "processor call): pass do_sample_frames=True" in result.message
+
+
+def test_video_tokens_when_no_sampling_fits_or_nothing_was_seen() -> None:
+    video = video_record()
+    result = check_video_tokens([video], 50)
+    assert f"even one sampled frame costs {video.by_num_frames[0]} tokens" in result.message
+    empty = check_video_tokens([], 4096)
+    assert not empty.passed
+    assert "no SmolVLM processor call processed a video" in empty.message
+
+
+def test_video_tokens_per_frame() -> None:
+    video = video_record(300, 30.0, 10.0)
+    assert check_video_tokens([video], 10_000, per_frame=84).passed
+    result = check_video_tokens([video], 10_000, per_frame=67)
+    assert not result.passed
+    assert "costs 84 tokens a frame (its image block), over the declared per_frame=67" in \
+        result.message
+
+
+def test_video_tokens_marker_signature_and_arguments() -> None:
+    definition = MARKERS["video_tokens"]
+    assert definition.help.startswith("video_tokens(max, *, per_frame=None): under --tokenguard")
+    parsed = definition.parse((4096,), {"per_frame": 84}, WHERE)
+    assert (parsed.limit, parsed.per_frame) == (4096, 84)
+    with pytest.raises(ValueError, match=r"max must be a positive number of tokens, got 0"):
+        definition.parse((0,), {}, WHERE)
+    with pytest.raises(ValueError, match=r"per_frame must be a positive number of tokens"):
+        definition.parse((4096,), {"per_frame": "84"}, WHERE)
+    with pytest.raises(ValueError, match=r"too many positional arguments"):
+        definition.parse((4096, 84), {}, WHERE)

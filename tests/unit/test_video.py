@@ -371,3 +371,42 @@ def test_video_paths(tmp_path: Path) -> None:
     assert is_video_path("x.mkv")
     assert not is_video_path("x.gif")
     assert list(iter_video_paths(["named.txt"])) == [Path("named.txt")]  # named: kept
+
+
+# ------------------------------------------------------------------------ fixes offered
+
+
+def test_costs_by_num_frames_and_fps_are_each_counted_exactly() -> None:
+    """What a failing video_tokens marker reads its fix from: every entry is the count."""
+    from pytest_tokenguard.video import largest_within
+
+    counter = VideoCounter(KNOWN_SPECS[MODEL_IDS[0]], len)
+    info = video_info(1800, 30.0, 60.0)
+    by_num = counter.tokens_by_num_frames(info)
+    assert len(by_num) == 64
+    assert by_num[7] == counter(info, num_frames=8).tokens
+    assert by_num[63] == counter(info).tokens  # the default: 60 frames, capped at 64
+    assert largest_within(by_num, by_num[20]) == counter.max_frames_within(info, by_num[20])
+    assert largest_within(by_num, by_num[0] - 1) is None
+    by_fps = counter.tokens_by_fps(info)
+    assert [rate for rate, _ in by_fps] == sorted({rate for rate, _ in by_fps})
+    for rate, tokens in by_fps:
+        assert tokens == counter(info, fps=rate).tokens
+        assert rate == int(rate * 1000) / 1000  # three decimals, as a person writes it
+    assert counter.tokens_by_fps(video_info(10, 5.0, 0.0)) == ()
+
+
+def test_light_processor_sampling_is_the_checkpoint_s() -> None:
+    """`tokenguard split` counts with the tokenizer-only processor: its videos are sampled
+    with the checkpoint's video_sampling (the folder's, or the known checkpoint's)."""
+    from pytest_tokenguard.processor.light import light_processor
+    from pytest_tokenguard.processor.source import resolve_source
+    from pytest_tokenguard.video import video_sampling_from_processor
+
+    for model in MODEL_IDS:
+        source = resolve_source(model, network_timeout=None)
+        processor = light_processor(source)
+        if source.folder is None:
+            assert video_sampling_from_processor(processor) == KNOWN_VIDEO_SAMPLING[model]
+    with pytest.raises(SpecError, match="has no video_processor"):
+        video_sampling_from_processor(types.SimpleNamespace(name_or_path="elsewhere/model"))
