@@ -110,14 +110,21 @@ def test_known_model_works_without_files(capsys: pytest.CaptureFixture[str],
 
 
 def test_console_script_imports_no_torch(tmp_path: Path) -> None:
-    """The count path reads headers only: neither torch nor transformers is imported."""
+    """The count path reads headers only, and videos' container metadata: neither torch
+    nor transformers is imported, for images or videos."""
+    from tests.helpers import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 30, 10)
     code = (
         "import sys; from pytest_tokenguard.cli import main; "
-        f"rc = main(['count', '--json', {str(FIXTURES / 'frame_384x384.png')!r}]); "
+        f"rc = main(['count', '--json', {str(FIXTURES / 'frame_384x384.png')!r}, "
+        f"{str(clip)!r}]); "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules)); sys.exit(rc)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path),
                                             "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    *rows, imported = done.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert [json.loads(row)["kind"] for row in rows] == ["image", "video"]

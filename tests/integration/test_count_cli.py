@@ -346,3 +346,126 @@ def test_broken_model_folder_split(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "Traceback" not in stderr
     assert f"{folder / 'tokenizer.json'}: not a tokenizer file" in stderr
+
+
+# ---------------------------------------------------------------- videos
+
+
+def count_hub(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``tokenguard count --model <hub id>``: offline, the embedded default."""
+    return run(["count", "--model", MODEL, *args], capsys)
+
+
+#: exactly the keys of a video's JSON row, in this order
+VIDEO_KEYS = ["path", "kind", "duration", "fps", "total_frames", "frames", "image_tokens",
+              "block_tokens", "tokens"]
+
+
+def test_video_rows_have_exactly_their_keys_and_images_a_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import counter, write_clip
+
+    clip = write_clip(tmp_path / "minute.mp4", 60, 1)
+    code, out, err = count_hub(["--json", "--longest-edge", "384", "--longest-edge", "1536",
+                                str(FRAME), str(clip)], capsys)
+    assert (code, err) == (0, "")
+    image_384, image_1536, video = (json.loads(line) for line in out.splitlines())
+    assert image_384["kind"] == image_1536["kind"] == "image"
+    assert image_384.keys() >= README_KEYS
+    assert list(video) == VIDEO_KEYS  # one row whatever --longest-edge says
+    assert (video["kind"], video["total_frames"], video["frames"]) == ("video", 60, 60)
+    assert (video["duration"], video["fps"]) == (60.0, 1.0)
+    cost = counter().video(clip)
+    assert (video["image_tokens"], video["block_tokens"], video["tokens"]) == (
+        cost.image_tokens, cost.block_tokens, cost.tokens)
+    code, out, _ = count_hub(["--json", "--num-frames", "8", str(clip)], capsys)
+    assert json.loads(out)["tokens"] == counter().video(clip, num_frames=8).tokens
+    code, out, _ = count_hub(["--json", "--fps", "0.5", str(clip)], capsys)
+    assert json.loads(out)["frames"] == 30
+
+
+def test_table_and_totals_include_videos(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers import write_clip
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    shutil.copy(FRAME, folder / "frame.png")
+    write_clip(folder / "a.mp4", 20, 10)
+    write_clip(folder / "b.mkv", 45, 15)
+    code, out, _ = count_hub(["--num-frames", "2", str(folder)], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].startswith("total at longest_edge 1536: 1 image,")
+    header, *rows, total = lines[3:]
+    assert header.split() == ["path", "duration", "fps", "total_frames", "frames",
+                              "image_tokens", "block_tokens", "tokens"]
+    table = [dict(zip(header.split(), row.split(), strict=True)) for row in rows]
+    _, out, _ = count_hub(["--json", "--num-frames", "2", str(folder)], capsys)
+    videos = [row for row in map(json.loads, out.splitlines()) if row["kind"] == "video"]
+    # up to 3 decimals in the table (Matroska times are whole milliseconds: 2.999 s)
+    assert [(r["path"], r["duration"], r["fps"], r["frames"]) for r in table] == [
+        (v["path"], f"{v['duration']:.3f}".rstrip("0").rstrip("."),
+         f"{v['fps']:.3f}".rstrip("0").rstrip("."), str(v["frames"])) for v in videos]
+    assert (table[0]["path"], table[0]["duration"], table[0]["frames"]) == (
+        str(folder / "a.mp4"), "2", "2")
+    assert total == (f"total videos: 2 videos, 4 frames sampled, "
+                     f"{sum(int(r['image_tokens']) for r in table)} image tokens, "
+                     f"{sum(int(r['block_tokens']) for r in table)} block tokens, "
+                     f"{sum(int(r['tokens']) for r in table)} tokens")
+
+
+def test_bad_videos_get_one_line_errors_and_the_rest_is_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import write_clip
+
+    good = write_clip(tmp_path / "good.mp4", 10, 5)
+    (tmp_path / "garbage.mp4").write_bytes(b"not a video at all" * 20)
+    (tmp_path / "empty.webm").write_bytes(b"")
+    shutil.copy(FRAME, tmp_path / "frame_named.mov")  # an image under a video name
+    truncated = tmp_path / "truncated.mkv"
+    truncated.write_bytes(good.read_bytes()[:40])
+    code, out, err = count_hub(["--json", str(tmp_path)], capsys)
+    assert code == 1
+    assert [json.loads(line)["path"] for line in out.splitlines()] == [str(good)]
+    lines = err.splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith("tokenguard count: ") and "Traceback" not in line
+               for line in lines)
+    assert f"{tmp_path / 'empty.webm'}: is empty (0 bytes); re-export or remove it" in err
+    assert f"{tmp_path / 'frame_named.mov'}: is an image" in err
+    assert f"{tmp_path / 'garbage.mp4'}: is not a video FFmpeg can read" in err
+    assert str(truncated) in err
+
+
+def test_a_model_that_takes_no_videos_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint folder without video_sampling (SmolVLM v1) cannot price a video: said
+    once, exit 2, before anything is printed; images alone still count with it."""
+    from tests.helpers import write_clip
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder(MODEL), folder)
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    del config["video_sampling"]
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    clip = write_clip(tmp_path / "clip.mp4", 10, 5)
+    code, out, err = run(["count", "--model", str(folder), str(FRAME), str(clip)], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("tokenguard count: videos cannot be counted with this model: ")
+    assert "no 'video_sampling' object" in err
+    code, _, _ = run(["count", "--model", str(folder), str(FRAME)], capsys)
+    assert code == 0
+
+
+@pytest.mark.parametrize("flag", ["--num-frames", "--fps"])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "nan"])
+def test_bad_sampling_options_are_usage_errors(flag: str, value: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        count_hub([flag, value, str(FRAME)], capsys)
+    assert info.value.code == 2
+    assert flag in capsys.readouterr().err
