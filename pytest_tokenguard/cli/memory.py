@@ -30,6 +30,8 @@ from ..gpu.model import (
 from ..specs import DEFAULT_MODEL, SpecError
 from ..units import accepted_units, format_bytes, parse_size
 
+__all__ = ["add_memory_parser", "run_memory"]
+
 
 def _count(text: str) -> int:
     try:
