@@ -33,7 +33,6 @@ __all__ = [
     "rescaled_size",
     "settings_from_kwargs",
     "tiled_size",
-    "tiles_for_longest_edge",
 ]
 
 
@@ -206,12 +205,6 @@ def count_image(
         patches * spec.image_seq_len,
         block_tokens(rows, cols, spec),
     )
-
-
-def tiles_for_longest_edge(longest_edge: int, spec: ModelSpec) -> int:
-    """Tiles (global image included) for a square image at ``longest_edge``: the worst case
-    per side, handy for budgeting video frames."""
-    return count_image(longest_edge, longest_edge, longest_edge, spec).patches
 
 
 class ImageCounter:

@@ -89,8 +89,6 @@ class ModelSpec:
         digits = len(str(row)) + len(str(col))
         return self.marker_text_base_tokens + self.marker_tokens_per_digit * digits
 
-    def with_longest_edge(self, longest_edge: int) -> ModelSpec:
-        return replace(self, default_longest_edge=longest_edge)
 
     def with_settings(
         self,

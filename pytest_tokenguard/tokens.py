@@ -18,6 +18,14 @@ from .counting import ImageCost, ImageCounter
 from .processor.chat import render_chat
 from .specs import IMAGE_TOKEN, ModelSpec
 
+__all__ = [
+    "PretokenCounter",
+    "PromptCount",
+    "TokenCounter",
+    "fast_text_counter",
+    "image_item_size",
+]
+
 
 @dataclass(frozen=True)
 class PromptCount:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 import re
 
+__all__ = ["MIN_BARE_BYTES", "UNITS", "accepted_units", "format_bytes", "parse_size"]
+
 #: Accepted units and their size in bytes. Matching is case-insensitive.
 UNITS: dict[str, int] = {
     "B": 1,
@@ -138,8 +140,3 @@ def format_bytes(size: float) -> str:
             return f"{sign}{value:.1f}{unit}"
         value /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def gib(size: float) -> float:
-    """``size`` bytes in GiB, for JSON reports."""
-    return size / 1024**3

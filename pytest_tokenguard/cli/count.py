@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from ..errors import CountingError, ImageReadError, ProcessorLoadError, SpecError
 from ..processor.source import ENV_MODEL, model_or_default, resolve_source
 from ..specs import ModelSpec
+from .common import integer, reader_left
 
 __all__ = ["add_count_parser", "json_row", "plural", "positive_float", "positive_int",
            "run_count", "spec_for_model", "video_counter_for_model", "video_json_row"]
@@ -50,16 +51,7 @@ VIDEO_COLUMNS = ("path", "duration", "fps", "total_frames", "frames", "image_tok
                  "block_tokens", "tokens")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"{value} is not a valid size; use a positive integer such as 384"
-        )
-    return value
+positive_int = integer(1)
 
 
 def positive_float(text: str) -> float:
@@ -176,21 +168,7 @@ def run_count(
     try:
         return _run(args, out, err)
     except BrokenPipeError:
-        # the reader went away (`| head -1`): stop quietly, as cat and jq do
-        _silence(out)
-        return 1
-
-
-def _silence(out: TextIO) -> None:
-    """Point ``out``'s descriptor at /dev/null so the interpreter's final flush of a
-    closed pipe does not print a traceback."""
-    try:
-        fileno = out.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fileno)
-    os.close(devnull)
+        return reader_left(out)
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -28,27 +28,14 @@ from ..gpu.model import (
     validate,
 )
 from ..specs import DEFAULT_MODEL, SpecError
-from ..units import accepted_units, format_bytes, parse_size
+from ..units import accepted_units, format_bytes
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, size
+
+__all__ = ["add_memory_parser", "run_memory"]
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not accepted; use 1 or more")
-    return value
+_count = integer(0)
+_positive = integer(1)
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -61,11 +48,8 @@ def _image_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_size = size
+
 
 
 def _model_folder_problem(model: str) -> str | None:
@@ -162,7 +146,7 @@ def run_memory(
     problem = _model_folder_problem(args.model)
     if problem is not None:
         print(f"tokenguard memory: {problem}", file=err)
-        return 2
+        return EXIT_USAGE
     recipe = {}
     if args.lora_targets is not None:
         recipe["lora_targets"] = args.lora_targets
@@ -187,19 +171,14 @@ def run_memory(
     except (MemoryModelError, SpecError, CountingError) as exc:
         line = " ".join(str(exc).split())  # one line, whatever a hostile file held
         print(f"tokenguard memory: {_for_the_command_line(line)}", file=err)
-        return 2
+        return EXIT_USAGE
     result = (None if args.limit is None
               else check_predicted_limit(estimate, args.limit, subject="The step"))
     try:
         _print_estimate(args, estimate, result, out)
     except BrokenPipeError:
-        # ``tokenguard memory | head -1``: the reader left, as with any Unix filter; point
-        # stdout at /dev/null so the interpreter's final flush does not fail again
-        if out is sys.stdout:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-    return 0 if result is None or result.passed else 1
+        return reader_left(out)
+    return EXIT_OK if result is None or result.passed else EXIT_FAILED
 
 
 def _print_estimate(args: argparse.Namespace, estimate: Any, result: Any, out: TextIO) -> None:

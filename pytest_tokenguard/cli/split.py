@@ -65,12 +65,10 @@ from typing import IO, Any, TextIO
 from ..conversation import Conversation, parse_conversation, to_dicts
 from ..errors import CLI_WORDING, InputError, TokenguardError
 from ..files import AtomicFile, refuse_same_file
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left
 
 __all__ = ["add_split_parser", "iter_lines", "run_split"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 STDIN = "-"
 #: conversations with plain-string content named one by one before the summary counts them
 STRING_CONTENT_NOTICES = 5
@@ -82,19 +80,6 @@ class UsageError(Exception):
 
 class Rejected(Exception):
     """One input line that cannot be used; the message says why (and the fix)."""
-
-
-def _positive(option: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer, got {value}")
-        return value
-
-    return parse
 
 
 def add_split_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -116,12 +101,12 @@ def add_split_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("input", metavar="IN.jsonl",
                         help="conversations, one JSON object a line; - reads standard input")
-    parser.add_argument("--max-tokens", type=_positive("--max-tokens"), required=True,
+    parser.add_argument("--max-tokens", type=integer(1), required=True,
                         metavar="N", help="the most tokens a chunk may have (e.g. 4096)")
     parser.add_argument("--model", default=None, metavar="M",
                         help="hub id or local checkpoint folder (default: $TOKENGUARD_MODEL, "
                              "else HuggingFaceTB/SmolVLM2-2.2B-Instruct)")
-    parser.add_argument("--longest-edge", type=_positive("--longest-edge"), default=None,
+    parser.add_argument("--longest-edge", type=integer(1), default=None,
                         metavar="N",
                         help="the processor's size['longest_edge'] (default: the checkpoint's)")
     parser.add_argument("--leading-file", default=None, metavar="F",
@@ -424,11 +409,7 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
         say(f"error: {exc.reworded(CLI_WORDING)}")
         return EXIT_FAILED
     except BrokenPipeError:
-        # the reader of standard output went away (| head): stop quietly, as cat does
-        with contextlib.suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILED
+        return reader_left(sys.stdout)
     except OSError as exc:
         where = exc.filename or args.output or args.rejects or "output"
         say(f"error: cannot write {where}: {exc.strerror or exc}")

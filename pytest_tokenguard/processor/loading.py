@@ -24,6 +24,8 @@ from ..errors import ProcessorLoadError as ProcessorLoadError
 from ..specs import DEFAULT_MODEL, ModelSpec, SpecError, spec_from_processor
 from .source import DEFAULT_NETWORK_TIMEOUT, ModelSource, resolve_source
 
+__all__ = ["CHECKPOINT_JSON_FILES", "LoadedProcessor", "check_checkpoint_files", "load_processor"]
+
 
 @dataclass(frozen=True)
 class LoadedProcessor:

@@ -472,7 +472,7 @@ def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         parse(["split", "--max-tokens", "0", str(source)])
     assert exited.value.code == 2
-    assert "--max-tokens must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --max-tokens: 0 is not accepted; use 1 or more" in capsys.readouterr().err
     code, _, stderr = run(["--max-tokens", "10", str(tmp_path / "nope.jsonl")])
     assert (code, stderr.strip()) == (1, f"tokenguard split: error: {tmp_path / 'nope.jsonl'}: "
                                          "no such file")
