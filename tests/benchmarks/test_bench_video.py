@@ -97,3 +97,26 @@ def test_processor_folder(benchmark: Any, clip_folder: Path) -> None:
 
     lengths = benchmark.pedantic(process, rounds=3, iterations=1)
     assert lengths == [c.video(path).tokens for path in paths]
+
+
+def test_count_command_folder(benchmark: Any, clip_folder: Path) -> None:
+    """``tokenguard count --json`` on the folder, in process, through the embedded default
+    (what a user without the model files runs): walking, metadata, tokens, JSON."""
+    import contextlib
+    import io
+    import json
+
+    from pytest_tokenguard.cli import main
+
+    benchmark.group = f"tokens of a folder of {CLIPS} clips (10 s, 30 fps)"
+
+    def run() -> list[dict[str, Any]]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["count", "--json", "--model", "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+                         str(clip_folder)]) == 0
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    rows = benchmark(run)
+    paths = list(iter_video_paths([str(clip_folder)]))
+    assert [row["tokens"] for row in rows] == [counter("2.2B").video(p).tokens for p in paths]
