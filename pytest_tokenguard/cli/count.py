@@ -329,13 +329,14 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
     count.add_argument(
         "--image-splitting", dest="do_image_splitting", default=None,
         action=argparse.BooleanOptionalAction,
-        help="count as processor(..., do_image_splitting=True/False) (default: the model's "
-        "own setting)",
+        help="count images as processor(..., do_image_splitting=True/False) (default: the "
+        "model's own setting); video frames are never split",
     )
     count.add_argument(
         "--tile-size", type=positive_int, default=None, metavar="N",
-        help="count as processor(..., max_image_size={'longest_edge': N}) (default: the "
-        "model's own tile)",
+        help="count images as processor(..., max_image_size={'longest_edge': N}) (default: "
+        "the model's own tile); a video frame is one block of the model's image_seq_len "
+        "tokens at any tile size",
     )
     count.add_argument(
         "--num-frames", type=positive_int, default=None, metavar="N",
@@ -350,7 +351,8 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
     count.add_argument(
         "--verify", action="store_true",
         help="decode every image, so truncated or corrupt files whose header is intact are "
-        "reported as unreadable (slower; the default reads headers only)",
+        "reported as unreadable (slower; the default reads headers only); videos are always "
+        "read packet by packet, never decoded",
     )
     count.add_argument("--json", action="store_true", help="JSON Lines, one object per image "
                        "and resolution and one per video, each with its kind")
