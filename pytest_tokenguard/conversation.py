@@ -800,7 +800,8 @@ def image_sizes(messages: Sequence[Message]) -> list[tuple[int, int]]:
 
 
 def atoms(message: Message) -> tuple[object, ...]:
-    """The message as its indivisible pieces: text items, images, and single frames.
+    """The message as its indivisible pieces: text items, images, and single frames (of
+    frames items, and of videos: a video cut into clips has the frames it had).
 
     Comparing atom sequences tells whether parts of a split message add up to the
     original, whatever the cut points (two adjoining frames items and one item cut in
@@ -811,6 +812,10 @@ def atoms(message: Message) -> tuple[object, ...]:
         if type(item) is FramesItem:
             out.extend(("frame", item.video, frame, item.width, item.height)
                        for frame in item.frames)
+        elif type(item) is VideoItem:  # a video cut into clips holds the same frames
+            key = (item.path, item.total_frames, item.fps, item.duration, item.num_frames,
+                   item.sample_fps)
+            out.extend(("video frame", key, frame) for frame in item.frame_range)
         else:
             out.append(item)
     return tuple(out)
