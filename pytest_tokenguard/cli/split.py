@@ -6,8 +6,14 @@ Input, one conversation per line (a file, or ``-`` for standard input)::
 
 Images by ``path`` (relative paths are taken from the input file's folder, or the
 current folder for standard input) or by ``width``/``height`` (both given with a file
-that exists: they must agree with it); video frames as ``{"type": "frames", "start": S,
-"end": E, "width": W, "height": H}`` with ``E`` exclusive. Output, one line per chunk::
+that exists: they must agree with it); video frames sent as images as ``{"type":
+"frames", "start": S, "end": E, "width": W, "height": H}`` with ``E`` exclusive; videos
+sent through the processor's video path as ``{"type": "video", "path": P}`` or by metadata
+``{"type": "video", "total_frames": N, "fps": F, "duration": D}``, with optional
+``num_frames``/``sample_fps`` (the call's sampling) and ``start``/``end`` (a clip: frames
+``start..end-1`` sent as a video of their own; ``--allow-frame-split`` cuts long videos
+into such clips). Video paths are read for their metadata only (PyAV, no decoding) and
+written back with it. Output, one line per chunk::
 
     {"id": "clip-7", "chunk": 0, "chunks": 3, "tokens": 4071, "sources": [0, 1, 2],
      "messages": [...]}
@@ -113,7 +119,8 @@ def add_split_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="context repeated at the start of every chunk: a JSON list of "
                              "messages (or one message), or plain text for a system message")
     parser.add_argument("--allow-frame-split", action="store_true",
-                        help="cut a message that cannot fit whole between its video frames")
+                        help="cut a message that cannot fit whole between its video frames, "
+                             "and its videos into consecutive clips")
     parser.add_argument("-o", "--output", default=None, metavar="OUT.jsonl",
                         help="where to write the chunks, replaced whole at the end (default: "
                              "standard output); image paths are written relative to its folder")

@@ -3,7 +3,13 @@
 Arguments are checked when the strategy is built, so a wrong bound fails at once
 with ``InvalidArgument`` naming it, not as a confusing health-check error later.
 Everything shrinks toward small, readable counterexamples: few turns, short ASCII
-text, tiny images, one-frame runs.
+text, tiny images, one-frame runs, short videos at the default sampling.
+
+Videos (``{"type": "video"}`` items, the processor's video path) come by metadata
+(:func:`video_items`: frame counts, frame rates, durations, ``num_frames``/``sample_fps``
+overrides, clips), so nothing is decoded; pass ``videos=video_items()`` to
+:func:`messages` or :func:`conversations` to fuzz a splitter with them. ``frames`` items
+stay frames sent as images.
 
 Usage::
 
@@ -32,9 +38,11 @@ from ..conversation import (
     ImageItem,
     Message,
     TextItem,
+    VideoItem,
     to_chat_template,
 )
 from ..specs import IMAGE_TOKEN, MAX_IMAGE_SIZE
+from ..video import VIDEO_TOKEN
 
 __all__ = [
     "conversation_dicts",
@@ -43,6 +51,7 @@ __all__ = [
     "image_sizes",
     "messages",
     "texts",
+    "video_items",
 ]
 
 
@@ -95,15 +104,62 @@ def frame_ranges(
 def texts(
     *, min_size: int = 0, max_size: int = 200, unicode: bool = True
 ) -> SearchStrategy[str]:
-    """Message text: any Unicode (no surrogates) or printable ASCII; never ``<image>``."""
+    """Message text: any Unicode (no surrogates) or printable ASCII; never ``<image>`` or
+    ``<video>`` (the processor takes them for placeholders)."""
     _bounds("min_size", min_size, "max_size", max_size)
     if unicode:
         alphabet = st.characters(codec="utf-8")
     else:
         alphabet = st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("\n\t")
     return st.text(alphabet, min_size=min_size, max_size=max_size).filter(
-        lambda s: IMAGE_TOKEN not in s
+        lambda s: IMAGE_TOKEN not in s and VIDEO_TOKEN not in s
     )
+
+
+#: Frame rates real videos have (NTSC's 30000/1001 included), then any in range.
+VIDEO_RATES = (1.0, 2.0, 7.5, 12.0, 24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 50.0, 60.0)
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidArgument(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def video_items(
+    *, min_frames: int = 1, max_frames: int = 3600, min_fps: float = 0.5,
+    max_fps: float = 60.0, sampling: bool = True, clips: bool = True,
+    max_num_frames: int = 96,
+) -> SearchStrategy[VideoItem]:
+    """Videos by metadata: ``min_frames..max_frames`` frames at a rate between ``min_fps``
+    and ``max_fps`` (common rates first), a duration of ``frames / fps`` or a little
+    off it (containers disagree), and with ``sampling`` per-call ``num_frames`` (up to
+    ``max_num_frames``) and ``sample_fps`` overrides; with ``clips`` some are clips
+    (``start``/``end``) of the video. Shrinks to a short video at the default sampling."""
+    _bounds("min_frames", min_frames, "max_frames", max_frames, 1)
+    low, high = _positive("min_fps", min_fps), _positive("max_fps", max_fps)
+    if low > high:
+        raise InvalidArgument(f"min_fps={low} is greater than max_fps={high}")
+    _int("max_num_frames", max_num_frames, 1)
+    common = [rate for rate in VIDEO_RATES if low <= rate <= high]
+    rates = (st.sampled_from(common) | st.floats(low, high)) if common else st.floats(low, high)
+    num_frames = st.none() | st.integers(1, max_num_frames) if sampling else st.none()
+    sample_fps = (st.none() | st.sampled_from([0.5, 1.0, 2.0]) | st.floats(0.05, 8.0)
+                  if sampling else st.none())
+
+    @st.composite
+    def video(draw: Any) -> VideoItem:
+        total = draw(st.integers(min_frames, max_frames))
+        fps = draw(rates)
+        stretch = draw(st.sampled_from([1.0, 0.999]) | st.floats(0.5, 1.5))
+        clip = None
+        if clips and total > 1 and draw(st.booleans()):
+            start = draw(st.integers(0, total - 1))
+            clip = FrameRange(start, draw(st.integers(start + 1, total)))
+        return VideoItem(total, fps, total / fps * stretch, draw(num_frames), draw(sample_fps),
+                         clip)
+
+    return video()
 
 
 def _roles(roles: Sequence[str]) -> tuple[str, ...]:
@@ -128,6 +184,7 @@ def _message_parts(
     max_text: int,
     unicode: bool,
     sizes: SearchStrategy[tuple[int, int]] | None,
+    videos: SearchStrategy[VideoItem] | None = None,
 ) -> SearchStrategy[tuple[ContentItem, ...]]:
     _bounds("min_images", min_images, "max_images", max_images)
     _int("max_frames", max_frames, 1)
@@ -148,6 +205,11 @@ def _message_parts(
             sizes,
         )
         visual = image | run
+    if videos is not None:
+        if not isinstance(videos, SearchStrategy):
+            raise InvalidArgument(f"videos must be a strategy of video items (video_items()), "
+                                  f"got {videos!r}")
+        visual = visual | videos
     text = st.builds(TextItem, texts(min_size=min_text, max_size=max_text, unicode=unicode))
 
     @st.composite
@@ -176,13 +238,16 @@ def messages(
     max_text: int = 200,
     unicode: bool = True,
     sizes: SearchStrategy[tuple[int, int]] | None = None,
+    videos: SearchStrategy[VideoItem] | None = None,
 ) -> SearchStrategy[Message]:
     """One message: up to ``max_texts`` text items and ``min_images..max_images`` visuals
-    (single images, or with ``frames`` runs of up to ``max_frames`` frames), in any order."""
+    (single images, or with ``frames`` runs of up to ``max_frames`` frames, or with
+    ``videos`` video items drawn from it, e.g. :func:`video_items`), in any order."""
     role_names = _roles(roles)
     parts = _message_parts(
         min_images=min_images, max_images=max_images, max_frames=max_frames, frames=frames,
         max_texts=max_texts, min_text=min_text, max_text=max_text, unicode=unicode, sizes=sizes,
+        videos=videos,
     )
     return st.builds(Message, st.sampled_from(role_names), parts)
 
@@ -202,18 +267,20 @@ def conversations(
     max_text: int = 200,
     unicode: bool = True,
     sizes: SearchStrategy[tuple[int, int]] | None = None,
+    videos: SearchStrategy[VideoItem] | None = None,
 ) -> SearchStrategy[Conversation]:
     """Conversations of ``min_turns..max_turns`` messages.
 
     With ``alternate`` the roles cycle in the given order (user, assistant, user,
-    ...) as real dialogues do; otherwise each message draws its role.
+    ...) as real dialogues do; otherwise each message draws its role. With ``videos``
+    (e.g. :func:`video_items`) visuals may be video items too.
     """
     _bounds("min_turns", min_turns, "max_turns", max_turns)
     role_names = _roles(roles)
     parts = _message_parts(
         min_images=min_images_per_turn, max_images=max_images_per_turn,
         max_frames=max_frames_per_run, frames=frames, max_texts=max_texts_per_turn,
-        min_text=min_text, max_text=max_text, unicode=unicode, sizes=sizes,
+        min_text=min_text, max_text=max_text, unicode=unicode, sizes=sizes, videos=videos,
     )
     if alternate:
         contents = st.lists(parts, min_size=min_turns, max_size=max_turns)

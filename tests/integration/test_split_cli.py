@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import re
@@ -577,3 +578,65 @@ def test_a_million_frames_are_refused_in_bounded_memory(tmp_path: Path) -> None:
     assert code == 1
     assert "--allow-frame-split lets it be cut between frames" in stderr
     assert peak < 20_000_000
+
+
+# ---------------------------------------------------------------- videos
+
+
+def test_videos_by_path_and_metadata_split_and_count_again(tmp_path: Path) -> None:
+    """Video items by relative path (resolved against the input's folder, written relative
+    to the output's) and by metadata; a long one cut into clips with --allow-frame-split;
+    every chunk re-counted by the real processor with its videos handed over as videos."""
+    from tests.helpers import torchcodec_missing, write_clip
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_clip(data / "short.mp4", 20, 5)
+    records = [
+        {"id": "file", "messages": [{"role": "user", "content": [
+            {"type": "video", "path": "short.mp4"}, {"type": "text", "text": "What?"}]}]},
+        {"id": "long", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Steps:"},
+                                         {"type": "video", "total_frames": 7200, "fps": 30}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Two."}]}]},
+        {"id": "too long", "messages": [{"role": "user", "content": [
+            {"type": "video", "total_frames": 1800, "fps": 30}]}]},
+        {"id": "string", "messages": [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": [
+                                          {"type": "video", "total_frames": 30, "fps": 30}]}]},
+    ]
+    source = write_jsonl(data / "in.jsonl", records)
+    out = tmp_path / "out" / "chunks.jsonl"
+    out.parent.mkdir()
+    code, _, err = run_model([str(source), "--max-tokens", "4096", "-o", str(out)])
+    assert code == 1
+    lines = err.splitlines()
+    assert any("(id 'too long'): message 0 (user, 1 item, 0 images, 1 video) is " in line
+               and "num_frames=" in line and "--allow-frame-split" in line for line in lines)
+    assert any("(id 'string'): message 0: plain-string content in a conversation that holds "
+               "a video" in line for line in lines)
+    chunks = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [c["id"] for c in chunks] == ["file"]  # the long videos need cutting
+    video = chunks[0]["messages"][0]["content"][0]
+    assert video["path"] == os.path.join("..", "data", "short.mp4")
+    assert (video["total_frames"], video["fps"]) == (20, 5.0)
+    code, _, err = run_model([str(source), "--max-tokens", "4096", "--allow-frame-split",
+                              "-o", str(out)])
+    assert code == 1
+    assert "(id 'string')" in err
+    chunks = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({c["id"] for c in chunks}) == ["file", "long", "too long"]
+    long = [c for c in chunks if c["id"] == "long"]
+    assert len(long) > 1
+    assert [c["chunks"] for c in long] == [len(long)] * len(long)
+    clips = [item for c in long for m in c["messages"] for item in m["content"]
+             if item["type"] == "video"]
+    assert clips[0]["start"] == 0
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(clips))
+    assert clips[-1]["end"] == 7200
+    processor = loaded("2.2B", 384).processor
+    for chunk in chunks:
+        if chunk["id"] == "file" and torchcodec_missing():
+            continue  # the processor decodes that file with torchcodec only
+        messages = parse_conversation(chunk["messages"], base_dir=out.parent)
+        assert processor_count(processor, messages) == chunk["tokens"] <= 4096
