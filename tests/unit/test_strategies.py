@@ -105,3 +105,40 @@ def test_shrinks_to_a_small_readable_example() -> None:
 def test_bad_arguments_fail_at_once(build: Any, pattern: str) -> None:
     with pytest.raises(InvalidArgument, match=pattern):
         build()  # raised when the strategy is built, before any example is drawn
+
+
+# ------------------------------------------------------------------ videos
+
+
+@given(tgst.conversations(max_turns=3, videos=tgst.video_items(max_frames=500, max_fps=30)))
+def test_video_items_are_valid_videos_that_round_trip(conversation: Conversation) -> None:
+    from pytest_tokenguard.conversation import VideoItem, to_dicts
+
+    for item in (i for m in conversation for i in m.content if isinstance(i, VideoItem)):
+        assert 1 <= item.total_frames <= 500
+        assert 0.5 <= item.fps <= 30
+        if item.clip is not None:
+            assert 0 <= item.clip.start < item.clip.end <= item.total_frames
+    assert parse_conversation(to_dicts(conversation)) == conversation
+
+
+def test_video_items_shrink_to_a_short_video_at_the_default_sampling() -> None:
+    from pytest_tokenguard.conversation import VideoItem
+
+    found = find(tgst.video_items(), lambda item: True)
+    assert found == VideoItem(1, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min_frames": 0}, "min_frames must be >= 1"),
+    ({"min_frames": 10, "max_frames": 5}, "min_frames=10 is greater than max_frames=5"),
+    ({"min_fps": 0}, "min_fps must be a positive number"),
+    ({"min_fps": 30, "max_fps": 10}, "min_fps=30.0 is greater than max_fps=10.0"),
+    ({"max_num_frames": 0}, "max_num_frames must be >= 1"),
+])
+def test_video_items_arguments_are_checked_at_once(kwargs: dict[str, Any], message: str
+                                                   ) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        tgst.video_items(**kwargs)
+    with pytest.raises(InvalidArgument, match="videos must be a strategy of video items"):
+        tgst.conversations(videos=[1, 2])  # type: ignore[arg-type]
