@@ -107,24 +107,35 @@ class _Failure:
     calculated: int | None = None
     real: int | None = None
     detail: str = ""
+    overflow: bool = False
+    prompt: bool = False  # counted with the generation prompt
 
     def message(self, max_tokens: int, longest_edge: int | None) -> str:
-        lines = [self.headline]
+        headline = self.headline
+        if self.overflow:
+            count = self.real if self.real is not None else self.calculated
+            by = "the real processor" if self.real is not None else "the exact calculator"
+            headline = (f"chunk {self.chunk} of {self.chunks} is {count} tokens as {by} counts "
+                        "the rendered chunk" + (" with the generation prompt" if self.prompt
+                                                else "")
+                        + f", over max_tokens {max_tokens} by {(count or 0) - max_tokens}")
+        notes = []
+        if self.chunk is not None and (self.overflow or self.claimed is not None):
+            notes.append(f"the splitter claimed {self.claimed} tokens" if self.claimed is not None
+                         else "the splitter claimed no count")
+        if longest_edge is not None:
+            notes.append(f"longest_edge {longest_edge}")
+        lines = [headline + (f" ({'; '.join(notes)})" if notes else "")]
         if self.detail:
             lines.append(self.detail)
-        if self.chunk is not None and (self.real is not None or self.calculated is not None):
-            claim = (f"the splitter claimed {self.claimed}" if self.claimed is not None
-                     else "the splitter claimed no count")
-            real = (f"the real processor counts {self.real}" if self.real is not None
-                    else f"the exact calculator counts {self.calculated}")
-            lines.append(f"chunk {self.chunk} of {self.chunks}: {claim}; {real} "
-                         f"(max_tokens {max_tokens}"
-                         + (f", longest_edge {longest_edge})" if longest_edge else ")"))
+        if self.chunk is not None and self.chunk_json is not None:
             shown = ("the whole conversation below" if self.chunk_json == self.conversation
                      else _dump(self.chunk_json))
             lines.append(f"chunk {self.chunk}: {shown}")
-        lines.append(f"conversation (shrunk; the splitter's input, paste it into a test): "
-                     f"{_dump(self.conversation)}")
+        lines.append(f"conversation (shrunk): {_dump(self.conversation)}")
+        lines.append("to reproduce, paste the conversation into a test: check_chunks("
+                     "conversation, my_split(conversation), counter, "
+                     f"{max_tokens}{', sft=True' if 'SFT' in self.headline else ''})")
         return "\n".join(lines)
 
 
@@ -510,15 +521,14 @@ def _inspect(
         claimed = read.claimed[number]
         if exact > max_tokens:
             return tuple(counts), read, _Failure(
-                f"chunk {number} of {len(read.parsed)} is over max_tokens {max_tokens} by "
-                f"{exact - max_tokens} as the processor counts the rendered chunk"
-                + (" with the generation prompt" if add_generation_prompt else ""),
-                shown, chunk=number, chunks=len(read.parsed), chunk_json=read.shown[number],
-                chunk_messages=parsed, claimed=claimed, calculated=exact, real=real)
+                "", shown, chunk=number, chunks=len(read.parsed), chunk_json=read.shown[number],
+                chunk_messages=parsed, claimed=claimed, calculated=exact, real=real,
+                overflow=True, prompt=add_generation_prompt)
         if claimed is not None and claimed < exact:
             return tuple(counts), read, _Failure(
                 f"chunk {number} of {len(read.parsed)} claims {claimed} tokens, fewer than the "
-                f"{exact} it has: a count lower than the real one is how chunks overflow",
+                f"{exact} it has (exact count): a count lower than the real one is how chunks "
+                "overflow",
                 shown, chunk=number, chunks=len(read.parsed), chunk_json=read.shown[number],
                 chunk_messages=parsed, claimed=claimed, calculated=exact, real=real)
     return tuple(counts), read, None
@@ -849,8 +859,7 @@ def _confirm(run: _Run, processor: Any, max_tokens: int, edge: int | None,
                 f"the real processor counts {real} tokens where the exact calculator counted "
                 f"{tokens}" + (" (over max_tokens)" if real > max_tokens else "")
                 + ": please report this to pytest-tokenguard with the conversation below",
-                conversation, chunk=0, chunks=1, chunk_json=to_dicts(chunk), calculated=tokens,
-                real=real)
+                conversation, chunk=0, chunks=1, chunk_json=to_dicts(chunk))
             raise SplitterCheckError(failure.message(max_tokens, edge))
     return len(run.fullest)
 

@@ -381,12 +381,15 @@ def boundary_conversations(
             return user(limit) if role(position) == "user" else answer()
 
         messages: list[Message] = []
-        context = lead_tokens
+        context = lead_tokens  # what every chunk starts with
+        opening = 0  # what only the first chunk starts with
         if draw(between(0, 3), label="system prompt") == 3:
             system = Message("system", (TextItem(draw(answer_text)),))
             messages.append(system)
-            if sft:
+            if sft:  # repeated in every chunk, as split(sft=True) does
                 context += cost(system)
+            else:
+                opening = cost(system)
         start = len(messages)
         room = max_tokens - context  # what one message may cost and still fit alone
 
@@ -401,7 +404,7 @@ def boundary_conversations(
         for segment in range(draw(between(1, 3), label="chunks at the limit")):
             delta = draw(delta_of, label="delta")
             target = max_tokens + delta
-            used = context + carry
+            used = context + carry + (opening if segment == 0 else 0)
             # ---- drawn turns while they leave room, then frames turns until the rest of
             # the run is small enough for one message to fill it exactly
             turns = draw(between(0, max_turns), label="turns before the limit")
