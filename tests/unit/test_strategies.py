@@ -20,7 +20,7 @@ from pytest_tokenguard.conversation import (
 from pytest_tokenguard.specs import IMAGE_TOKEN
 from pytest_tokenguard.testing import strategies as tgst
 
-SHAPE = {"min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
+SHAPE: dict[str, Any] = {"min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
          "max_frames_per_run": 6, "max_texts_per_turn": 1, "max_text": 30}
 
 
@@ -40,10 +40,10 @@ def test_conversations_have_the_requested_shape(conversation: Conversation) -> N
             assert max(item.width, item.height) <= 4 * min(item.width, item.height)
             if isinstance(item, FramesItem):
                 assert 1 <= len(item) <= 6
-        for item in message.content:
-            if isinstance(item, TextItem):
-                assert len(item.text) <= 30
-                assert IMAGE_TOKEN not in item.text
+        for text in message.content:
+            if isinstance(text, TextItem):
+                assert len(text.text) <= 30
+                assert IMAGE_TOKEN not in text.text
     # what the strategies make, the parser accepts unchanged
     assert parse_conversation(conversation) == conversation
 
@@ -103,3 +103,29 @@ def test_shrinks_to_a_small_readable_example() -> None:
 def test_bad_arguments_fail_at_once(build: Any, pattern: str) -> None:
     with pytest.raises(InvalidArgument, match=pattern):
         build()  # raised when the strategy is built, before any example is drawn
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"max_tokens": 0}, "max_tokens must be >= 1"),
+        ({"max_turns": -1}, "max_turns must be >= 0"),
+        ({"max_frames_per_run": 0}, "max_frames_per_run must be >= 1"),
+        ({"deltas": []}, "deltas must be a non-empty list of integers"),
+        ({"deltas": [1.5]}, "deltas must be a non-empty list of integers"),
+        ({"sizes": [(1, 2)]}, "sizes must be a strategy"),
+    ],
+)
+def test_boundary_arguments_fail_at_once(kwargs: dict[str, Any], pattern: str) -> None:
+    # checked before the counter is touched: no processor needed to see the mistake
+    arguments: dict[str, Any] = {"max_tokens": 4096, **kwargs}
+    with pytest.raises(InvalidArgument, match=pattern):
+        tgst.boundary_conversations(object(), **arguments)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="frames_as must be 'images' or 'ranges'"):
+        tgst.boundary_conversation_dicts(object(), frames_as="video")  # type: ignore[arg-type]
+
+
+def test_deltas_shrink_to_one_token_over() -> None:
+    """The simplest example is the one an under-count of one token overflows."""
+    assert tgst.DELTAS[0] == 1
+    assert {1, 2, 3, 0, -1} <= set(tgst.DELTAS[:5])
