@@ -20,8 +20,10 @@ from pytest_tokenguard.conversation import (
 from pytest_tokenguard.specs import IMAGE_TOKEN
 from pytest_tokenguard.testing import strategies as tgst
 
-SHAPE: dict[str, Any] = {"min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
-         "max_frames_per_run": 6, "max_texts_per_turn": 1, "max_text": 30}
+SHAPE: dict[str, Any] = {
+    "min_turns": 2, "max_turns": 5, "min_images_per_turn": 1, "max_images_per_turn": 3,
+    "max_frames_per_run": 6, "max_texts_per_turn": 1, "max_text": 30,
+}
 
 
 @given(tgst.conversations(**SHAPE, sizes=tgst.image_sizes(min_side=10, max_side=900,
