@@ -929,13 +929,14 @@ class SplitterChecker:
         edges = tuple(resolutions) if resolutions is not None else self.resolutions
         if not edges:
             raise ValueError("no resolution to check: pass resolutions=[384, ...]")
-        return tuple(
-            check_splitter(split_fn, self.counter(edge), max_tokens, conversations=conversations,
-                           max_examples=max_examples, leading=leading, refuses=refuses, sft=sft,
-                           add_generation_prompt=add_generation_prompt, confirm=confirm,
-                           shrink_seconds=shrink_seconds)
-            for edge in edges
-        )
+        reports: list[SplitterReport] = []
+        for edge in edges:  # a loop, not a generator: its frame is hidden from tracebacks
+            reports.append(check_splitter(
+                split_fn, self.counter(edge), max_tokens, conversations=conversations,
+                max_examples=max_examples, leading=leading, refuses=refuses, sft=sft,
+                add_generation_prompt=add_generation_prompt, confirm=confirm,
+                shrink_seconds=shrink_seconds))
+        return tuple(reports)
 
 
 def splitter_checker(counter: TokenCounter | LoadedProcessor) -> Callable[..., None]:
