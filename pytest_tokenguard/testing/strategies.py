@@ -260,6 +260,12 @@ DELTAS = (1, 2, 3, 0, -1, 4, 6, 8, -3, 12, 24, 48, 90, -20, 200, -300, 700, -150
 #: Frame sizes of common videos; single images draw any size.
 VIDEO_SIZES = ((640, 360), (1280, 720), (1920, 1080), (480, 640), (384, 384), (1024, 768))
 
+#: Text for the turns: what a dataset of surgical-video dialogues says, in a few languages.
+QUESTIONS = ("What happens here?", "Which instrument is used?", "Describe the next step.",
+             "Is the suture complete?", "Que se passe-t-il ?", "这是哪一步?", "")
+ANSWERS = ("0", "The surgeon ties a knot.", "A needle driver.",
+           "The incision is closed with three sutures.", "Oui, c'est la fin.", "止血。")
+
 #: Words the tuned message is padded with (each one token in SmolVLM2's tokenizer; the
 #: tuning re-prices the message either way, so any tokenizer works).
 FILLER_WORDS = ("the", "and", "frame", "next")
@@ -316,10 +322,11 @@ def boundary_conversations(
     lead_tokens = base_tokens(counter) + prompt + sum(message_cost(m, counter).tokens
                                                      for m in lead)
     image_sizes_ = sizes
-    # short: every character is a hypothesis choice, and drawing is most of an example's
-    # cost; the tokens that matter here are the images' and the template's
-    user_text = texts(max_size=40)
-    answer_text = texts(min_size=1, max_size=60, unicode=False)
+    # mostly whole sentences (one choice each), sometimes drawn text: every character drawn
+    # is a hypothesis choice, and drawing is most of an example's cost (while shrinking
+    # too); the tokens that matter most here are the images' and the template's
+    user_text = st.sampled_from(QUESTIONS) | texts(max_size=30)
+    answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
 
     def cost(message: Message) -> int:
         return message_cost(message, counter, facts).tokens
@@ -454,7 +461,7 @@ def boundary_conversations(
                 if carry > room:
                     break
         # ---- what follows: more turns, perhaps a message too large for any chunk
-        if oversized and draw(between(0, 4), label="oversized") == 4:
+        if oversized and draw(between(0, 2), label="oversized") == 2:
             if role(len(messages) - start) == "assistant":
                 messages.append(answer())
             extra = draw(between(1, 8), label="frames over")
