@@ -667,13 +667,18 @@ def _wants_edge(split_fn: Callable[..., Any]) -> bool:
 
 
 def _default_strategy(counter: TokenCounter, max_tokens: int, leading: Conversation,
-                      sft: bool, add_generation_prompt: bool) -> Any:
+                      sft: bool, add_generation_prompt: bool) -> tuple[Any, list[Any]]:
+    """The boundary strategy, and its simplest conversations with one, two and three
+    chunks at the limit, tried first: an under-count of one token in any of the first
+    three chunks fails on the first examples of every run."""
+    from ..conversation import to_chat_template
     from . import strategies
 
-    return strategies.boundary_conversation_dicts(
-        counter, max_tokens, leading=leading, sft=sft,
-        add_generation_prompt=add_generation_prompt,
-    )
+    kwargs: dict[str, Any] = {"leading": leading, "sft": sft,
+                              "add_generation_prompt": add_generation_prompt}
+    return (strategies.boundary_conversation_dicts(counter, max_tokens, **kwargs),
+            [to_chat_template(c) for c in strategies.boundary_examples(counter, max_tokens,
+                                                                       **kwargs)])
 
 
 def default_conversations() -> Any:
@@ -726,7 +731,7 @@ def check_splitter(
     examples (:mod:`pytest_tokenguard.testing.generated`), to keep it out of a baseline.
     """
     __tracebackhide__ = True
-    from hypothesis import HealthCheck, Phase, event, given, settings
+    from hypothesis import HealthCheck, Phase, event, example, given, settings
 
     started = time.perf_counter()
     processor, calculator, edge = _oracle(counter)
@@ -736,7 +741,7 @@ def check_splitter(
                             "processor_counts=True for other processors")
     lead = parse_conversation(leading, label="leading message")
     accepted = refuses if isinstance(refuses, tuple) else (refuses,)
-    strategy = conversations if conversations is not None else _default_strategy(
+    strategy, explicit = (conversations, []) if conversations is not None else _default_strategy(
         calculator, max_tokens, lead, sft, add_generation_prompt)
     pass_edge = _wants_edge(split_fn)
     generated.note("check_splitter", f"longest_edge {edge}, max_tokens {max_tokens}")
@@ -754,8 +759,6 @@ def check_splitter(
     if max_examples is not None:
         overrides["max_examples"] = max_examples
 
-    @settings(**overrides)
-    @given(strategy)
     def splitter_property(conversation: Any) -> None:
         run.examples += 1
         if (run.found_at is not None and time.perf_counter() - run.found_at > shrink_seconds
@@ -804,8 +807,13 @@ def check_splitter(
         for tokens, parsed in zip(counts, read.parsed, strict=True):
             _keep_fullest(run, confirm, tokens, parsed, conversation)
 
+    wrap: Any = given(strategy)
+    test: Any = wrap(splitter_property)
+    for conversation in reversed(explicit):
+        test = example(conversation)(test)
+    test = settings(**overrides)(test)
     try:
-        splitter_property()
+        test()
     except _Found as found:
         failure = _finish(found.failure, processor, add_generation_prompt)
         raise SplitterCheckError(failure.message(max_tokens, edge)) from None

@@ -55,6 +55,7 @@ __all__ = [
     "DELTAS",
     "boundary_conversation_dicts",
     "boundary_conversations",
+    "boundary_examples",
     "conversation_dicts",
     "conversations",
     "frame_ranges",
@@ -302,6 +303,41 @@ def boundary_conversations(
     does. ``oversized`` sometimes adds a message too large for any chunk (tens of frames
     more than fit), which a splitter must refuse or cut between frames.
     """
+    return _boundary(counter, max_tokens, leading=leading,
+                     add_generation_prompt=add_generation_prompt, sft=sft, max_turns=max_turns,
+                     max_frames_per_run=max_frames_per_run, deltas=deltas, oversized=oversized,
+                     sizes=sizes, examples=False)  # type: ignore[return-value]
+
+
+def boundary_examples(
+    counter: TokenCounter,
+    max_tokens: int = 4096,
+    **kwargs: Any,
+) -> list[Conversation]:
+    """The simplest conversations of :func:`boundary_conversations` (same arguments) with
+    one, two and three runs at the limit, each ``deltas[0]`` tokens over it (one token,
+    by default), and one with a message too large for a chunk: the explicit examples a
+    checker tries first, so that an under-count in the first three chunks, or a wrong cut,
+    is caught on every run whatever else hypothesis generates (its choices also depend on
+    the constants of the modules loaded, so a derandomized run is not the same run in
+    every test session)."""
+    return _boundary(counter, max_tokens, examples=True, **kwargs)  # type: ignore[return-value]
+
+
+def _boundary(
+    counter: TokenCounter,
+    max_tokens: int = 4096,
+    *,
+    leading: Sequence[MessageLike] | Conversation = (),
+    add_generation_prompt: bool = False,
+    sft: bool = False,
+    max_turns: int = 30,
+    max_frames_per_run: int = 16,
+    deltas: Sequence[int] = DELTAS,
+    oversized: bool = True,
+    sizes: SearchStrategy[tuple[int, int]] | None = None,
+    examples: bool = False,
+) -> SearchStrategy[Conversation] | list[Conversation]:
     from ..conversation import parse_conversation
     from ..sequence import _facts, base_tokens, message_cost
 
@@ -346,7 +382,6 @@ def boundary_conversations(
         found = ints.get((lo, hi))
         return found if found is not None else st.integers(lo, hi)
 
-    @st.composite
     def build(draw: Any) -> Conversation:
         video = draw(frame_size, label="frame size")
         block = counter.image(*video).block_tokens
@@ -473,7 +508,41 @@ def boundary_conversations(
             messages.append(answer())
         return tuple(messages)
 
-    return build()
+    if examples:
+        # the simplest conversation with 1, 2 and 3 runs at the limit, for explicit use
+        return [build(_Simplest(overrides)) for overrides in (
+            {"chunks at the limit": 1}, {"chunks at the limit": 2}, {"chunks at the limit": 3},
+            {"chunks at the limit": 1, "oversized": 2})]
+    return st.composite(build)()
+
+
+class _Simplest:
+    """A ``draw`` that gives every strategy its simplest value (what shrinking aims at),
+    but the values named by label: builds the explicit examples of
+    :func:`boundary_examples` from the same code as the strategy."""
+
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+
+    def __call__(self, strategy: SearchStrategy[Any], label: str | None = None) -> Any:
+        if label in self.overrides:
+            return self.overrides[label]
+        return _simplest(strategy)
+
+
+_SIMPLEST: dict[int, tuple[SearchStrategy[Any], Any]] = {}
+
+
+def _simplest(strategy: SearchStrategy[Any]) -> Any:
+    cached = _SIMPLEST.get(id(strategy))
+    if cached is None or cached[0] is not strategy:
+        from hypothesis import Phase, find, settings
+
+        value = find(strategy, lambda _: True,
+                     settings=settings(database=None, max_examples=10, phases=[Phase.generate,
+                                                                                Phase.shrink]))
+        cached = _SIMPLEST[id(strategy)] = (strategy, value)
+    return cached[1]
 
 
 def _tuned(

@@ -347,3 +347,20 @@ def test_boundary_strategy_is_usable_inside_given_with_a_shared_counter() -> Non
         check_chunks(conversation, chunks, c, 4096)
 
     user_test()
+
+
+def test_boundary_examples_put_each_of_the_first_chunks_one_token_over() -> None:
+    """The explicit examples the checker tries first: with 1, 2 and 3 chunks, each chunk of
+    the exact greedy split plus the next message is exactly max_tokens + 1; the fourth has
+    a message too large for any chunk."""
+    c = counter("2.2B", 384)
+    examples = tgst.boundary_examples(c, 4096)
+    assert len(examples) == 4
+    for runs, conversation in enumerate(examples[:3], start=1):
+        chunks = split(conversation, 4096, counter=c)
+        assert len(chunks) >= runs
+        for chunk in chunks[:runs]:
+            after = conversation[chunk.sources[-1] + 1]
+            assert count_conversation((*chunk.messages, after), c).total == 4097
+    with pytest.raises(SplitError, match="allow_frame_split"):
+        split(examples[3], 4096, counter=c)
