@@ -470,12 +470,12 @@ def _boundary(
             word = draw(filler, label="filler word")
             text_first = draw(st.booleans(), label="text first")
             spare = draw(between(0, 2), label="blocks left to text")
-            last = "assistant" if sft else "user"
-            if role(len(messages) - start) != last:
+            if role(len(messages) - start) == "assistant":
                 if sft and len(messages) > start:
-                    used -= cost(messages.pop())  # a user message: tuned below instead
+                    # a question waits for its answer: replaced below by a tuned turn
+                    used -= cost(messages.pop())
                 elif not sft and target - used > 64:
-                    used += add(answer())
+                    used += add(answer())  # the tuned message is a user's, with frames
             if sft and role(len(messages) - start) == "user":
                 # the user message takes the frames, the answer the last few tokens
                 n = (target - used - 60) // max(block, 1) - spare
