@@ -40,11 +40,14 @@ class Note:
 
 
 _NOTES: list[Note] = []
+_KEEP = 100
 
 
 def note(source: str, detail: str = "") -> None:
-    """Record that the running test draws generated examples (called by the checker)."""
+    """Record that the running test draws generated examples (called by the checker).
+    Without a plugin to take them, only the latest notes are kept."""
     _NOTES.append(Note(source, detail))
+    del _NOTES[:-_KEEP]
 
 
 def take() -> tuple[Note, ...]:
