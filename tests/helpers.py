@@ -264,3 +264,144 @@ def real_tokens_of(processor: Any, image: Any, **kwargs: Any) -> tuple[int, int]
     the processor takes it: a path (str), which it opens itself, or a PIL image."""
     ids = processor(text=["<image>"], images=[[image]], **kwargs)["input_ids"][0]
     return ids.count(processor.image_token_id), len(ids)
+
+
+# ------------------------------------------------------------------ planted wrong splitters
+
+
+class PlantedSplitter:
+    """A greedy splitter over chat-template dicts that makes one classic mistake.
+
+    Every planted splitter is this project's exact calculator with one thing wrong, so
+    each isolates one bug class: what the checker must catch, and how fast, is measured
+    by tests/benchmarks/test_bench_split.py. ``check_kwargs`` are the settings the
+    checker runs it with (the generation prompt or leading context the mistake is about).
+    """
+
+    def __init__(self, name: str, c: TokenCounter, max_tokens: int, mistake: str,
+                 leading: list[dict[str, Any]] | None = None) -> None:
+        self.name = name
+        self.c = c
+        self.max_tokens = max_tokens
+        self.mistake = mistake
+        self.leading = leading or []
+        self.check_kwargs: dict[str, Any] = {}
+        if mistake == "no generation prompt":
+            self.check_kwargs["add_generation_prompt"] = True
+        if self.leading:
+            self.check_kwargs["leading"] = self.leading
+
+    def __repr__(self) -> str:
+        return f"PlantedSplitter({self.name!r})"
+
+    def cost(self, message: dict[str, Any]) -> int:
+        from pytest_tokenguard.conversation import parse_message
+        from pytest_tokenguard.sequence import message_cost
+
+        parsed = parse_message(message)
+        exact = message_cost(parsed, self.c)
+        if self.mistake == "81 per image":  # image_seq_len, without the block's wrapper tokens
+            return exact.template + exact.text + exact.image_tokens
+        if self.mistake == "84 per image, no template":
+            return exact.text + 84 * exact.images
+        if self.mistake == "text as characters / 4":
+            words = sum(len(item.get("text", "")) for item in message["content"]
+                        if item["type"] == "text")
+            return exact.template + exact.blocks + words // 4
+        if self.mistake == "inclusive frame end":
+            return exact.tokens - self.c.image(*_frame_size(message)).block_tokens * _runs(message)
+        return exact.tokens
+
+    def base(self) -> int:
+        from pytest_tokenguard.sequence import base_tokens
+
+        lead = sum(self.cost(m) for m in self.leading)
+        if self.mistake == "84 per image, no template":
+            return lead
+        return base_tokens(self.c) + lead
+
+    def __call__(self, messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        from pytest_tokenguard.splitting import SplitError
+
+        room = self.max_tokens - self.base()
+        if self.mistake == "leading context counted once":
+            lead = sum(self.cost(m) for m in self.leading)
+            first_room, room = room, room + lead
+        else:
+            first_room = room
+        chunks: list[list[dict[str, Any]]] = []
+        run: list[dict[str, Any]] = []
+        used = 0
+        for message in messages:
+            cost = self.cost(message)
+            limit = first_room if not chunks else room
+            if cost > limit:
+                if self.mistake == "drops the frame at a cut" and _images(message) > 1:
+                    for part in self._cut(message, limit):
+                        if run:
+                            chunks.append(run)
+                        run, used = [part], self.cost(part)
+                    continue
+                raise SplitError(f"message too large: {cost} tokens")
+            if run and used + cost > limit:
+                chunks.append(run)
+                run, used = [], 0
+                limit = room
+            run.append(message)
+            used += cost
+        if run:
+            chunks.append(run)
+        return [[*self.leading, *chunk] for chunk in chunks]
+
+    def _cut(self, message: dict[str, Any], room: int) -> list[dict[str, Any]]:
+        """Cut between images, but start each next part one image too late."""
+        content = message["content"]
+        parts: list[dict[str, Any]] = []
+        start = 0
+        while start < len(content):
+            lo, hi = start + 1, len(content)  # the longest part that fits: binary search
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.cost({"role": message["role"], "content": content[start:mid]}) <= room:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            parts.append({"role": message["role"], "content": content[start:lo]})
+            start = lo + 1  # the off-by-one: the image at `lo` is lost
+        return parts
+
+
+def _images(message: dict[str, Any]) -> int:
+    return sum(item["type"] == "image" for item in message["content"])
+
+
+def _frame_size(message: dict[str, Any]) -> tuple[int, int]:
+    for item in message["content"]:
+        if item["type"] == "image" and "frame" in item:
+            return int(item["width"]), int(item["height"])
+    return 1, 1
+
+
+def _runs(message: dict[str, Any]) -> int:
+    """Frames runs in the message: consecutive image items with consecutive frame numbers."""
+    runs = 0
+    previous: int | None = None
+    for item in message["content"]:
+        frame = item.get("frame") if item["type"] == "image" else None
+        if frame is not None and (previous is None or frame != previous + 1):
+            runs += 1
+        previous = frame
+    return runs
+
+
+#: The planted mistakes, in the order the benchmark reports them.
+MISTAKES = ("81 per image", "84 per image, no template", "inclusive frame end",
+            "no generation prompt", "text as characters / 4", "leading context counted once",
+            "drops the frame at a cut")
+LEADING_SYSTEM = [{"role": "system", "content": [
+    {"type": "text", "text": "You describe surgical video frames, step by step."}]}]
+
+
+def planted(mistake: str, c: TokenCounter, max_tokens: int = 4096) -> PlantedSplitter:
+    lead = LEADING_SYSTEM if mistake == "leading context counted once" else None
+    return PlantedSplitter(mistake, c, max_tokens, mistake, lead)
