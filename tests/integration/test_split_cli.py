@@ -21,7 +21,7 @@ import pytest
 from pytest_tokenguard.cli.split import add_split_parser, run_split
 from pytest_tokenguard.conversation import atoms, parse_conversation
 from pytest_tokenguard.sequence import processor_count
-from tests.helpers import REPO, loaded, model_folder, model_ref
+from tests.helpers import REPO, checkpoint_folder, loaded, model_ref
 
 EDGE = ["--longest-edge", "384"]
 
@@ -499,7 +499,7 @@ def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def copied_checkpoint(tmp_path: Path, template: str) -> Path:
     folder = tmp_path / "ckpt"
-    shutil.copytree(model_folder("2.2B"), folder)
+    shutil.copytree(checkpoint_folder("2.2B"), folder)
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}),
                                                encoding="utf-8")
     return folder
