@@ -1,20 +1,23 @@
 """The one helper module of the test suite: which model a test loads, how the processor is
-loaded (once per process), where the real checkpoint files are, and the recorded GPU
-measurements.
+loaded (once per process), the checkpoint folders, and the recorded GPU measurements.
 
 Tests that need "the real processor" name the checkpoint by its hub id
 (:func:`model_ref`), exactly as a user does. The suite runs offline
 (``HF_HUB_OFFLINE=1``, set in ``conftest.py``), so with no model cache (a fresh machine;
 CI uses an empty one) that id resolves through the package's own resolver to the
 embedded default, whether or not ``../shared`` exists: every such machine runs the same
-tests on the same processor. ``tests/oracle/test_embedded.py`` proves that processor
-gives the real files' ``input_ids`` (a cached snapshot, where one exists, is the real
-files too).
+tests on the same processor.
+
+Tests that need *a checkpoint folder* (loading from a folder, ``spec_from_folder``, an
+edited or broken copy, ``--model FOLDER``) use :func:`checkpoint_folder`: a complete
+folder written from tokenguard's built-in copies of the published files, so transformers'
+own folder-loading code runs on every machine.
 
 The real files (``../shared/models`` beside the checkout, or ``TOKENGUARD_MODELS_DIR``)
-are used only by tests that need them by design (:func:`model_folder`): the equality
-test, the ``spec_from_folder`` and folder-loading tests. Those skip with the reason
-where the files are missing.
+are used by ``tests/oracle/test_real_files.py`` only, which compares every built-in copy
+(the embedded default's tokenizer, settings and ``input_ids``, ``KNOWN_SPECS``,
+``KNOWN_ARCHITECTURES``, the written folder) with them and skips as one module, with
+the reason, where they are absent; and by the GPU tests (:func:`gpu_model_folder`).
 """
 
 from __future__ import annotations
@@ -60,9 +63,26 @@ def model_ref(checkpoint: str = "2.2B") -> str:
     return CHECKPOINTS.get(checkpoint, checkpoint)
 
 
-def model_folder(name: str, needs: str = "preprocessor_config.json") -> Path:
-    """The folder of a checkpoint's real files (hub id or short name), for the tests that
-    need the files themselves; skips with the reason where ``needs`` is not there."""
+#: the files a checkpoint folder holds (no weights): all of them in the real folders
+CHECKPOINT_FILES = ("chat_template.json", "config.json", "preprocessor_config.json",
+                    "processor_config.json", "special_tokens_map.json", "tokenizer.json",
+                    "tokenizer_config.json")
+#: why ``tests/oracle/test_real_files.py`` skips where the real files are absent
+REAL_FILES_MISSING = ("the real SmolVLM2 processor files are not in ../shared/models or "
+                      "$TOKENGUARD_MODELS_DIR: this module compares tokenguard's built-in "
+                      "copies with them")
+
+
+def real_files_present() -> bool:
+    """Whether every file of the three checkpoints' real folders is here."""
+    return all((models_dir() / model / name).is_file()
+               for model in MODEL_IDS for name in CHECKPOINT_FILES)
+
+
+def real_folder(name: str, needs: str = "preprocessor_config.json") -> Path:
+    """The folder of a checkpoint's REAL files (hub id or short name); skips with the
+    reason where ``needs`` is not there. Only ``tests/oracle/test_real_files.py`` and the
+    GPU tests use it: any other test that needs a folder uses :func:`checkpoint_folder`."""
     folder = models_dir() / model_ref(name)
     if not (folder / needs).is_file():
         pytest.skip(f"real files of {name} ({needs}) not found in {models_dir()}; set "
@@ -86,9 +106,15 @@ def real_processor(name: str, longest_edge: int | None = None) -> Any:
 
 
 def folder_processor(name: str, longest_edge: int | None = None) -> Any:
-    """The processor loaded from the checkpoint's real files (skips where they are
-    missing): the reference the embedded default is compared with."""
-    return _load(str(model_folder(name)), longest_edge).processor
+    """The processor loaded from a checkpoint folder (:func:`checkpoint_folder`) by
+    transformers' ``from_pretrained``, cached per process."""
+    return _load(str(checkpoint_folder(name)), longest_edge).processor
+
+
+def real_folder_processor(name: str, longest_edge: int | None = None) -> Any:
+    """The processor loaded from the checkpoint's REAL files (skips where they are
+    missing): the reference ``tests/oracle/test_real_files.py`` compares with."""
+    return _load(str(real_folder(name)), longest_edge).processor
 
 
 def real_image_tokens(processor: Any, width: int, height: int, **kwargs: Any) -> tuple[int, int]:
@@ -116,7 +142,7 @@ def counter(checkpoint: str = "2.2B", edge: int = 384) -> TokenCounter:
 
 def gpu_model_folder(name: str) -> Path:
     """A checkpoint folder with its config.json, for the GPU tests (short folder name)."""
-    return model_folder(f"HuggingFaceTB/{name}", needs="config.json")
+    return real_folder(f"HuggingFaceTB/{name}", needs="config.json")
 
 
 def recorded_results() -> list[dict[str, Any]]:
@@ -224,10 +250,10 @@ def _light_counter(model: str, edge: int) -> TokenCounter:
 def light_counter(checkpoint: str = "2.2B", edge: int = 384, *, folder: bool = False
                   ) -> TokenCounter:
     """The tokenizer-only counter ``tokenguard split`` uses (no torch): of the model as
-    tests name it (``model_ref``), or of the checkpoint's real folder (``folder=True``,
-    skipped where the files are not here)."""
-    return _light_counter(str(model_folder(checkpoint)) if folder else model_ref(checkpoint),
-                          edge)
+    tests name it (``model_ref``), or of a checkpoint folder (``folder=True``,
+    :func:`checkpoint_folder`)."""
+    return _light_counter(
+        str(checkpoint_folder(checkpoint)) if folder else model_ref(checkpoint), edge)
 
 
 def write_oriented_image(path: Path, width: int, height: int, orientation: int,
@@ -253,7 +279,7 @@ def pil_backend_processor(name: str) -> Any:
     processor, so the image processor is swapped in, as a user would."""
     from transformers import AutoImageProcessor, AutoProcessor
 
-    folder = str(model_folder(name))
+    folder = str(checkpoint_folder(name))
     processor = AutoProcessor.from_pretrained(folder)
     processor.image_processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
     return processor
@@ -264,3 +290,281 @@ def real_tokens_of(processor: Any, image: Any, **kwargs: Any) -> tuple[int, int]
     the processor takes it: a path (str), which it opens itself, or a PIL image."""
     ids = processor(text=["<image>"], images=[[image]], **kwargs)["input_ids"][0]
     return ids.count(processor.image_token_id), len(ids)
+
+
+# ------------------------------------------------------------------ planted wrong splitters
+
+
+class PlantedSplitter:
+    """A greedy splitter over chat-template dicts that makes one classic mistake.
+
+    Every planted splitter is this project's exact calculator with one thing wrong, so
+    each isolates one bug class: what the checker must catch, and how fast, is measured
+    by tests/benchmarks/test_bench_split.py. ``check_kwargs`` are the settings the
+    checker runs it with (the generation prompt or leading context the mistake is about).
+    """
+
+    def __init__(self, name: str, c: TokenCounter, max_tokens: int, mistake: str,
+                 leading: list[dict[str, Any]] | None = None) -> None:
+        self.name = name
+        self.c = c
+        self.max_tokens = max_tokens
+        self.mistake = mistake
+        self.leading = leading or []
+        self.check_kwargs: dict[str, Any] = {}
+        if mistake == "no generation prompt":
+            self.check_kwargs["add_generation_prompt"] = True
+        if self.leading:
+            self.check_kwargs["leading"] = self.leading
+
+    def __repr__(self) -> str:
+        return f"PlantedSplitter({self.name!r})"
+
+    def cost(self, message: dict[str, Any]) -> int:
+        from pytest_tokenguard.conversation import parse_message
+        from pytest_tokenguard.sequence import message_cost
+
+        parsed = parse_message(message)
+        exact = message_cost(parsed, self.c)
+        if self.mistake == "81 per image":  # image_seq_len, without the block's wrapper tokens
+            return exact.template + exact.text + exact.image_tokens
+        if self.mistake == "84 per image, no template":
+            return exact.text + 84 * exact.images
+        if self.mistake == "text as characters / 4":
+            words = sum(len(item.get("text", "")) for item in message["content"]
+                        if item["type"] == "text")
+            return exact.template + exact.blocks + words // 4
+        if self.mistake == "inclusive frame end":
+            return exact.tokens - self.c.image(*_frame_size(message)).block_tokens * _runs(message)
+        return exact.tokens
+
+    def base(self) -> int:
+        from pytest_tokenguard.sequence import base_tokens
+
+        lead = sum(self.cost(m) for m in self.leading)
+        if self.mistake == "84 per image, no template":
+            return lead
+        return base_tokens(self.c) + lead
+
+    def __call__(self, messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        from pytest_tokenguard.splitting import SplitError
+
+        room = self.max_tokens - self.base()
+        if self.mistake == "leading context counted once":
+            lead = sum(self.cost(m) for m in self.leading)
+            first_room, room = room, room + lead
+        else:
+            first_room = room
+        chunks: list[list[dict[str, Any]]] = []
+        run: list[dict[str, Any]] = []
+        used = 0
+        for message in messages:
+            cost = self.cost(message)
+            limit = first_room if not chunks else room
+            if cost > limit:
+                if self.mistake == "drops the frame at a cut" and _images(message) > 1:
+                    for part in self._cut(message, limit):
+                        if run:
+                            chunks.append(run)
+                        run, used = [part], self.cost(part)
+                    continue
+                raise SplitError(f"message too large: {cost} tokens")
+            if run and used + cost > limit:
+                chunks.append(run)
+                run, used = [], 0
+                limit = room
+            run.append(message)
+            used += cost
+        if run:
+            chunks.append(run)
+        return [[*self.leading, *chunk] for chunk in chunks]
+
+    def _cut(self, message: dict[str, Any], room: int) -> list[dict[str, Any]]:
+        """Cut between images, but start each next part one image too late."""
+        content = message["content"]
+        parts: list[dict[str, Any]] = []
+        start = 0
+        while start < len(content):
+            lo, hi = start + 1, len(content)  # the longest part that fits: binary search
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.cost({"role": message["role"], "content": content[start:mid]}) <= room:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            parts.append({"role": message["role"], "content": content[start:lo]})
+            start = lo + 1  # the off-by-one: the image at `lo` is lost
+        return parts
+
+
+def _images(message: dict[str, Any]) -> int:
+    return sum(item["type"] == "image" for item in message["content"])
+
+
+def _frame_size(message: dict[str, Any]) -> tuple[int, int]:
+    for item in message["content"]:
+        if item["type"] == "image" and "frame" in item:
+            return int(item["width"]), int(item["height"])
+    return 1, 1
+
+
+def _runs(message: dict[str, Any]) -> int:
+    """Frames runs in the message: consecutive image items with consecutive frame numbers."""
+    runs = 0
+    previous: int | None = None
+    for item in message["content"]:
+        frame = item.get("frame") if item["type"] == "image" else None
+        if frame is not None and (previous is None or frame != previous + 1):
+            runs += 1
+        previous = frame
+    return runs
+
+
+#: The planted mistakes, in the order the benchmark reports them.
+MISTAKES = ("81 per image", "84 per image, no template", "inclusive frame end",
+            "no generation prompt", "text as characters / 4", "leading context counted once",
+            "drops the frame at a cut")
+LEADING_SYSTEM = [{"role": "system", "content": [
+    {"type": "text", "text": "You describe surgical video frames, step by step."}]}]
+
+
+def planted(mistake: str, c: TokenCounter, max_tokens: int = 4096) -> PlantedSplitter:
+    lead = LEADING_SYSTEM if mistake == "leading context counted once" else None
+    return PlantedSplitter(mistake, c, max_tokens, mistake, lead)
+
+
+# ------------------------------------------------------------------ written checkpoint folders
+
+#: ``tokenizer_config.json`` keys of the three checkpoints that are not tokenizer settings
+#: (:data:`~pytest_tokenguard.processor.embedded.TOKENIZER_SETTINGS`): which classes
+#: transformers builds, and the vocabulary size. ``tests/oracle/test_real_files.py`` checks
+#: the written file against the real one.
+TOKENIZER_CONFIG_EXTRA: dict[str, Any] = {
+    "processor_class": "SmolVLMProcessor",
+    "tokenizer_class": "GPT2Tokenizer",
+    "vocab_size": 49280,
+}
+#: the keys of ``special_tokens_map.json`` that name the processor's tokens (the same
+#: strings as ``SmolVLMProcessor``'s defaults)
+PROCESSOR_TOKENS = {
+    "end_of_utterance_token": "<end_of_utterance>",
+    "fake_image_token": "<fake_token_around_image>",
+    "global_image_token": "<global-img>",
+    "image_token": "<image>",
+}
+
+
+def checkpoint_files(name: str) -> dict[str, Any]:
+    """The JSON files of a SmolVLM2 checkpoint folder (hub id or short name), by file
+    name, written from tokenguard's built-in copies of the published values: the embedded
+    default's tokenizer and settings, ``KNOWN_SPECS`` and ``KNOWN_ARCHITECTURES``.
+    ``tokenizer.json`` is the shipped file's text (a str); the others are parsed JSON."""
+    from pytest_tokenguard.gpu.model import KNOWN_ARCHITECTURES
+    from pytest_tokenguard.processor.embedded import (
+        CHAT_TEMPLATE,
+        TOKENIZER_SETTINGS,
+        preprocessor_settings,
+        tokenizer_json,
+    )
+    from pytest_tokenguard.specs import KNOWN_SPECS
+
+    model = model_ref(name)
+    spec, arch = KNOWN_SPECS[model], KNOWN_ARCHITECTURES[model]
+    text = tokenizer_json()
+    added = json.loads(text)["added_tokens"]
+    settings = dict(TOKENIZER_SETTINGS)
+    extra = settings.pop("extra_special_tokens")  # transformers 4's name in the files
+    tokenizer_config = {
+        **settings, **TOKENIZER_CONFIG_EXTRA, "additional_special_tokens": extra,
+        "added_tokens_decoder": {
+            str(token["id"]): {key: token[key] for key in
+                               ("content", "lstrip", "normalized", "rstrip", "single_word",
+                                "special")}
+            for token in added
+        },
+    }
+    special_tokens_map = {
+        "additional_special_tokens": extra,
+        **{key: settings[key] for key in ("bos_token", "eos_token", "pad_token", "unk_token")},
+        **PROCESSOR_TOKENS,
+    }
+    image_token_id = next(t["id"] for t in added if t["content"] == PROCESSOR_TOKENS["image_token"])
+    config = {
+        "architectures": ["SmolVLMForConditionalGeneration"],
+        "model_type": "smolvlm",
+        "image_token_id": image_token_id,
+        "scale_factor": arch.scale_factor,
+        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": arch.tie_word_embeddings,
+        "use_cache": True,
+        "text_config": {
+            "model_type": "llama",
+            "vocab_size": arch.vocab_size,
+            "rms_norm_eps": 1e-05,
+            "tie_word_embeddings": arch.tie_word_embeddings,
+            "hidden_size": arch.text_hidden,
+            "num_hidden_layers": arch.text_layers,
+            "num_attention_heads": arch.text_heads,
+            "num_key_value_heads": arch.text_kv_heads,
+            "intermediate_size": arch.text_intermediate,
+            "head_dim": arch.head_dim,
+        },
+        "vision_config": {
+            "model_type": "smolvlm_vision",
+            "hidden_size": arch.vision_hidden,
+            "num_hidden_layers": arch.vision_layers,
+            "num_attention_heads": arch.vision_heads,
+            "intermediate_size": arch.vision_intermediate,
+            "patch_size": arch.patch_size,
+            "image_size": arch.image_size,
+        },
+    }
+    return {
+        "chat_template.json": {"chat_template": CHAT_TEMPLATE},
+        "config.json": config,
+        "preprocessor_config.json": {
+            **preprocessor_settings(model), "image_processor_type": "SmolVLMImageProcessor",
+            "processor_class": "SmolVLMProcessor",
+        },
+        "processor_config.json": {"image_seq_len": spec.image_seq_len,
+                                  "processor_class": "SmolVLMProcessor"},
+        "special_tokens_map.json": special_tokens_map,
+        "tokenizer.json": text,
+        "tokenizer_config.json": tokenizer_config,
+    }
+
+
+@cache
+def _written_root() -> Path:
+    import atexit
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="tokenguard-checkpoints-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+def checkpoint_folder(name: str = "2.2B") -> Path:
+    """A complete SmolVLM2 checkpoint folder (hub id or short name) without weights,
+    written from tokenguard's built-in copies (:func:`checkpoint_files`) into a
+    temporary folder once per process, at ``<tmp>/HuggingFaceTB/<name>`` as in the hub
+    cache and ``../shared/models``.
+
+    For the tests that need *a* checkpoint folder (loading from a folder, an edited or
+    broken copy, ``--model FOLDER``): transformers' own loading code runs on it on every
+    machine, no real files needed. Copy it before editing it. The real files are only
+    for ``tests/oracle/test_real_files.py``, which also checks that this folder loads
+    into the same processor as they do.
+    """
+    return _written_folder(model_ref(name))
+
+
+@cache
+def _written_folder(model: str) -> Path:
+    folder = _written_root() / model
+    folder.mkdir(parents=True)
+    for file, content in checkpoint_files(model).items():
+        text = content if isinstance(content, str) else json.dumps(content, indent=2) + "\n"
+        (folder / file).write_text(text, encoding="utf-8")
+    return folder

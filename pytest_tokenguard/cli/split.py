@@ -50,10 +50,10 @@ Exit status: 0 every line split; 1 a line was rejected or the input could not be
 2 a usage error (an option value, an output that is an input, a model or chat template
 that cannot be used).
 
-The command is a reader, a per-conversation *mode* and a writer. The only mode today
-splits under ``--max-tokens`` (:func:`_split_mode`); another (``--sft``, say) is a
-function of the same shape chosen in :func:`_mode`, with the reading, rejecting,
-writing and summary shared. Registered into ``tokenguard`` by :func:`add_split_parser`.
+The command is a reader, a per-conversation *mode* and a writer. The mode splits under
+``--max-tokens`` (:func:`_split_mode`), with ``--sft`` keeping every question with its
+answer (:func:`pytest_tokenguard.splitting.split`'s ``sft``); the reading, rejecting,
+writing and summary are shared. Registered into ``tokenguard`` by :func:`add_split_parser`.
 """
 
 from __future__ import annotations
@@ -119,8 +119,12 @@ def add_split_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="context repeated at the start of every chunk: a JSON list of "
                              "messages (or one message), or plain text for a system message")
     parser.add_argument("--allow-frame-split", action="store_true",
-                        help="cut a message that cannot fit whole between its video frames, "
-                             "and its videos into consecutive clips")
+                        help="cut a message that cannot fit whole between its video frames or "
+                             "images, and its videos into consecutive clips")
+    parser.add_argument("--sft", action="store_true",
+                        help="supervised fine-tuning samples: every chunk ends on an assistant "
+                             "turn and keeps each user turn with the answer that follows; the "
+                             "opening system messages start every chunk")
     parser.add_argument("-o", "--output", default=None, metavar="OUT.jsonl",
                         help="where to write the chunks, replaced whole at the end (default: "
                              "standard output); image paths are written relative to its folder")
@@ -261,7 +265,7 @@ def _split_mode(job: _Job, record_id: Any, conversation: Conversation) -> list[d
     from ..splitting import split
 
     chunks = split(conversation, job.args.max_tokens, counter=job.counter, leading=job.leading,
-                   allow_frame_split=job.args.allow_frame_split)
+                   allow_frame_split=job.args.allow_frame_split, sft=job.args.sft)
     return [{
         "id": record_id, "chunk": chunk.index, "chunks": len(chunks), "tokens": chunk.tokens,
         "sources": list(chunk.sources),

@@ -10,7 +10,6 @@ them is parametrized over the configured resolutions (ids ``le384``, ``le512``..
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +20,7 @@ from .options import DEFAULT_RESOLUTIONS
 if TYPE_CHECKING:
     from ..processor.loading import LoadedProcessor
     from ..processor.source import ModelSource
+    from ..testing.splitcheck import SplitterChecker
     from ..tokens import TokenCounter
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
 
 #: a test that uses any of these runs once per configured resolution
 PARAMETRIZED = frozenset({"tokenguard_processor", "tokenguard_counter", "tokenguard_loaded",
-                          "tokenguard_longest_edge", "tokenguard_check_splitter"})
+                          "tokenguard_longest_edge"})
 
 
 class ProcessorCache:
@@ -134,18 +134,25 @@ def tokenguard_counter(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(scope="session")
-def tokenguard_check_splitter(tokenguard_counter: TokenCounter) -> Callable[..., None]:
+def tokenguard_check_splitter(request: pytest.FixtureRequest) -> SplitterChecker:
     """Prove your own splitter never overflows, in one line::
 
         def test_my_splitter(tokenguard_check_splitter):
             tokenguard_check_splitter(my_split, max_tokens=4096)
 
-    Hypothesis generates conversations, every chunk ``my_split`` returns is counted
-    exactly at this test's resolution (and confirmed by the real processor), and
-    coverage and order are checked; a failure shows the shrunk conversation and the
-    overflowing chunk's count. Tests that use it are kept out of the tokenguard baseline
-    (their figures come from generated examples).
+    Hypothesis generates conversations at the limit (a run of messages within a few tokens
+    of ``max_tokens``); each chunk ``my_split`` returns is priced exactly and must fit,
+    and the chunks must hold every message once, in order. It runs at every configured
+    resolution, or at ``resolutions=[...]``. Cost: about ``examples x (your splitter +
+    ~5 ms) + ~2 s`` per resolution (the real processor counts only a failing chunk and
+    the fullest chunks of a pass). A splitter may refuse a conversation by raising
+    ``SplitError`` (``refuses=``); refusals are reported, not failures, unless the
+    conversation could have been split. Tests that use it are kept out of the tokenguard
+    baseline (their figures come from generated examples).
     """
-    from ..testing.splitcheck import splitter_checker
+    from ..testing.splitcheck import SplitterChecker
 
-    return splitter_checker(tokenguard_counter)
+    cache = _cache(request)
+    from .session import session_of
+
+    return SplitterChecker(cache.get, resolutions=session_of(request.config).settings.resolutions)

@@ -33,6 +33,7 @@ from .report import Row, format_gpu_rows, format_table
 if TYPE_CHECKING:
     from ..baseline.gate import Gate
     from ..processor.recording import Recorder, Recording
+    from ..testing.generated import Note
 
 __all__ = ["TokenguardSession", "session_of"]
 
@@ -42,12 +43,9 @@ _RECORDING_KEY = pytest.StashKey["Recording"]()
 _GPU_FAIL_KEY = pytest.StashKey[str]()
 _WORKER_DESELECTED = "tokenguard_deselected"
 
-#: fixtures whose use means a test's figures are not its own to gate
-EXCLUDING_FIXTURES = {
-    "pytester": "pytester run: its figures are those of the run inside the test",
-    "testdir": "pytester run: its figures are those of the run inside the test",
-    "tokenguard_check_splitter": "splitter check: its figures come from generated examples",
-}
+#: fixtures whose use means a test's figures are those of a pytest run inside it
+PYTESTER_FIXTURES = frozenset({"pytester", "testdir"})
+_GENERATED_KEY: pytest.StashKey[tuple[Note, ...]] = pytest.StashKey()
 
 
 def session_of(config: pytest.Config) -> TokenguardSession:
@@ -220,6 +218,9 @@ class TokenguardSession:
         failure = item.stash.get(_GPU_FAIL_KEY, None)
         if failure is not None:
             pytest.fail(failure, pytrace=False)
+        from ..testing import generated
+
+        generated.take()  # notes of an earlier test are not this one's
         recording = self.recorder.open(item.nodeid)
         recording.phase = "setup"
         item.stash[_RECORDING_KEY] = recording
@@ -251,6 +252,9 @@ class TokenguardSession:
             peak = measure.peak
         if recording is not None:
             self.recorder.collect(recording)  # what the test's child processes wrote
+        from ..testing import generated
+
+        item.stash[_GENERATED_KEY] = generated.take()
         if error is not None and not isinstance(error, Exception | pytest.fail.Exception):
             raise error  # skip, xfail, exit, KeyboardInterrupt: nothing to judge
         failures = self._judge(item, parsed, recording, peak)
@@ -336,16 +340,21 @@ class TokenguardSession:
 
     @staticmethod
     def _excluded(item: pytest.Item) -> str | None:
-        """Why a test's figures stay out of the baseline, or None."""
+        """Why a test's figures stay out of the baseline, or None: a marker says so, the
+        test drives a pytest run of its own, or its figures come from generated examples
+        (``@given``, the splitter checker: :mod:`pytest_tokenguard.testing.generated`)."""
+        from ..testing import generated
+
         marker = item.get_closest_marker("tokenguard_no_baseline")
         if marker is not None:
             return str(marker.args[0]) if marker.args else "tokenguard_no_baseline"
-        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
-            return "hypothesis test: generated inputs differ between runs"
-        for fixture in getattr(item, "fixturenames", ()):
-            if fixture in EXCLUDING_FIXTURES:
-                return EXCLUDING_FIXTURES[fixture]
-        return None
+        fixtures = getattr(item, "fixturenames", ())
+        if PYTESTER_FIXTURES.intersection(fixtures):
+            return "pytester run: its figures are those of the run inside the test"
+        notes: tuple[Note, ...] = item.stash.get(_GENERATED_KEY, ())
+        return generated.exclusion_reason(
+            fixtures, bool(getattr(getattr(item, "obj", None), "is_hypothesis_test", False)),
+            notes)
 
     # ------------------------------------------------------------------ the controller
 

@@ -18,18 +18,30 @@ Usage::
 
     @given(tgst.conversations(max_turns=30, max_images_per_turn=8))
     def test_my_splitter(conversation): ...
+
+Random conversations rarely land near a realistic limit: at 4,096 tokens a splitter that
+is off by a few tokens per image passes hundreds of them. :func:`boundary_conversations`
+aims at the limit instead: it prices what it draws with the exact calculator and tunes
+one message so that a run of messages is exactly ``max_tokens + delta`` long, ``delta``
+a few tokens either side (shrinking towards one token over). Give it the counter of the
+processor the chunks are for; inside a test, draw it with ``st.data()``::
+
+    @given(data=st.data())
+    def test_my_splitter(tokenguard_counter, data):
+        conversation = data.draw(tgst.boundary_conversation_dicts(tokenguard_counter, 4096))
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
 
 from ..conversation import (
+    PLACEHOLDERS,
     ROLE_PATTERN,
     ContentItem,
     Conversation,
@@ -41,10 +53,17 @@ from ..conversation import (
     VideoItem,
     to_chat_template,
 )
-from ..specs import IMAGE_TOKEN, MAX_IMAGE_SIZE
-from ..video import VIDEO_TOKEN
+from ..specs import MAX_IMAGE_SIZE
+
+if TYPE_CHECKING:
+    from ..conversation import MessageLike
+    from ..tokens import TokenCounter
 
 __all__ = [
+    "DELTAS",
+    "boundary_conversation_dicts",
+    "boundary_conversations",
+    "boundary_examples",
     "conversation_dicts",
     "conversations",
     "frame_ranges",
@@ -105,14 +124,14 @@ def texts(
     *, min_size: int = 0, max_size: int = 200, unicode: bool = True
 ) -> SearchStrategy[str]:
     """Message text: any Unicode (no surrogates) or printable ASCII; never ``<image>`` or
-    ``<video>`` (the processor takes them for placeholders)."""
+    ``<video>``, which the processor takes for placeholders."""
     _bounds("min_size", min_size, "max_size", max_size)
     if unicode:
         alphabet = st.characters(codec="utf-8")
     else:
         alphabet = st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("\n\t")
     return st.text(alphabet, min_size=min_size, max_size=max_size).filter(
-        lambda s: IMAGE_TOKEN not in s and VIDEO_TOKEN not in s
+        lambda s: not any(token in s for token in PLACEHOLDERS)
     )
 
 
@@ -297,3 +316,348 @@ def conversation_dicts(**kwargs: Any) -> SearchStrategy[list[dict[str, Any]]]:
     """:func:`conversations` as plain chat-template dicts (frames as image items), the
     form a user's own splitter takes. Same keyword arguments."""
     return conversations(**kwargs).map(to_chat_template)
+
+
+# ------------------------------------------------------------------ at the limit
+
+#: How far past ``max_tokens`` the tuned run of messages lands (negative: under it).
+#: First the few tokens a per-image, per-message or generation-prompt error is made of
+#: (shrinking goes to the first), then farther, so the rest of the space is seen too.
+DELTAS = (1, 2, 3, 0, -1, 4, 6, 8, -3, 12, 24, 48, 90, -20, 200, -300, 700, -1500, 2500)
+
+#: Frame sizes of common videos; single images draw any size.
+VIDEO_SIZES = ((640, 360), (1280, 720), (1920, 1080), (480, 640), (384, 384), (1024, 768))
+
+#: Text for the turns: what a dataset of surgical-video dialogues says, in a few languages.
+QUESTIONS = ("What happens here?", "Which instrument is used?", "Describe the next step.",
+             "Is the suture complete?", "Que se passe-t-il ?", "这是哪一步?", "")
+ANSWERS = ("0", "The surgeon ties a knot.", "A needle driver.",
+           "The incision is closed with three sutures.", "Oui, c'est la fin.", "止血。")
+
+#: Words the tuned message is padded with (each one token in SmolVLM2's tokenizer; the
+#: tuning re-prices the message either way, so any tokenizer works).
+FILLER_WORDS = ("the", "and", "frame", "next")
+
+
+def boundary_conversations(
+    counter: TokenCounter,
+    max_tokens: int = 4096,
+    *,
+    leading: Sequence[MessageLike] | Conversation = (),
+    add_generation_prompt: bool = False,
+    sft: bool = False,
+    max_turns: int = 30,
+    max_frames_per_run: int = 16,
+    deltas: Sequence[int] = DELTAS,
+    oversized: bool = True,
+    sizes: SearchStrategy[tuple[int, int]] | None = None,
+) -> SearchStrategy[Conversation]:
+    """Dialogues over video frames, one run of which is ``max_tokens + delta`` tokens
+    long exactly (``counter``'s exact calculator, ``leading`` context included).
+
+    User messages hold frames runs of one video (one frame size, frame numbers
+    increasing through the conversation), sometimes single images of other sizes, and
+    text; assistant messages hold text. Messages are drawn until the next would pass
+    the target, then one message is built (frames and filler words) whose cost makes
+    the run exactly ``max_tokens + delta``; more turns follow, so most conversations
+    need several chunks. A splitter that under-counts a chunk by ``u`` tokens (per
+    image, per message, the template around them, the generation prompt) overflows on
+    every example with ``0 < delta <= u``; ``deltas`` starts with 1, 2, 3.
+
+    ``add_generation_prompt`` counts the ``Assistant:`` prompt the chunks will get.
+    ``sft`` ends the tuned run and the conversation on an assistant turn, and counts an
+    opening system message as context repeated in every chunk, as ``split(sft=True)``
+    does. ``oversized`` sometimes adds a message too large for any chunk (tens of frames
+    more than fit), which a splitter must refuse or cut between frames.
+    """
+    return _boundary(counter, max_tokens, leading=leading,
+                     add_generation_prompt=add_generation_prompt, sft=sft, max_turns=max_turns,
+                     max_frames_per_run=max_frames_per_run, deltas=deltas, oversized=oversized,
+                     sizes=sizes, examples=False)  # type: ignore[return-value]
+
+
+def boundary_examples(
+    counter: TokenCounter,
+    max_tokens: int = 4096,
+    **kwargs: Any,
+) -> list[Conversation]:
+    """The simplest conversations of :func:`boundary_conversations` (same arguments) with
+    one, two and three runs at the limit, each ``deltas[0]`` tokens over it (one token,
+    by default), and one with a message too large for a chunk: the explicit examples a
+    checker tries first, so that an under-count in the first three chunks, or a wrong cut,
+    is caught on every run whatever else hypothesis generates (its choices also depend on
+    the constants of the modules loaded, so a derandomized run is not the same run in
+    every test session)."""
+    return _boundary(counter, max_tokens, examples=True, **kwargs)  # type: ignore[return-value]
+
+
+def _boundary(
+    counter: TokenCounter,
+    max_tokens: int = 4096,
+    *,
+    leading: Sequence[MessageLike] | Conversation = (),
+    add_generation_prompt: bool = False,
+    sft: bool = False,
+    max_turns: int = 30,
+    max_frames_per_run: int = 16,
+    deltas: Sequence[int] = DELTAS,
+    oversized: bool = True,
+    sizes: SearchStrategy[tuple[int, int]] | None = None,
+    examples: bool = False,
+) -> SearchStrategy[Conversation] | list[Conversation]:
+    from ..conversation import parse_conversation
+    from ..sequence import _facts, base_tokens, message_cost
+
+    _int("max_tokens", max_tokens, 1)
+    _int("max_turns", max_turns)
+    _int("max_frames_per_run", max_frames_per_run, 1)
+    if isinstance(deltas, str) or not isinstance(deltas, Sequence) or not deltas or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in deltas
+    ):
+        raise InvalidArgument(f"deltas must be a non-empty list of integers, got {deltas!r}")
+    if sizes is None:
+        sizes = image_sizes(max_side=2048)
+    elif not isinstance(sizes, SearchStrategy):
+        raise InvalidArgument(f"sizes must be a strategy of (width, height), got {sizes!r}")
+    facts = _facts(counter)  # a chat template the calculator cannot price fails here, at once
+    lead = parse_conversation(leading, label="leading message")
+    prompt = facts.generation_tail - facts.newline if add_generation_prompt else 0
+    lead_tokens = base_tokens(counter) + prompt + sum(message_cost(m, counter).tokens
+                                                     for m in lead)
+    image_sizes_ = sizes
+    # mostly whole sentences (one choice each), sometimes drawn text: every character drawn
+    # is a hypothesis choice, and drawing is most of an example's cost (while shrinking
+    # too); the tokens that matter most here are the images' and the template's
+    user_text = st.sampled_from(QUESTIONS) | texts(max_size=30)
+    answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
+
+    def cost(message: Message) -> int:
+        return message_cost(message, counter, facts).tokens
+
+    # built once: a strategy built inside the draw is rebuilt (and validated) per example
+    text_item = st.builds(TextItem, user_text)
+    some_words = st.lists(text_item, max_size=2)
+    at_least_a_word = st.lists(text_item, min_size=1, max_size=2)
+    frame_size = st.sampled_from(VIDEO_SIZES) | image_sizes_
+    delta_of = st.sampled_from(list(deltas))
+    filler = st.sampled_from(FILLER_WORDS)
+    ints = {(lo, hi): st.integers(lo, hi) for lo, hi in (
+        (0, 500), (0, 3), (0, 4), (1, max_frames_per_run), (1, 3), (0, max_turns),
+        (0, max_frames_per_run - 1), (0, 2), (1, 8), (0, max_turns // 3))}
+
+    def between(lo: int, hi: int) -> SearchStrategy[int]:
+        found = ints.get((lo, hi))
+        return found if found is not None else st.integers(lo, hi)
+
+    def build(draw: Any) -> Conversation:
+        video = draw(frame_size, label="frame size")
+        block = counter.image(*video).block_tokens
+        frame = [draw(between(0, 500), label="first frame")]
+
+        def run_of(n: int) -> FramesItem:
+            item = FramesItem(FrameRange(frame[0], frame[0] + n), *video)
+            frame[0] += n
+            return item
+
+        def user(limit: int) -> Message:
+            """A user message of about ``limit`` tokens at most (one image may pass it)."""
+            visuals: list[ContentItem] = []
+            for _ in range(draw(between(0, 3), label="visuals")):
+                if draw(between(0, 4), label="single image") == 4:
+                    image = ImageItem(*draw(image_sizes_))
+                    visuals.append(image)
+                    limit -= counter.image(image.width, image.height).block_tokens
+                else:
+                    n = draw(between(1, max_frames_per_run), label="frames")
+                    n = max(1, min(n, limit // max(block, 1)))
+                    visuals.append(run_of(n))
+                    limit -= n * block
+                if limit <= 0:
+                    break
+            words = draw(some_words if visuals else at_least_a_word)
+            items: list[ContentItem] = list(words)
+            for item in visuals:
+                items.insert(draw(between(0, len(items))), item)
+            return Message("user", tuple(items))
+
+        def answer() -> Message:
+            return Message("assistant", (TextItem(draw(answer_text)),))
+
+        def role(position: int) -> str:
+            return ("user", "assistant")[position % 2]
+
+        def message(position: int, limit: int) -> Message:
+            return user(limit) if role(position) == "user" else answer()
+
+        messages: list[Message] = []
+        context = lead_tokens  # what every chunk starts with
+        opening = 0  # what only the first chunk starts with
+        if draw(between(0, 3), label="system prompt") == 3:
+            system = Message("system", (TextItem(draw(answer_text)),))
+            messages.append(system)
+            if sft:  # repeated in every chunk, as split(sft=True) does
+                context += cost(system)
+            else:
+                opening = cost(system)
+        start = len(messages)
+        room = max_tokens - context  # what one message may cost and still fit alone
+
+        def add(m: Message) -> int:
+            messages.append(m)
+            return cost(m)
+
+        def frames_message(n: int) -> Message:
+            return Message("user", (run_of(max(1, n)),))
+
+        carry = 0  # what the previous boundary left for the next chunk
+        for segment in range(draw(between(1, 3), label="chunks at the limit")):
+            delta = draw(delta_of, label="delta")
+            target = max_tokens + delta
+            used = context + carry + (opening if segment == 0 else 0)
+            # ---- drawn turns while they leave room, then frames turns until the rest of
+            # the run is small enough for one message to fill it exactly
+            turns = draw(between(0, max_turns), label="turns before the limit")
+            for _ in range(turns if segment == 0 else turns // 3):
+                m = message(len(messages) - start, target - used)
+                if used + cost(m) > target - 24:
+                    break
+                used += add(m)
+            while target - used > room * 3 // 4:
+                if role(len(messages) - start) == "user":
+                    # shrinks to full runs: few padding turns, a short readable example
+                    n = max_frames_per_run - draw(between(0, max_frames_per_run - 1),
+                                                  label="padding frames short of a full run")
+                    m = frames_message(min(n, (target - used - 24) // max(block, 1)))
+                else:
+                    m = answer()
+                if used + cost(m) > target - 24:
+                    break
+                used += add(m)
+            # ---- the message(s) that make the run exactly `target` tokens
+            word = draw(filler, label="filler word")
+            text_first = draw(st.booleans(), label="text first")
+            spare = draw(between(0, 2), label="blocks left to text")
+            if role(len(messages) - start) == "assistant":
+                if sft and len(messages) > start:
+                    # a question waits for its answer: replaced below by a tuned turn
+                    used -= cost(messages.pop())
+                elif not sft and target - used > 64:
+                    used += add(answer())  # the tuned message is a user's, with frames
+            if sft and role(len(messages) - start) == "user":
+                # the user message takes the frames, the answer the last few tokens
+                n = (target - used - 60) // max(block, 1) - spare
+                used += add(frames_message(n) if n > 0 and block > 0
+                            else Message("user", (TextItem("Next?"),)))
+            if target - used < 6:
+                break
+            tuned = _tuned(role(len(messages) - start), target - used, cost, run_of, block,
+                           word, text_first, spare)
+            add(tuned)
+            if delta < -3:
+                break  # the next message may join this chunk: no boundary to aim at
+            carry = 0
+            if delta > 0:  # the tuned message (its turn, in SFT mode) starts the next chunk
+                carry = cost(tuned)
+                if sft and len(messages) - 2 >= start and messages[-2].role == "user":
+                    carry += cost(messages[-2])
+                if carry > room:
+                    break
+        # ---- what follows: more turns, perhaps a message too large for any chunk
+        if oversized and draw(between(0, 2), label="oversized") == 2:
+            if role(len(messages) - start) == "assistant":
+                messages.append(answer())
+            extra = draw(between(1, 8), label="frames over")
+            messages.append(Message("user", (
+                TextItem("All frames:"), run_of(max(1, room // max(block, 1)) + extra))))
+        for _ in range(draw(between(0, max_turns // 3), label="turns after")):
+            messages.append(message(len(messages) - start, room // 2))
+        if sft and messages and messages[-1].role != "assistant":
+            messages.append(answer())
+        return tuple(messages)
+
+    if examples:
+        # the simplest conversation with 1, 2 and 3 runs at the limit, for explicit use
+        return [build(_Simplest(overrides)) for overrides in (
+            {"chunks at the limit": 1}, {"chunks at the limit": 2}, {"chunks at the limit": 3},
+            {"chunks at the limit": 1, "oversized": 2})]
+    return st.composite(build)()
+
+
+class _Simplest:
+    """A ``draw`` that gives every strategy its simplest value (what shrinking aims at),
+    but the values named by label: builds the explicit examples of
+    :func:`boundary_examples` from the same code as the strategy."""
+
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+
+    def __call__(self, strategy: SearchStrategy[Any], label: str | None = None) -> Any:
+        if label in self.overrides:
+            return self.overrides[label]
+        return _simplest(strategy)
+
+
+_SIMPLEST: dict[int, tuple[SearchStrategy[Any], Any]] = {}
+
+
+def _simplest(strategy: SearchStrategy[Any]) -> Any:
+    cached = _SIMPLEST.get(id(strategy))
+    if cached is None or cached[0] is not strategy:
+        from hypothesis import Phase, find, settings
+
+        value = find(strategy, lambda _: True,
+                     settings=settings(database=None, max_examples=10, phases=[Phase.generate,
+                                                                                Phase.shrink]))
+        cached = _SIMPLEST[id(strategy)] = (strategy, value)
+    return cached[1]
+
+
+def _tuned(
+    role: str, need: int, cost: Any, run_of: Any, block: int, word: str, text_first: bool,
+    spare: int,
+) -> Message:
+    """A message of ``role`` costing exactly ``need`` tokens where it can (else as near as
+    the tokenizer allows): as many frames as fit (for a user) but ``spare`` blocks, then
+    filler words, re-priced until exact."""
+    visual: tuple[ContentItem, ...] = ()
+    if role == "user" and block > 0:
+        n = max(0, (need - 16) // block - spare)
+        if n:
+            visual = (run_of(n),)
+    fewest = 0 if visual else 1
+
+    def make(words: int) -> Message:
+        text = (TextItem(" ".join([word] * words)),) if words else ()
+        return Message(role, (*text, *visual) if text_first else (*visual, *text))
+
+    words = fewest
+    best = make(words)
+    for _ in range(8):
+        miss = need - cost(best)
+        if miss == 0:
+            break
+        words = max(fewest, words + miss)
+        candidate = make(words)
+        if abs(need - cost(candidate)) >= abs(miss):
+            break
+        best = candidate
+    return best
+
+
+def boundary_conversation_dicts(
+    counter: TokenCounter,
+    max_tokens: int = 4096,
+    *,
+    frames_as: Literal["images", "ranges"] = "images",
+    **kwargs: Any,
+) -> SearchStrategy[list[dict[str, Any]]]:
+    """:func:`boundary_conversations` as dicts: chat-template messages with every frame an
+    image item carrying its ``frame`` number (``frames_as="images"``, the form a user's
+    splitter usually takes), or this package's ``{"type": "frames", "start", "end"}``
+    items (``frames_as="ranges"``). Same keyword arguments."""
+    from ..conversation import to_dicts
+
+    if frames_as not in ("images", "ranges"):
+        raise InvalidArgument(f"frames_as must be 'images' or 'ranges', got {frames_as!r}")
+    convert = to_chat_template if frames_as == "images" else to_dicts
+    return boundary_conversations(counter, max_tokens, **kwargs).map(convert)

@@ -1,4 +1,5 @@
-"""Benchmarks: the calculator against the real processor, and splitter throughput.
+"""Benchmarks: the calculator against the real processor, splitter throughput, how fast
+the splitter checker catches planted wrong splitters, and cutting a long frames item.
 
     pytest tests/benchmarks -p no:xdist --benchmark-group-by=param:config \\
         --benchmark-columns=mean,ops,rounds
@@ -9,10 +10,15 @@ built from a fixed seed, not hypothesis, so runs compare.
 
 from __future__ import annotations
 
+import json
 import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
 from pytest_tokenguard.conversation import (
     Conversation,
@@ -24,8 +30,10 @@ from pytest_tokenguard.conversation import (
 )
 from pytest_tokenguard.sequence import count_conversation, processor_count
 from pytest_tokenguard.splitting import split
+from pytest_tokenguard.testing import profiles
+from pytest_tokenguard.testing.splitcheck import SplitterCheckError, check_splitter
 from pytest_tokenguard.tokens import TokenCounter, fast_text_counter
-from tests.helpers import counter, loaded
+from tests.helpers import MISTAKES, counter, loaded, planted
 
 RNG_SEED = 20261126
 
@@ -130,3 +138,102 @@ def test_bench_split_throughput(benchmark: Any, caches: str) -> None:
         benchmark.extra_info["conversations_per_second"] = round(per_second)
         print(f"\nsplit throughput ({caches} caches): {per_second:.0f} conversations/s, "
               f"{chunks} chunks")
+
+
+# ------------------------------------------------------------------ the splitter checker
+
+
+@contextmanager
+def profile(name: str) -> Iterator[None]:
+    previous = settings.get_current_profile_name()
+    settings.load_profile(name)
+    try:
+        yield
+    finally:
+        settings.load_profile(previous)
+
+
+settings.register_profile(
+    "tokenguard-ci-no-shrink", parent=settings.get_profile(profiles.CI),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_bench_checker_catches_planted_splitters(benchmark: Any, mistake: str) -> None:
+    """Issue 14: under the CI profile, at max_tokens 4096 and longest_edge 384, the checker
+    catches each planted wrong splitter in under 30 s on a 2-core machine.
+
+    Two numbers per mistake: the examples tried until the first failure (a run without
+    shrinking; the first four are the boundary strategy's explicit examples), and the
+    seconds to the report a user gets (the CI profile: shrinking included).
+    """
+    c = counter("2.2B", 384)
+    splitter = planted(mistake, c, 4096)
+    calls = [0]
+    inputs: list[str] = []
+
+    def counted(messages: list[dict[str, Any]]) -> Any:
+        calls[0] += 1
+        inputs.append(json.dumps(messages))
+        return splitter(messages)
+
+    with profile("tokenguard-ci-no-shrink"), pytest.raises(SplitterCheckError):
+        check_splitter(counted, c, 4096, **splitter.check_kwargs)
+    # a generated failing example is replayed once to report it (an explicit one is not)
+    examples = len(inputs) - (inputs[-1] in inputs[:-1])
+    calls[0] = 0
+    report: list[str] = []
+
+    def full_run() -> float:
+        started = time.perf_counter()
+        with profile(profiles.CI), pytest.raises(SplitterCheckError) as info:
+            check_splitter(counted, c, 4096, **splitter.check_kwargs)
+        report.append(str(info.value))
+        return time.perf_counter() - started
+
+    seconds = benchmark.pedantic(full_run, rounds=1, iterations=1)
+    benchmark.extra_info.update(examples_to_catch=examples, calls_with_shrinking=calls[0],
+                                seconds=round(seconds, 2), report_lines=len(
+                                    report[0].splitlines()))
+    print(f"\n{mistake}: caught at example {examples}; report after {calls[0]} calls, "
+          f"{seconds:.1f} s")
+    assert seconds < 30
+
+
+# ------------------------------------------------------------------ frame cuts
+
+
+def _materialized_head(content: Any, rule: Any, price: Any, room: int, wrap: Any) -> Any:
+    """Before the fix: every cut point listed, then a plain binary search, per chunk."""
+    from pytest_tokenguard.splitting import _cut, _Cuts
+
+    lazy = _Cuts(content, rule)
+    cuts = [lazy[j] for j in range(len(lazy))]
+    lo, hi, best = 0, len(cuts) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        head, tail = _cut(content, *cuts[mid])
+        tokens = price(wrap(head))
+        if tokens <= room:
+            best, lo = (head, tokens, tail), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+@pytest.mark.parametrize("cuts", ["lazy", "materialized"])
+def test_bench_long_frames_item(benchmark: Any, cuts: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One frames item of 20,000 frames cut into 4,096-token chunks: the lazy cut points
+    (this code) against listing every cut point for every chunk (the code before)."""
+    import pytest_tokenguard.splitting as splitting
+
+    if cuts == "materialized":
+        monkeypatch.setattr(splitting, "_longest_head", _materialized_head)
+    c = counter("2.2B", 384)
+    long = [Message("user", (TextItem("Everything:"),
+                             FramesItem(FrameRange(0, 20_000), 64, 64)))]
+    chunks = benchmark.pedantic(lambda: split(long, 4096, counter=c, allow_frame_split=True),
+                                rounds=3, iterations=1)
+    benchmark.extra_info["chunks"] = len(chunks)
+    assert sum(m.images for chunk in chunks for m in chunk.body) == 20_000

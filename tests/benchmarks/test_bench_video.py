@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_tokenguard.video import VideoCounter, VideoInfo, iter_video_paths, read_video_info
-from tests.helpers import counter, model_folder, torchcodec_missing, write_clip
+from tests.helpers import checkpoint_folder, counter, torchcodec_missing, write_clip
 
 CLIPS = 20
 GROUP = f"metadata of a folder of {CLIPS} clips (10 s, 30 fps)"
@@ -74,7 +74,7 @@ def test_torchcodec_metadata(benchmark: Any, clip_folder: Path) -> None:
 def test_count_folder(benchmark: Any, clip_folder: Path) -> None:
     """Metadata and exact tokens of every clip, tokenizer.json only (``tokenguard count``)."""
     benchmark.group = f"tokens of a folder of {CLIPS} clips (10 s, 30 fps)"
-    video_counter = VideoCounter.from_folder(model_folder("2.2B"))
+    video_counter = VideoCounter.from_folder(checkpoint_folder("2.2B"))
     paths = list(iter_video_paths([str(clip_folder)]))
     costs = benchmark(lambda: [video_counter(path) for path in paths])
     assert {cost.tokens for cost in costs} == {counter("2.2B").video(paths[0]).tokens}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from pytest_tokenguard.cli import main
 from pytest_tokenguard.processor.loading import ProcessorLoadError, load_processor
-from tests.helpers import FIXTURES, REPO, model_folder, real_processor, real_tokens_of
+from tests.helpers import FIXTURES, REPO, checkpoint_folder, real_processor, real_tokens_of
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 FRAME = FIXTURES / "frame_384x384.png"
@@ -38,7 +38,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def count(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    return run(["count", "--model", str(model_folder(MODEL)), *args], capsys)
+    return run(["count", "--model", str(checkpoint_folder(MODEL)), *args], capsys)
 
 
 def huge_png(path: Path, side: int = 100_000) -> Path:
@@ -227,7 +227,7 @@ def test_symlink_loop_named_directly(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_non_utf8_names_are_valid_json(tmp_path: Path) -> None:
     raw = os.fsencode(tmp_path) + b"/frame_\xff\xfe.png"
     shutil.copy(FRAME, os.fsdecode(raw))
-    done = tokenguard(["count", "--json", "--model", str(model_folder(MODEL)),
+    done = tokenguard(["count", "--json", "--model", str(checkpoint_folder(MODEL)),
                        str(tmp_path)], tmp_path)
     assert done.returncode == 0, done.stderr
     text = done.stdout.decode("utf-8")  # strict: no lone surrogates, no invalid bytes
@@ -235,7 +235,7 @@ def test_non_utf8_names_are_valid_json(tmp_path: Path) -> None:
     assert not any(0xD800 <= ord(c) <= 0xDFFF for c in row["path"])
     assert row["path"].endswith("frame_\ufffd\ufffd.png")
     assert row["path_escaped"].endswith("frame_\\xff\\xfe.png")
-    done = tokenguard(["count", "--model", str(model_folder(MODEL)), str(tmp_path)], tmp_path)
+    done = tokenguard(["count", "--model", str(checkpoint_folder(MODEL)), str(tmp_path)], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "frame_\\xff\\xfe.png" in done.stdout.decode("utf-8")
 
@@ -261,7 +261,7 @@ def test_unreadable_file_and_folder(tmp_path: Path) -> None:
     try:
         done = subprocess.run(
             [*without_root_privileges(), sys.executable, "-m", "pytest_tokenguard.cli",
-             "count", "--json", "--model", str(model_folder(MODEL)), str(root)],
+             "count", "--json", "--model", str(checkpoint_folder(MODEL)), str(root)],
             capture_output=True, text=True, env=subprocess_env(tmp_path), cwd=REPO,
             check=False)
     finally:
@@ -284,7 +284,7 @@ def test_closed_pipe_exits_quietly(tmp_path: Path) -> None:
         os.link(FRAME, tmp_path / f"frame_{index:04d}.png")
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest_tokenguard.cli", "count", "--json", "--model",
-         str(model_folder(MODEL)), str(tmp_path)],
+         str(checkpoint_folder(MODEL)), str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(tmp_path),
         cwd=REPO)
     assert process.stdout is not None
@@ -311,7 +311,7 @@ BROKEN_FILES = {
 
 def broken_folder(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / "ckpt"
-    shutil.copytree(model_folder(MODEL), folder)
+    shutil.copytree(checkpoint_folder(MODEL), folder)
     (folder / name).write_bytes(BROKEN_FILES[name][0])
     return folder
 
@@ -448,7 +448,7 @@ def test_a_model_that_takes_no_videos_is_a_usage_error(
     from tests.helpers import write_clip
 
     folder = tmp_path / "model"
-    shutil.copytree(model_folder(MODEL), folder)
+    shutil.copytree(checkpoint_folder(MODEL), folder)
     config = json.loads((folder / "preprocessor_config.json").read_text())
     del config["video_sampling"]
     (folder / "preprocessor_config.json").write_text(json.dumps(config))

@@ -597,7 +597,8 @@ def test_pytester_and_splitter_check_tests_stay_out_automatically(
                 if v["status"] == "excluded"}
     assert excluded == {
         "test_inner": "pytester run: its figures are those of the run inside the test",
-        "test_checker[le384]": "splitter check: its figures come from generated examples"}
+        "test_checker": "uses tokenguard_check_splitter: its examples are generated and differ "
+                        "between runs"}
 
 
 def test_an_update_of_fewer_resolutions_keeps_the_others(suite: Suite) -> None:
@@ -619,3 +620,36 @@ def test_an_update_of_fewer_resolutions_keeps_the_others(suite: Suite) -> None:
                                    "configured (384,512))*"])
     assert sorted(suite.tests()) == ["test_res.py::test_frame[le384]",
                                      "test_res.py::test_frame[le512]"]
+
+
+def test_a_fresh_update_then_a_ci_run_is_green_with_the_splitter_checker(
+        suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that run the checker (through the fixture, or by calling check_splitter in a
+    test that never names the fixture) stay out of the baseline: CI passes right after a
+    fresh update, whatever examples hypothesis draws."""
+    suite.pytester.makepyfile(test_checked="""
+        from PIL import Image
+        from pytest_tokenguard.splitting import split
+        from pytest_tokenguard.testing.splitcheck import check_splitter
+        from pytest_tokenguard.testing.strategies import conversation_dicts
+
+        SMALL = conversation_dicts(max_turns=3, max_images_per_turn=2, frames=False,
+                                   max_text=20)
+
+        def test_fixture(tokenguard_check_splitter, tokenguard_counter):
+            tokenguard_check_splitter(lambda m: split(m, 4096, counter=tokenguard_counter),
+                                      4096, conversations=SMALL, max_examples=3)
+
+        def test_direct(tokenguard_counter):
+            check_splitter(lambda m: split(m, 4096, counter=tokenguard_counter),
+                           tokenguard_counter, 4096, conversations=SMALL, max_examples=3)
+
+        def test_plain(tokenguard_processor):
+            tokenguard_processor(text=["<image>"], images=[[Image.new("RGB", (384, 384))]])
+    """)
+    suite.run("--tokenguard-update").assert_outcomes(passed=3)
+    assert list(suite.tests()) == ["test_checked.py::test_plain[le384]"]
+    monkeypatch.setenv("CI", "true")
+    result = suite.run()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([f"tokenguard baseline {BASELINE}: 1 unchanged, 2 excluded*"])

@@ -1,12 +1,12 @@
 """``tokenguard memory`` under hostile input: the CLI contract holds for anything.
 
-Hypothesis writes hostile ``config.json`` files into a copy of a real checkpoint folder
-(raw bytes, any JSON value, the real config with one key replaced by a hostile value or
-removed) and hostile option values, and drives ``pytest_tokenguard.cli.main(["memory",
-...])`` in-process. Whatever it generates, the command must exit 0, 1 or 2, print no
-traceback, answer an error in one line, and leave the input file as it was. One case
-runs the installed command in a subprocess, where an uncaught error would show as the
-interpreter's own traceback.
+Hypothesis writes hostile ``config.json`` files into a copy of a checkpoint folder
+(``tests.helpers.checkpoint_folder``: raw bytes, any JSON value, the checkpoint's config
+with one key replaced by a hostile value or removed) and hostile option values, and
+drives ``pytest_tokenguard.cli.main(["memory", ...])`` in-process. Whatever it generates,
+the command must exit 0, 1 or 2, print no traceback, answer an error in one line, and
+leave the input file as it was. One case runs the installed command in a subprocess,
+where an uncaught error would show as the interpreter's own traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenguard.cli import main
-from tests.helpers import model_folder
+from tests.helpers import checkpoint_folder
 
 CHECKPOINT = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
 
@@ -133,9 +133,9 @@ def _assert_contract(code: int, out: str, err: str) -> None:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A writable copy of a real checkpoint folder (processor files and config.json)."""
+    """A writable copy of a checkpoint folder (processor files and config.json)."""
     copy = tmp_path_factory.mktemp("model") / Path(CHECKPOINT).name
-    shutil.copytree(model_folder(CHECKPOINT), copy)
+    shutil.copytree(checkpoint_folder(CHECKPOINT), copy)
     for path in copy.rglob("*"):
         path.chmod(0o644 if path.is_file() else 0o755)
     return copy
@@ -145,8 +145,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hostile_config_json_keeps_the_contract(folder: Path, data: st.DataObject) -> None:
-    real = json.loads((model_folder(CHECKPOINT) / "config.json").read_text(encoding="utf-8"))
-    content = data.draw(hostile_configs(real), label="config.json")
+    base = json.loads((checkpoint_folder(CHECKPOINT) / "config.json").read_text(encoding="utf-8"))
+    content = data.draw(hostile_configs(base), label="config.json")
     config = folder / "config.json"
     config.write_bytes(content)
     code, out, err = _run(["--model", str(folder),
@@ -177,7 +177,7 @@ def test_hostile_options_keep_the_contract(options: dict[str, str], json_output:
 def test_broken_config_in_a_subprocess_exits_2_naming_the_file(
         tmp_path: Path, content: bytes, named: str) -> None:
     copy = tmp_path / Path(CHECKPOINT).name
-    shutil.copytree(model_folder(CHECKPOINT), copy)
+    shutil.copytree(checkpoint_folder(CHECKPOINT), copy)
     config = copy / "config.json"
     config.chmod(0o644)
     config.write_bytes(content)
@@ -200,10 +200,10 @@ def test_broken_config_in_a_subprocess_exits_2_naming_the_file(
 ])
 def test_bad_config_value_names_the_file_and_the_key(folder: Path, section: str, key: str,
                                                      value: object, shown: str) -> None:
-    real = json.loads((model_folder(CHECKPOINT) / "config.json").read_text(encoding="utf-8"))
-    (real[section] if section else real)[key] = value
+    base = json.loads((checkpoint_folder(CHECKPOINT) / "config.json").read_text(encoding="utf-8"))
+    (base[section] if section else base)[key] = value
     config = folder / "config.json"
-    config.write_text(json.dumps(real), encoding="utf-8")
+    config.write_text(json.dumps(base), encoding="utf-8")
     code, out, err = _run(["--model", str(folder)])
     assert (code, out) == (2, "")
     where = f"{section}.{key}" if section else f"config.{key}"

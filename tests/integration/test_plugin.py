@@ -383,7 +383,8 @@ def test_check_splitter_fixture_catches_a_naive_splitter(pytester: pytest.Pytest
         "*chunk * is * tokens as the real processor counts the rendered chunk, over "
         "max_tokens 1024 by *",
     ])
-    result.stdout.fnmatch_lines(["FAILED *::test_naive[[]le384[]]*"])
+    assert "Traceback" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["FAILED *::test_naive - *"])
 
 
 def test_session_scoped_fixtures_work_inside_given(pytester: pytest.Pytester) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from pytest_tokenguard.processor.recording import Recorder, Stray, unchecked_reason
-from tests.helpers import model_folder, real_processor
+from tests.helpers import checkpoint_folder, real_processor
 
 # pytester's in-process runs drop modules first imported inside them; numpy cannot be
 # imported twice in one process, so the heavy modules are imported here, once.
@@ -48,7 +48,7 @@ FRAMES_TEXT = "<image>" * 4 + "What happens in these frames, in order?"
 
 @pytest.fixture
 def model_path() -> str:
-    return str(model_folder(MODEL))
+    return str(checkpoint_folder(MODEL))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pytest_tokenguard.specs import spec_from_folder
 from tests.helpers import (
     MODEL_IDS,
     RESOLUTIONS,
-    model_folder,
+    checkpoint_folder,
     real_processor,
     real_tokens_of,
     write_oriented_image,
@@ -59,7 +59,7 @@ def test_counter_equals_real_processor(checkpoint: str, size: tuple[int, int],
                                        tile: int | None, source: str,
                                        orientation: int) -> None:
     processor = real_processor(checkpoint)
-    spec = spec_from_folder(model_folder(checkpoint))
+    spec = spec_from_folder(checkpoint_folder(checkpoint))
     # resample=0 (nearest): the filter changes pixels, never sizes or tokens, and torch's
     # antialiased Lanczos kernel (the checkpoint's filter) can hit an internal assert on
     # 1-pixel-wide images (seen with torch 2.14.1: "num_channels == unpacked_output.size(0)
@@ -95,7 +95,7 @@ def test_per_call_settings_change_the_count(checkpoint: str) -> None:
     """The issue's case: do_image_splitting=False or a large max_image_size per call give
     one tile where the spec's defaults give a grid; the counter follows the call."""
     processor = real_processor(checkpoint)
-    spec = spec_from_folder(model_folder(checkpoint))
+    spec = spec_from_folder(checkpoint_folder(checkpoint))
     image = Image.new("RGB", (384, 384))
     default = count_image(384, 384, spec=spec)
     assert (default.image_tokens, default.block_tokens) == real_tokens_of(processor, image)

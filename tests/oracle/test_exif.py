@@ -24,8 +24,8 @@ from pytest_tokenguard.specs import spec_from_folder
 from pytest_tokenguard.splitting import split
 from pytest_tokenguard.tokens import TokenCounter
 from tests.helpers import (
+    checkpoint_folder,
     counter,
-    model_folder,
     pil_backend_processor,
     real_processor,
     real_tokens_of,
@@ -38,7 +38,7 @@ ORIENTATIONS = range(1, 9)
 
 @pytest.fixture(scope="module")
 def spec() -> Any:
-    return spec_from_folder(model_folder(MODEL))
+    return spec_from_folder(checkpoint_folder(MODEL))
 
 
 def counted(path: Path, spec: Any) -> tuple[int, int]:
@@ -128,7 +128,7 @@ def test_count_cli_counts_the_upright_size(tmp_path: Path,
     import json
 
     path = write_oriented_image(tmp_path / "phone.jpg", 1000, 300, 8)
-    assert main(["count", "--json", "--model", str(model_folder(MODEL)), str(path)]) == 0
+    assert main(["count", "--json", "--model", str(checkpoint_folder(MODEL)), str(path)]) == 0
     row = json.loads(capsys.readouterr().out)
     assert (row["width"], row["height"], row["orientation"]) == (300, 1000, 8)
     assert (row["image_tokens"], row["block_tokens"]) == real_tokens_of(

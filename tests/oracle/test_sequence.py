@@ -44,11 +44,11 @@ from pytest_tokenguard.tokens import PretokenCounter, TokenCounter, fast_text_co
 from tests.helpers import (
     CHECKPOINTS,
     GRID,
+    checkpoint_folder,
     counter,
     folder_processor,
     light_counter,
     loaded,
-    model_folder,
 )
 
 
@@ -345,7 +345,7 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, TokenCo
     from pytest_tokenguard.processor.loading import load_processor
 
     folder = tmp_path_factory.mktemp("custom") / "ckpt"
-    shutil.copytree(model_folder("500M"), folder)
+    shutil.copytree(checkpoint_folder("500M"), folder)
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": CUSTOM_TEMPLATE}))
     processor = AutoProcessor.from_pretrained(str(folder), size={"longest_edge": 512})
     assert processor.chat_template == CUSTOM_TEMPLATE

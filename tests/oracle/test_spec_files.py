@@ -17,7 +17,7 @@ import pytest
 
 from pytest_tokenguard.counting import count_image
 from pytest_tokenguard.specs import spec_from_folder
-from tests.helpers import model_folder, real_tokens_of
+from tests.helpers import checkpoint_folder, real_tokens_of
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 
@@ -26,7 +26,7 @@ def edited_folder(tmp_path: Path, edits: dict[str, dict[str, Any] | None]) -> Pa
     """A copy of the 2.2B folder; ``None`` deletes a file, a dict replaces its keys
     (a value of ``...`` deletes the key)."""
     folder = tmp_path / "ckpt"
-    shutil.copytree(model_folder(MODEL), folder)
+    shutil.copytree(checkpoint_folder(MODEL), folder)
     for name, changes in edits.items():
         path = folder / name
         if changes is None:
@@ -78,7 +78,7 @@ def test_processor_config_without_the_key(tmp_path: Path) -> None:
 
 
 def test_image_processor_inside_processor_config_wins(tmp_path: Path) -> None:
-    nested = json.loads((model_folder(MODEL) / "preprocessor_config.json").read_text())
+    nested = json.loads((checkpoint_folder(MODEL) / "preprocessor_config.json").read_text())
     nested["size"] = {"longest_edge": 768}
     nested["max_image_size"] = {"longest_edge": 256}
     folder = edited_folder(tmp_path, {"processor_config.json": {"image_processor": nested}})

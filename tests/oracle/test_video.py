@@ -42,8 +42,8 @@ from tests.helpers import (
     CLIP_FORMATS,
     RESOLUTIONS,
     ClipCache,
+    checkpoint_folder,
     counter,
-    model_folder,
     torchcodec_missing,
 )
 
@@ -75,7 +75,7 @@ def assert_exact(c: TokenCounter, cost: VideoCost, ids: list[int]) -> None:
 @pytest.fixture(scope="session")
 def folder_counters() -> dict[str, VideoCounter]:
     """Counters built from the folders alone (tokenizers, no transformers)."""
-    return {ckpt: VideoCounter.from_folder(model_folder(ckpt)) for ckpt in CHECKPOINTS}
+    return {ckpt: VideoCounter.from_folder(checkpoint_folder(ckpt)) for ckpt in CHECKPOINTS}
 
 
 @pytest.fixture(scope="session")
@@ -337,7 +337,7 @@ def test_folder_counter_needs_no_transformers(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pytest_tokenguard.video import VideoCounter\n"
-        f"cost = VideoCounter.from_folder({str(model_folder('2.2B'))!r})({str(clip)!r})\n"
+        f"cost = VideoCounter.from_folder({str(checkpoint_folder('2.2B'))!r})({str(clip)!r})\n"
         "assert 'transformers' not in sys.modules and 'torch' not in sys.modules\n"
         "print(cost.frames, cost.tokens)\n"
     )

@@ -225,3 +225,29 @@ def test_clips_by_path_are_counted_as_the_processor_reads_them(tmp_path: Any) ->
     assert isinstance(conversation[0].content[1], VideoItem)
     assert chunks[0].messages[0].content[1].clip == FrameRange(  # type: ignore[union-attr]
         0, chunks[1].messages[0].content[0].clip.start)  # type: ignore[union-attr]
+
+
+def test_sft_keeps_turns_with_videos_whole() -> None:
+    """SFT mode: chunks end on an assistant turn, the system message starts each, and a
+    turn with a video is never cut; every chunk is the processor's count and passes the
+    checker's SFT rules."""
+    from pytest_tokenguard.testing.splitcheck import check_chunks as checker
+
+    c = counter("2.2B")
+    system = Message("system", (TextItem("Label the steps."),))
+    turns = [m for n in (20, 30, 12) for m in (
+        Message("user", (TextItem("Steps?"), VideoItem(n * 10, 10.0, float(n)))),
+        Message("assistant", (TextItem("Cut, then stitch."),)))]
+    conversation = (system, *turns)
+    chunks = split(conversation, 3200, counter=c, sft=True)
+    assert len(chunks) > 1
+    for chunk in chunks:
+        assert chunk.messages[0] == system
+        assert chunk.messages[-1].role == "assistant"
+        assert chunk.tokens == processor_count(c.processor, chunk.messages) <= 3200
+    counts = checker(conversation, chunks, c, 3200, sft=True, processor_counts=True)
+    assert counts == tuple(chunk.tokens for chunk in chunks)
+    with pytest.raises(SplitError, match=r"messages 1-2 \(a turn with 1 video\) are \d+ tokens, "
+                       r"more than .*; its video samples 20 frames, and num_frames=\d+ fits "
+                       r".*SFT mode keeps a turn with videos whole"):
+        split(conversation, 1500, counter=c, sft=True, allow_frame_split=True)

@@ -12,7 +12,7 @@ import pytest
 from pytest_tokenguard.cli.memory import add_memory_parser, run_memory
 from pytest_tokenguard.counting import count_image
 from pytest_tokenguard.specs import KNOWN_SPECS
-from tests.helpers import model_folder
+from tests.helpers import checkpoint_folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,8 +105,9 @@ def test_unknown_model_exits_2() -> None:
 
 
 def test_model_folder_gives_the_same_answer_as_the_hub_id() -> None:
-    """Needs the real config.json: the folder's own files against the built-in values."""
-    folder = model_folder("500M", needs="config.json")
+    """``--model FOLDER`` reads the folder's config.json and processor files; the real
+    files against the built-in values: tests/oracle/test_real_files.py."""
+    folder = checkpoint_folder("500M")
     by_folder = json.loads(run("--model", str(folder), "--json")[1])
     by_id = json.loads(run("--model", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "--json")[1])
     by_folder.pop("model")

@@ -1,4 +1,5 @@
-"""The built-in specs equal what the real checkpoint files and processors say."""
+"""Specs from checkpoint folders and processors, and the errors of broken folders (the
+built-in specs against the real files: tests/oracle/test_real_files.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from pytest_tokenguard.specs import (
     spec_from_folder,
     spec_from_processor,
 )
-from tests.helpers import MODEL_IDS, folder_processor, model_folder
+from tests.helpers import MODEL_IDS, checkpoint_folder, folder_processor
 
 
 @pytest.mark.parametrize("checkpoint", MODEL_IDS)
 def test_known_spec_equals_folder_and_processor(checkpoint: str) -> None:
-    """Needs the real files: they are what the built-in values are checked against."""
-    from_folder = spec_from_folder(model_folder(checkpoint), name=checkpoint)
+    """A checkpoint folder and the processor transformers loads from it give the built-in
+    spec (the real files: tests/oracle/test_real_files.py)."""
+    from_folder = spec_from_folder(checkpoint_folder(checkpoint), name=checkpoint)
     from_processor = spec_from_processor(folder_processor(checkpoint), name=checkpoint)
     assert KNOWN_SPECS[checkpoint] == from_folder == from_processor
 
@@ -62,7 +64,7 @@ BROKEN = {
 @pytest.mark.parametrize("name", ["preprocessor_config.json", "processor_config.json"])
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_config_file_is_named(tmp_path: Path, name: str, case: str) -> None:
-    shutil.copytree(model_folder(MODEL_IDS[0]), tmp_path / "ckpt")
+    shutil.copytree(checkpoint_folder(MODEL_IDS[0]), tmp_path / "ckpt")
     data, message = BROKEN[case]
     (tmp_path / "ckpt" / name).write_bytes(data)
     with pytest.raises(SpecError) as info:
@@ -73,7 +75,7 @@ def test_broken_config_file_is_named(tmp_path: Path, name: str, case: str) -> No
 
 @pytest.mark.parametrize("data", [b"\xff\xfe", b"[]", b"null", b'{"version": "1.0"}'])
 def test_corrupt_tokenizer_json_is_named(tmp_path: Path, data: bytes) -> None:
-    shutil.copytree(model_folder(MODEL_IDS[0]), tmp_path / "ckpt")
+    shutil.copytree(checkpoint_folder(MODEL_IDS[0]), tmp_path / "ckpt")
     (tmp_path / "ckpt" / "tokenizer.json").write_bytes(data)
     with pytest.raises(SpecError, match=r"tokenizer\.json: not a tokenizer file"):
         spec_from_folder(tmp_path / "ckpt")

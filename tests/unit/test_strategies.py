@@ -107,6 +107,32 @@ def test_bad_arguments_fail_at_once(build: Any, pattern: str) -> None:
         build()  # raised when the strategy is built, before any example is drawn
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"max_tokens": 0}, "max_tokens must be >= 1"),
+        ({"max_turns": -1}, "max_turns must be >= 0"),
+        ({"max_frames_per_run": 0}, "max_frames_per_run must be >= 1"),
+        ({"deltas": []}, "deltas must be a non-empty list of integers"),
+        ({"deltas": [1.5]}, "deltas must be a non-empty list of integers"),
+        ({"sizes": [(1, 2)]}, "sizes must be a strategy"),
+    ],
+)
+def test_boundary_arguments_fail_at_once(kwargs: dict[str, Any], pattern: str) -> None:
+    # checked before the counter is touched: no processor needed to see the mistake
+    arguments: dict[str, Any] = {"max_tokens": 4096, **kwargs}
+    with pytest.raises(InvalidArgument, match=pattern):
+        tgst.boundary_conversations(object(), **arguments)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="frames_as must be 'images' or 'ranges'"):
+        tgst.boundary_conversation_dicts(object(), frames_as="video")  # type: ignore[arg-type]
+
+
+def test_deltas_shrink_to_one_token_over() -> None:
+    """The simplest example is the one an under-count of one token overflows."""
+    assert tgst.DELTAS[0] == 1
+    assert {1, 2, 3, 0, -1} <= set(tgst.DELTAS[:5])
+
+
 # ------------------------------------------------------------------ videos
 
 

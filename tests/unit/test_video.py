@@ -38,7 +38,7 @@ from pytest_tokenguard.video import (
     video_sampling_from_folder,
     video_sampling_from_processor,
 )
-from tests.helpers import MODEL_IDS, model_folder, real_processor, write_clip
+from tests.helpers import MODEL_IDS, checkpoint_folder, real_processor, write_clip
 
 DEFAULT = VideoSampling(fps=1, max_frames=64, video_size=384)
 
@@ -242,7 +242,7 @@ def test_max_frames_within() -> None:
 
 @pytest.mark.parametrize("checkpoint", MODEL_IDS)
 def test_known_sampling_equals_folder_and_processor(checkpoint: str) -> None:
-    from_folder = video_sampling_from_folder(model_folder(checkpoint))
+    from_folder = video_sampling_from_folder(checkpoint_folder(checkpoint))
     assert KNOWN_VIDEO_SAMPLING[checkpoint] == from_folder
     from_processor = video_sampling_from_processor(real_processor(checkpoint))
     # the processor's own fps and max_frames; its size is the image size (a transformers
