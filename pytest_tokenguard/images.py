@@ -316,18 +316,13 @@ def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
     Raises :class:`ImageReadError` naming the path for a file that is missing, empty,
     unreadable, not an image, or whose orientation depends on the image backend.
     """
-    from PIL import UnidentifiedImageError
 
     file = Path(path)
     with _open_binary(file, path) as fp:
         try:
             image = _open_lazy(fp, display_path(path))
-        except UnidentifiedImageError:
-            raise ImageReadError(
-                path, "is not an image PIL can read (corrupt, truncated or another format)"
-            ) from None
         except Exception as exc:  # PIL raises many types on bad headers
-            raise ImageReadError(path, f"cannot be read as an image ({_reason(exc)})") from None
+            raise _unreadable(path, exc) from None
         try:
             return _upright(path, image, fp, decoded=False)
         except (OSError, struct.error) as exc:
@@ -405,7 +400,7 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
     and images PIL refuses to decode (over its decompression-bomb limit). Raises
     :class:`ImageReadError` with a one-line reason.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     file = Path(path)
     with _open_binary(file, path) as fp:
@@ -421,12 +416,8 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
                 f"decompression-bomb limit ({2 * limit:,}): not decoded, and PIL-based "
                 "loading (transformers' load_image, the PIL backend) refuses it",
             ) from None
-        except UnidentifiedImageError:
-            raise ImageReadError(
-                path, "is not an image PIL can read (corrupt, truncated or another format)"
-            ) from None
         except Exception as exc:  # PIL raises many types on bad data
-            raise ImageReadError(path, f"cannot be read as an image ({_reason(exc)})") from None
+            raise _unreadable(path, exc) from None
         tiff_tag = getattr(image, "tag_v2", {}).get(0x0112, 1) if image.format == "TIFF" else 1
         try:
             image.load()
@@ -437,6 +428,16 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
         if problem is not None:
             raise ImageReadError(path, problem)
         return _upright(path, image, fp, decoded=True, tiff_tag=tiff_tag)
+
+
+def _unreadable(path: str | os.PathLike[str], exc: Exception) -> ImageReadError:
+    """The one-line error for a file PIL cannot open or decode."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageReadError(
+            path, "is not an image PIL can read (corrupt, truncated or another format)")
+    return ImageReadError(path, f"cannot be read as an image ({_reason(exc)})")
 
 
 def _reason(exc: BaseException) -> str:

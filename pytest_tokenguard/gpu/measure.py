@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from ..errors import GpuUnavailable as GpuUnavailable
 from ..units import format_bytes
@@ -275,7 +275,23 @@ def _nvml_handle(pynvml: Any, index: int, uuid: str) -> Any:
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
-class GpuMeasure:
+P = TypeVar("P")
+
+
+class _Measured(Generic[P]):
+    """What both measuring contexts share: the peak, readable once the block has ended."""
+
+    _peak: P | None = None
+
+    @property
+    def peak(self) -> P:
+        if self._peak is None:
+            raise RuntimeError(f"{type(self).__name__}.peak is read after the with-block has "
+                               "ended")
+        return self._peak
+
+
+class GpuMeasure(_Measured["GpuPeak"]):
     """Context manager: the GPU memory peak of the ``with`` block on one device.
 
     On entry it synchronises, optionally empties the allocator's cache (so memory
@@ -299,17 +315,10 @@ class GpuMeasure:
         self._use_nvml = nvml
         self._interval = interval
         self._empty_cache = empty_cache
-        self._peak: GpuPeak | None = None
         self._sampler: NvmlSampler | None = None
         self._pynvml: Any = None
         self._nvml_note = "" if nvml else "NVML not measured: disabled by the caller"
         self._driver: str | None = None
-
-    @property
-    def peak(self) -> GpuPeak:
-        if self._peak is None:
-            raise RuntimeError("GpuMeasure.peak is read after the with-block has ended")
-        return self._peak
 
     def __enter__(self) -> GpuMeasure:
         status = cuda_status()
@@ -624,7 +633,7 @@ class _TreeSampler:
         self.sample()
 
 
-class MultiGpuMeasure:
+class MultiGpuMeasure(_Measured["DevicesPeak"]):
     """Context manager: the per-GPU peaks of the ``with`` block on several devices.
 
     Everything is read through NVML, so memory of processes the block starts (a
@@ -639,13 +648,6 @@ class MultiGpuMeasure:
         chosen = validate_devices(devices)
         self._wanted: tuple[int, ...] | None = chosen if isinstance(chosen, tuple) else None
         self._interval = interval
-        self._peak: DevicesPeak | None = None
-
-    @property
-    def peak(self) -> DevicesPeak:
-        if self._peak is None:
-            raise RuntimeError("MultiGpuMeasure.peak is read after the with-block has ended")
-        return self._peak
 
     def __enter__(self) -> MultiGpuMeasure:
         pynvml, reason = nvml_module()

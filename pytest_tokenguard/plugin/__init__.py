@@ -17,32 +17,12 @@ from __future__ import annotations
 
 import pytest
 
-from . import options
-from .fixtures import (
-    PARAMETRIZED,
-    tokenguard_check_splitter,
-    tokenguard_counter,
-    tokenguard_loaded,
-    tokenguard_longest_edge,
-    tokenguard_model,
-    tokenguard_processor,
-    tokenguard_source,
-)
+from . import fixtures, options
+from .fixtures import PARAMETRIZED
 from .markers import MARKERS
 from .session import TokenguardSession, session_of
 
-__all__ = [
-    "pytest_addoption",
-    "pytest_configure",
-    "pytest_generate_tests",
-    "tokenguard_check_splitter",
-    "tokenguard_counter",
-    "tokenguard_loaded",
-    "tokenguard_longest_edge",
-    "tokenguard_model",
-    "tokenguard_processor",
-    "tokenguard_source",
-]
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_generate_tests"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker.help)
     session = TokenguardSession(config, options.resolve(config))
     config.pluginmanager.register(session, "tokenguard-session")
+    # the fixtures live in their own module; registering it makes pytest collect them
+    config.pluginmanager.register(fixtures, "tokenguard-fixtures")
 
 
 @pytest.hookimpl(tryfirst=True)
