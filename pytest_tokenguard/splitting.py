@@ -362,6 +362,19 @@ class _Packer:
 # ------------------------------------------------------------------ split
 
 
+def _leading_too_long(first: int, base: int, max_tokens: int) -> SplitError:
+    """The refusal when the leading context (with the conversation's opening system
+    messages, ``first`` of them) leaves no room for the conversation."""
+    what = ("the leading context and the conversation's opening system messages"
+            if first else "the leading context")
+    return SplitError.phrased(
+        f"{what} alone {'are' if first else 'is'} {base} tokens, and {{max_tokens}} is "
+        f"{max_tokens}: nothing is left for the conversation; shorten the leading context "
+        "or raise {max_tokens}",
+        tokens=base, room=max_tokens - base,
+    )
+
+
 def split(
     conversation: Sequence[MessageLike] | Conversation,
     max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -405,14 +418,7 @@ def split(
     base = base_tokens(counter) + sum(price(m) for m in lead)
     context = ("template and leading context" if lead else "template")
     if lead and base >= max_tokens:
-        what = ("the leading context and the conversation's opening system messages"
-                if first else "the leading context")
-        raise SplitError.phrased(
-            f"{what} alone {'are' if first else 'is'} {base} tokens, and {{max_tokens}} is "
-            f"{max_tokens}: nothing is left for the conversation; shorten the leading context "
-            "or raise {max_tokens}",
-            tokens=base, room=max_tokens - base,
-        )
+        raise _leading_too_long(first, base, max_tokens)
     room = max_tokens - base
     if room < 1 and len(messages) > first:
         raise SplitError.phrased(
@@ -727,14 +733,7 @@ def _split_videos(messages: Conversation, lead: Conversation, first: int, max_to
     pricer = _VideoPricer(counter, facts, lead)
     base = pricer.tokens(())
     if lead and base >= max_tokens:
-        what = ("the leading context and the conversation's opening system messages"
-                if first else "the leading context")
-        raise SplitError.phrased(
-            f"{what} alone {'are' if first else 'is'} {base} tokens, and {{max_tokens}} is "
-            f"{max_tokens}: nothing is left for the conversation; shorten the leading context "
-            "or raise {max_tokens}",
-            tokens=base, room=max_tokens - base,
-        )
+        raise _leading_too_long(first, base, max_tokens)
     room = max_tokens - base
     limits = (f"the {room} tokens a chunk has for messages ({{max_tokens}} {max_tokens} - "
               f"{base} for the {'template and leading context' if lead else 'template'})")

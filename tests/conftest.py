@@ -9,6 +9,7 @@ as on a user's (see ``tests/helpers.py``). Helpers live in ``tests/helpers.py``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -41,3 +42,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def outside_any_recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The state of a test process between two tests, for the recorder's own tests: no owner
+    in this context or in the environment. Under ``--tokenguard`` the suite's own recorder
+    has this very test's recording open; the recorder under test must not see it."""
+    from pytest_tokenguard.processor import recording
+
+    monkeypatch.delenv(recording.ENV_RECORD_TO, raising=False)
+    token = recording._OWNER.set(None)
+    yield
+    recording._OWNER.reset(token)
+
+
+@pytest.fixture(autouse=True)
+def _planted_runs_are_not_in_ci(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pytest run planted with ``pytester`` does not inherit ``CI`` from the run around
+    it (this project's own CI sets it, and a planted suite has no baseline): each test
+    that means CI sets it itself."""
+    if "pytester" in request.fixturenames:
+        monkeypatch.delenv("CI", raising=False)

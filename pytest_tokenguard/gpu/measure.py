@@ -146,7 +146,38 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class NvmlSampler:
+class _Background:
+    """Calls ``sample()`` every ``interval`` seconds on a daemon thread between
+    :meth:`start` and :meth:`stop`, and once at each (so a block shorter than the interval
+    still has readings)."""
+
+    _thread_name = "tokenguard-nvml"
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+    def start(self) -> None:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+
+class NvmlSampler(_Background):
     """Background sampler of the driver's used memory for one device.
 
     ``mode`` is ``"process"`` when the driver lists this process with its used
@@ -156,12 +187,10 @@ class NvmlSampler:
     """
 
     def __init__(self, pynvml: Any, handle: Any, interval: float = DEFAULT_INTERVAL) -> None:
+        super().__init__(interval)
         self._nvml = pynvml
         self._handle = handle
-        self._interval = interval
         self._pid = os.getpid()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.baseline = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
         self.mode: Literal["process", "device-delta"] = (
             "process" if self._process_used() is not None else "device-delta"
@@ -197,21 +226,6 @@ class NvmlSampler:
             return
         self.samples += 1
         self.peak = max(self.peak, value)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.sample()
-
-    def start(self) -> None:
-        self.sample()
-        self._thread = threading.Thread(target=self._run, name="tokenguard-nvml", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
 
 
 @dataclass(frozen=True)
@@ -574,11 +588,14 @@ def _parent(pid: int) -> int:
         return 0
 
 
-class _TreeSampler:
+class _TreeSampler(_Background):
     """Samples several GPUs: this process tree's memory and each device's used memory."""
 
+    _thread_name = "tokenguard-nvml-all"
+
     def __init__(self, pynvml: Any, handles: list[tuple[int, Any]], interval: float) -> None:
-        self._nvml, self._handles, self._interval = pynvml, handles, interval
+        super().__init__(interval)
+        self._nvml, self._handles = pynvml, handles
         self._root = os.getpid()
         self._ours: dict[int, bool] = {self._root: True}
         self.baseline = [int(pynvml.nvmlDeviceGetMemoryInfo(h).used) for _, h in handles]
@@ -586,8 +603,6 @@ class _TreeSampler:
         self.delta_peak = [0] * len(handles)
         self.seen_tree = [False] * len(handles)
         self.samples = [0] * len(handles)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _in_tree(self, pid: int) -> bool:
         chain: list[int] = []
@@ -615,22 +630,6 @@ class _TreeSampler:
                 self.tree_peak[slot] = max(self.tree_peak[slot], sum(tree))
             self.delta_peak[slot] = max(self.delta_peak[slot], used - self.baseline[slot])
             self.samples[slot] += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.sample()
-
-    def start(self) -> None:
-        self.sample()
-        self._thread = threading.Thread(target=self._run, name="tokenguard-nvml-all",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
 
 
 class MultiGpuMeasure(_Measured["DevicesPeak"]):

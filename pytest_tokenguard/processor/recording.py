@@ -207,12 +207,12 @@ class Stray:
     calls: int
 
     def describe(self) -> str:
-        plural = "s" if self.calls != 1 else ""
+        plural, were = ("s", "were") if self.calls != 1 else ("", "was")
         if self.owner is None:
             return (f"{self.calls} processor call{plural} from {self.where}, started outside "
-                    "any test, were charged to no test")
+                    f"any test, {were} charged to no test")
         return (f"{self.calls} processor call{plural} from {self.where}, started by "
-                f"{self.owner}, came after that test ended and were charged to no test")
+                f"{self.owner}, came after that test ended and {were} charged to no test")
 
 
 def unchecked_reason(recording: Recording,

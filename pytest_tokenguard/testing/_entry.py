@@ -9,6 +9,8 @@ would load it half-initialised.
 
 from __future__ import annotations
 
+__all__ = ["setup"]
+
 
 def setup() -> None:
     from . import profiles  # noqa: F401  (importing it registers the profiles)

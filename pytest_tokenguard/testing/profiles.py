@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
+__all__ = ["CI", "LONG", "PROCESSOR_FRACTION", "processor_examples"]
+
 CI = "tokenguard-ci"
 LONG = "tokenguard-long"
 

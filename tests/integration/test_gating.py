@@ -44,12 +44,6 @@ def test_no_processor():
 """
 
 
-@pytest.fixture(autouse=True)
-def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The project's own CI sets CI; these tests choose it themselves."""
-    monkeypatch.delenv("CI", raising=False)
-
-
 class Suite:
     """A planted suite and the commands a user would type."""
 

@@ -36,12 +36,6 @@ def test_frames_cost_81_each():
 """
 
 
-@pytest.fixture(autouse=True)
-def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The project's own CI sets CI; these tests choose it themselves."""
-    monkeypatch.delenv("CI", raising=False)
-
-
 def test_marker_catches_processor_built_by_code_under_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PLANTED.format(model=MODEL))
     result = pytester.runpytest(*ARGS)

@@ -313,7 +313,7 @@ def test_stray_calls_are_listed_in_the_summary(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines([
         "*1 processor call from thread 'late-worker', started by "
         "test_stray_calls_are_listed_in_the_summary.py::test_a_starts_a_thread, came after "
-        "that test ended and were charged to no test*",
+        "that test ended and was charged to no test*",
     ])
 
 
@@ -346,6 +346,7 @@ def test_an_unseen_process_fails_the_marker(pytester: pytest.Pytester, model_pat
                                  "load the pytest-tokenguard recorder*"])
 
 
+@pytest.mark.usefixtures("outside_any_recording")
 def test_child_processes_started_between_tests_are_not_followed(recorder: Recorder) -> None:
     """Outside a recording no owner is named, so a child process records nothing."""
     assert "TOKENGUARD_RECORD_TO" not in os.environ

@@ -57,11 +57,6 @@ def test_a_minute_at_{frames}_frames():
 """
 
 
-@pytest.fixture(autouse=True)
-def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
-
-
 @pytest.fixture(scope="module")
 def decodes_paths() -> None:
     missing = torchcodec_missing()

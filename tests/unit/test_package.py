@@ -65,3 +65,58 @@ def test_public_api_resolves_and_stays_light() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
+
+
+def _declared_all(tree: ast.Module) -> list[str] | None:
+    for node in tree.body:
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            assert isinstance(value, ast.List | ast.Tuple), "__all__ must be a literal list"
+            return [ast.literal_eval(e) for e in value.elts]
+    return None
+
+
+def test_every_module_declares_its_public_names() -> None:
+    """A curated API: every module says what it exports, and exports only what it defines
+    (or, for the package itself, what it loads lazily)."""
+    undeclared, unknown = [], []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = _declared_all(tree)
+        name = path.relative_to(PACKAGE).as_posix()
+        if names is None:
+            undeclared.append(name)
+            continue
+        defined = {n.name for n in ast.walk(tree)
+                   if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                defined |= {t.id for t in targets if isinstance(t, ast.Name)}
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        lazy = getattr(pytest_tokenguard, "_LAZY", {}) if name == "__init__.py" else {}
+        unknown += [f"{name}: {n}" for n in names if n not in defined | set(lazy)]
+    assert (undeclared, unknown) == ([], [])
+
+
+def test_the_readme_imports_only_public_names() -> None:
+    """Every ``from pytest_tokenguard... import x`` in the README names something the module
+    lists in ``__all__`` (and the module exists)."""
+    import importlib
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    found = re.findall(r"^from (pytest_tokenguard[\w.]*) import ([\w, ]+)$", readme, re.M)
+    assert found, "the README shows no imports"
+    private = []
+    for module, names in found:
+        public = importlib.import_module(module).__all__
+        private += [f"{module}.{n.strip()}" for n in names.split(",") if n.strip() not in public]
+    assert private == []

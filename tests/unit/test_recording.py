@@ -89,7 +89,8 @@ def test_recorder_uninstall_restores_everything(processor: Any) -> None:
     recorder = Recorder()
     recorder.install()
     assert cls.__dict__.get("__call__") is not before["__call__"]
-    assert threading.Thread.start is not start
+    # the propagating wrapper (shared with the suite's own recorder under --tokenguard)
+    assert threading.Thread.start.__qualname__.startswith("_Propagation._patch.")
     assert os.environ.get("PYTHONPATH") != path
     recorder.uninstall()
     assert {name: cls.__dict__.get(name) for name in names} == before
@@ -105,6 +106,7 @@ def test_nothing_is_recorded_outside_a_recording(processor: Any, recorder: Recor
     assert recorder.strays() == []  # the test process between tests: no note either
 
 
+@pytest.mark.usefixtures("outside_any_recording")
 def test_the_owner_is_named_in_the_environment_only_while_a_recording_is_open(
         recorder: Recorder) -> None:
     assert ENV_RECORD_TO not in os.environ
@@ -390,6 +392,7 @@ def test_a_thread_belongs_to_the_test_that_started_it(recorder: Recorder) -> Non
     assert "came after that test ended" in recorder.strays()[0].describe()
 
 
+@pytest.mark.usefixtures("outside_any_recording")
 def test_a_thread_started_outside_any_test_is_charged_to_none(recorder: Recorder) -> None:
     processor = at_384()
     go, done = threading.Event(), threading.Event()
@@ -407,6 +410,14 @@ def test_a_thread_started_outside_any_test_is_charged_to_none(recorder: Recorder
     thread.join()
     assert b.calls == 0
     assert recorder.strays() == [Stray(None, "thread 'background'", 1)]
+
+
+def test_a_stray_is_described_in_agreement_with_its_count() -> None:
+    assert Stray(None, "thread 'b'", 1).describe() == (
+        "1 processor call from thread 'b', started outside any test, was charged to no test")
+    assert Stray("t", "process 7", 2).describe() == (
+        "2 processor calls from process 7, started by t, came after that test ended and "
+        "were charged to no test")
 
 
 def test_thread_pool_work_belongs_to_the_test_that_submitted_it(recorder: Recorder) -> None:
