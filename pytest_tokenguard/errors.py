@@ -135,24 +135,31 @@ class ConversationError(InputError):
     the fix."""
 
 
-class ImageItemError(ConversationError, ImageReadError):
+class _ItemFileError(ConversationError):
+    """An item of a conversation whose file cannot be used, named by its place."""
+
+    _kind = "file"
+    path: str
+    reason: str
+
+    def __init__(self, where: str, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        Exception.__init__(self, f"{where}: {self._kind} {self.path} {reason}")
+
+
+class ImageItemError(_ItemFileError, ImageReadError):
     """An image item whose file cannot be used: a conversation error (it names the
     message and item) that is also an :class:`ImageReadError` (``path``, ``reason``)."""
 
-    def __init__(self, where: str, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        Exception.__init__(self, f"{where}: image {self.path} {reason}")
+    _kind = "image"
 
 
-class VideoItemError(ConversationError, VideoReadError):
+class VideoItemError(_ItemFileError, VideoReadError):
     """A video item whose file cannot be used: a conversation error (it names the
     message and item) that is also a :class:`VideoReadError` (``path``, ``reason``)."""
 
-    def __init__(self, where: str, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        Exception.__init__(self, f"{where}: video {self.path} {reason}")
+    _kind = "video"
 
 
 class FrameRangeError(ConversationError):

@@ -100,13 +100,9 @@ class ModelSpec:
         """This spec with a processor's per-call settings applied (``None`` keeps one):
         ``size={"longest_edge": ...}``, ``do_image_splitting=...`` and
         ``max_image_size={"longest_edge": ...}`` (the tile size)."""
-        changes: dict[str, Any] = {}
-        if longest_edge is not None:
-            changes["default_longest_edge"] = longest_edge
-        if do_image_splitting is not None:
-            changes["do_image_splitting"] = do_image_splitting
-        if tile_size is not None:
-            changes["tile_size"] = tile_size
+        given = {"default_longest_edge": longest_edge, "do_image_splitting": do_image_splitting,
+                 "tile_size": tile_size}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         return replace(self, **changes) if changes else self
 
 

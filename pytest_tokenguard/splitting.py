@@ -71,17 +71,15 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .conversation import (
     ContentItem,
-    Conversation,
     ConversationError,
     FrameRange,
     FramesItem,
     ImageItem,
     Message,
-    MessageLike,
     TextItem,
     VideoItem,
     check_video_strings,
@@ -91,6 +89,9 @@ from .counting import count_image
 from .errors import SplitError as SplitError
 from .sequence import _Facts, _facts, _video_entry, base_tokens, message_cost
 from .tokens import TokenCounter
+
+if TYPE_CHECKING:  # names used in annotations only
+    from .conversation import Conversation, MessageLike
 
 __all__ = [
     "DEFAULT_MAX_CHUNKS",

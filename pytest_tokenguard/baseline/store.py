@@ -62,13 +62,15 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BaselineError as BaselineError
 from ..figures import GpuFigure, ImageFigure, ResolutionFigures, TestFigures, VideoFigure
+
+_R = TypeVar("_R")
 
 __all__ = [
     "DEFAULT_BASELINE",
@@ -241,6 +243,21 @@ def _object(data: object, where: str) -> Mapping[str, Any]:
     return data
 
 
+def _rows(item: Mapping[str, Any], key: str, where: str, make: Callable[..., _R],
+          fields: tuple[str, ...]) -> list[_R]:
+    """The list ``item[key]`` (optional) of objects with the counts ``fields``, each made
+    into ``make(*counts)``; a wrong shape is named by its place in the file."""
+    rows = item.get(key, [])
+    if not isinstance(rows, list):
+        raise _SchemaError(f"{where}.{key}", "expected a list")
+    made = []
+    for number, raw in enumerate(rows):
+        row_where = f"{where}.{key}[{number}]"
+        row = _object(raw, row_where)
+        made.append(make(*(_count(row, field, row_where) for field in fields)))
+    return made
+
+
 def _parse_entry(data: object) -> TestFigures:
     entry = _object(data, "")
     raw_resolutions = entry.get("resolutions", [])
@@ -254,25 +271,10 @@ def _parse_entry(data: object) -> TestFigures:
         if edge is not None and (isinstance(edge, bool) or not isinstance(edge, int) or edge < 1):
             raise _SchemaError(f"{where}.longest_edge",
                                f"expected a positive integer or null, got {edge!r}")
-        per_image_raw = item.get("per_image", [])
-        if not isinstance(per_image_raw, list):
-            raise _SchemaError(f"{where}.per_image", "expected a list")
-        per_image = []
-        for number, image_raw in enumerate(per_image_raw):
-            image_where = f"{where}.per_image[{number}]"
-            image = _object(image_raw, image_where)
-            per_image.append(ImageFigure(*(_count(image, key, image_where) for key in
-                                           ("width", "height", "image_tokens", "block_tokens"))))
-        videos_raw = item.get("videos", [])
-        if not isinstance(videos_raw, list):
-            raise _SchemaError(f"{where}.videos", "expected a list")
-        per_video = []
-        for number, video_raw in enumerate(videos_raw):
-            video_where = f"{where}.videos[{number}]"
-            video = _object(video_raw, video_where)
-            per_video.append(VideoFigure(*(_count(video, key, video_where) for key in
-                                           ("frames", "image_tokens", "block_tokens", "tokens",
-                                            "count"))))
+        per_image = _rows(item, "per_image", where, ImageFigure,
+                          ("width", "height", "image_tokens", "block_tokens"))
+        per_video = _rows(item, "videos", where, VideoFigure,
+                          ("frames", "image_tokens", "block_tokens", "tokens", "count"))
         resolutions.append(ResolutionFigures(
             longest_edge=edge,
             images=_count(item, "images", where),

@@ -223,14 +223,19 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             failures += 1
             print(f"tokenguard count: {shown}: {event.reason}", file=err)
             continue
-        if videos is not None and is_video_path(event.path):
-            try:
+        is_video = videos is not None and is_video_path(event.path)
+        try:
+            if is_video:
                 video = videos(event.path, **sampling)
-            except (VideoReadError, CountingError) as exc:
-                failures += 1
-                reason = exc.reason if isinstance(exc, VideoReadError) else str(exc)
-                print(f"tokenguard count: {shown}: {reason}", file=err)
-                continue
+            else:
+                info = read(event.path)
+                costs = [counter(info.width, info.height) for counter in counters]
+        except (VideoReadError, ImageReadError, CountingError) as exc:
+            failures += 1
+            reason = exc.reason if isinstance(exc, VideoReadError | ImageReadError) else str(exc)
+            print(f"tokenguard count: {shown}: {reason}", file=err)
+            continue
+        if is_video:
             counted += 1
             row = video_json_row(event.path, video)
             if args.json:
@@ -238,14 +243,6 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             else:
                 row["path"] = shown
                 video_rows.append(row)
-            continue
-        try:
-            info = read(event.path)
-            costs = [counter(info.width, info.height) for counter in counters]
-        except (ImageReadError, CountingError) as exc:
-            failures += 1
-            reason = exc.reason if isinstance(exc, ImageReadError) else str(exc)
-            print(f"tokenguard count: {shown}: {reason}", file=err)
             continue
         counted += 1
         for cost in costs:

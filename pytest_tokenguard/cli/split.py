@@ -230,17 +230,13 @@ class _Stdout:
 # --------------------------------------------------------------------------- the job
 
 
-@dataclass
 class _Tally:
-    """What the summary line reports."""
+    """What the summary line reports: conversations read and split, chunks written and the
+    largest, lines rejected (empty ones among them), conversations with string content."""
 
-    lines: int = 0
-    split: int = 0
-    chunks: int = 0
-    largest: int = 0
-    rejected: int = 0
-    empty: int = 0
-    string_content: int = 0
+    def __init__(self) -> None:
+        self.lines = self.split = self.chunks = self.largest = 0
+        self.rejected = self.empty = self.string_content = 0
 
 
 @dataclass

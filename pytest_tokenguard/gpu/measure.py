@@ -297,6 +297,18 @@ class _Measured(Generic[P]):
 
     _peak: P | None = None
 
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish()  # exceptions from the block propagate; the peak is kept
+
+    def _finish(self) -> None:
+        """Stop measuring and set ``_peak``."""
+        raise NotImplementedError
+
     @property
     def peak(self) -> P:
         if self._peak is None:
@@ -369,12 +381,7 @@ class GpuMeasure(_Measured["GpuPeak"]):
             self._nvml_note = f"NVML not measured: {exc} (the torch measures are still taken)"
             self._sampler = None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _finish(self) -> None:
         torch = self._torch
         # a failed kernel can poison the context; keep what we have
         with contextlib.suppress(RuntimeError):
@@ -397,20 +404,13 @@ class GpuMeasure(_Measured["GpuPeak"]):
             with contextlib.suppress(self._pynvml.NVMLError):
                 self._pynvml.nvmlShutdown()
         self._peak = GpuPeak(
-            device_index=self._index,
-            device_name=self._name,
-            total_memory=self._total,
-            torch_version=str(torch.__version__),
-            cuda_version=torch.version.cuda,
+            device_index=self._index, device_name=self._name, total_memory=self._total,
+            torch_version=str(torch.__version__), cuda_version=torch.version.cuda,
             driver_version=self._driver,
             baseline_allocated=self._baseline_allocated,
             baseline_reserved=self._baseline_reserved,
-            torch_allocated=allocated,
-            torch_reserved=reserved,
-            nvml_used=nvml_used,
-            nvml_mode=mode,
-            nvml_note=note,
-            nvml_samples=samples,
+            torch_allocated=allocated, torch_reserved=reserved,
+            nvml_used=nvml_used, nvml_mode=mode, nvml_note=note, nvml_samples=samples,
             duration_s=duration,
         )
 
@@ -682,12 +682,7 @@ class MultiGpuMeasure(_Measured["DevicesPeak"]):
         self._sampler.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _finish(self) -> None:
         sampler = self._sampler
         sampler.stop()
         duration = time.perf_counter() - self._t0

@@ -100,15 +100,16 @@ _NOTHING_SEEN = (
 )
 
 
+def _saw_nothing(declared: str, done: str) -> CheckResult:
+    """The failure of a token marker whose test made no call it could check."""
+    return CheckResult(False, f"Test declared {declared} but no SmolVLM processor call "
+                              f"{done} while it ran", _NOTHING_SEEN)
+
+
 def check_image_tokens(images: Sequence[ImageRecord], expected: int) -> CheckResult:
     """Every image processed during the test must cost exactly ``expected`` ``<image>`` tokens."""
     if not images:
-        return CheckResult(
-            False,
-            f"Test declared {expected} image tokens per image but no SmolVLM processor call "
-            "processed an image while it ran",
-            _NOTHING_SEEN,
-        )
+        return _saw_nothing(f"{expected} image tokens per image", "processed an image")
     wrong = [image for image in images if image.image_tokens != expected]
     if not wrong:
         return PASSED
@@ -137,12 +138,7 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Check
     least one must have been produced (as for ``image_tokens``, a marker that checks
     nothing fails)."""
     if not sequences:
-        return CheckResult(
-            False,
-            f"Test declared a limit of {limit} tokens per sequence but no SmolVLM processor "
-            "call returned a sequence while it ran",
-            _NOTHING_SEEN,
-        )
+        return _saw_nothing(f"a limit of {limit} tokens per sequence", "returned a sequence")
     over = [sequence for sequence in sequences if sequence.length > limit]
     if not over:
         return PASSED
@@ -214,12 +210,7 @@ def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
     sampled frames at most ``per_frame`` tokens (its image block); at least one video
     must have been processed (a marker that checks nothing fails)."""
     if not videos:
-        return CheckResult(
-            False,
-            f"Test declared at most {limit} tokens per video but no SmolVLM processor call "
-            "processed a video while it ran",
-            _NOTHING_SEEN,
-        )
+        return _saw_nothing(f"at most {limit} tokens per video", "processed a video")
     over = [video for video in videos if video.tokens > limit]
     heavy = [video for video in videos if per_frame is not None and video.frames
              and video.block_tokens // video.frames > per_frame]

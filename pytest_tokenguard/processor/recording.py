@@ -878,10 +878,44 @@ class Recorder:
     def _patch(self, cls: type) -> None:
         recorder = self
         inherited_call = cls.__call__
-        inherited_process = getattr(cls, "_process_images", None)
-        inherited_videos = getattr(cls, "_process_videos", None)
-        inherited_expand = getattr(cls, "get_text_with_replacements", None)
-        inherited_merge = getattr(cls, "_merge_kwargs", None)
+
+        def observed(name: str, note: Callable[..., None]) -> Any:
+            """``cls.name`` wrapped so that, inside a recorded call, ``note(frame, self,
+            args, kwargs, result)`` reads what it produced (None: ``cls`` has no ``name``).
+            A note that fails marks the call unrecorded; the user's call goes on."""
+            inherited = getattr(cls, name, None)
+            if inherited is None:
+                return None
+
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = inherited(self, *args, **kwargs)
+                frame = getattr(recorder._local, "frame", None)
+                if frame is not None:
+                    try:
+                        note(frame, self, args, kwargs, result)
+                    except Exception as exc:
+                        frame.error = exc
+                return result
+
+            wrapper.__name__ = wrapper.__qualname__ = name
+            return wrapper
+
+        def images(frame: _Frame, self: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   result: Any) -> None:
+            frame.edge, frame.images = recorder._images(self, args[0], kwargs, *result)
+
+        def videos(frame: _Frame, self: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   result: Any) -> None:
+            frame.videos = recorder._videos(self, args[0], kwargs, *result)
+
+        def expanded(frame: _Frame, self: Any, args: Any, kwargs: Any, result: Any) -> None:
+            if isinstance(result, tuple) and result:
+                frame.expanded = list(result[0])
+
+        def merged(frame: _Frame, self: Any, args: Any, kwargs: Any, result: Any) -> None:
+            if isinstance(result, dict):
+                text_kwargs = result.get("text_kwargs")
+                frame.text_kwargs = dict(text_kwargs) if isinstance(text_kwargs, dict) else None
 
         def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
             sink = recorder._sink()
@@ -907,56 +941,13 @@ class Recorder:
                 recorder._unrecorded(sink, exc)
             return output
 
-        def _process_images(self: Any, images: Any, **kwargs: Any) -> Any:
-            assert inherited_process is not None
-            processed, replacements = inherited_process(self, images, **kwargs)
-            frame = getattr(recorder._local, "frame", None)
-            if frame is not None:
-                try:
-                    frame.edge, frame.images = recorder._images(self, images, kwargs, processed,
-                                                                replacements)
-                except Exception as exc:
-                    frame.error = exc
-            return processed, replacements
-
-        def _process_videos(self: Any, videos: Any, **kwargs: Any) -> Any:
-            assert inherited_videos is not None
-            processed, replacements = inherited_videos(self, videos, **kwargs)
-            frame = getattr(recorder._local, "frame", None)
-            if frame is not None:
-                try:
-                    frame.videos = recorder._videos(self, videos, kwargs, processed,
-                                                    replacements)
-                except Exception as exc:
-                    frame.error = exc
-            return processed, replacements
-
-        def get_text_with_replacements(self: Any, *args: Any, **kwargs: Any) -> Any:
-            assert inherited_expand is not None
-            result = inherited_expand(self, *args, **kwargs)
-            frame = getattr(recorder._local, "frame", None)
-            if frame is not None and isinstance(result, tuple) and result:
-                frame.expanded = list(result[0])
-            return result
-
-        def _merge_kwargs(self: Any, *args: Any, **kwargs: Any) -> Any:
-            assert inherited_merge is not None
-            merged = inherited_merge(self, *args, **kwargs)
-            frame = getattr(recorder._local, "frame", None)
-            if frame is not None and isinstance(merged, dict):
-                text_kwargs = merged.get("text_kwargs")
-                frame.text_kwargs = dict(text_kwargs) if isinstance(text_kwargs, dict) else None
-            return merged
-
         patched: dict[str, Any] = {"__call__": __call__}
-        if inherited_process is not None:
-            patched["_process_images"] = _process_images
-        if inherited_videos is not None:
-            patched["_process_videos"] = _process_videos
-        if inherited_expand is not None:
-            patched["get_text_with_replacements"] = get_text_with_replacements
-        if inherited_merge is not None:
-            patched["_merge_kwargs"] = _merge_kwargs
+        for name, note in (("_process_images", images), ("_process_videos", videos),
+                           ("get_text_with_replacements", expanded),
+                           ("_merge_kwargs", merged)):
+            wrapper = observed(name, note)
+            if wrapper is not None:
+                patched[name] = wrapper
         originals = {name: cls.__dict__.get(name) for name in patched}
         for name, replacement in patched.items():
             setattr(cls, name, replacement)
