@@ -88,9 +88,13 @@ def table(summary: dict[str, Any]) -> str:
             f"| {row['counter_memoised'] * 1e9:.0f} ns | {row['ratio']:,.0f}× "
             f"| {row['memoised_ratio']:,.0f}× |"
         )
-    for name, stats in summary["benchmarks"].items():
-        if name.startswith("test_count_cli"):
-            lines.append(f"\ntokenguard count, 1000 frames: median {stats['median'] * 1e3:.1f} ms")
+    counts = [(name.partition("[")[2].rstrip("]") or "headers", stats["median"])
+              for name, stats in summary["benchmarks"].items()
+              if name.startswith("test_count_cli")]
+    if counts:
+        lines.append("")
+    lines.extend(f"tokenguard count, 1000 frames, {mode}: median {median * 1e3:.1f} ms"
+                 for mode, median in counts)
     return "\n".join(lines)
 
 

@@ -284,7 +284,9 @@ class Gate:
             lines.append(f"tokenguard baseline: none at {shown}; create it with pytest "
                          "--tokenguard --tokenguard-update and commit it")
         else:
-            described = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+            # on a subset run, the entries of the tests left out are simply not run
+            label = {Status.MISSING: "not run"} if self.subset is not None else {}
+            described = ", ".join(f"{n} {label.get(s, s.value)}" for s, n in counts.items() if n)
             lines.append(f"tokenguard baseline {shown}: {described or 'no figures'} "
                          "(! changed, + not in baseline)")
         lines.extend(f"  {line}" for line in self.header()[1:])

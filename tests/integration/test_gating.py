@@ -139,10 +139,12 @@ def test_subset_update_keeps_other_entries_whole_update_removes_stale(suite: Sui
         narrowed = suite.run("--tokenguard-update", *narrowing)
         narrowed.assert_outcomes(passed=1)
         assert "test_planted.py::test_clip[le384-2]" in suite.tests(), narrowing
-        narrowed.stdout.fnmatch_lines(["*2 entries of tests that did not run were kept*"])
+        narrowed.stdout.fnmatch_lines(["*: 1 unchanged, 2 not run (! changed*",
+                                       "*2 entries of tests that did not run were kept*"])
     # ...a plain run reports them as stale, and a whole-suite update removes them
     stale = suite.run()
     stale.stdout.fnmatch_lines([
+        "*: 1 unchanged, 2 missing (! changed*",
         "*2 baseline entries belong to tests that no longer exist: "
         "test_planted.py::test_clip[[]le384-1[]], test_planted.py::test_clip[[]le384-2[]];*",
     ])

@@ -42,7 +42,8 @@ def _raw_report() -> dict[str, object]:
         "version": "5.3.1",
         "benchmarks": [bench("test_processor[384]", 3e-3), bench("test_counter[384]", 2e-6),
                        bench("test_counter_memoised[384]", 3e-7),
-                       bench("test_count_cli_1000_frames", 0.238)],
+                       bench("test_count_cli_1000_frames[headers]", 0.238),
+                       bench("test_count_cli_1000_frames[verify]", 2.4)],
     }
 
 
@@ -63,7 +64,8 @@ def test_summary_keeps_medians_and_ratios_not_samples(tmp_path: Path) -> None:
     assert load_summary(tmp_path / "summary.json") == summary
     assert table(load_summary(tmp_path / "raw.json")) == table(summary)
     assert "| 384 | 3.00 ms | 2.00 µs | 300 ns | 1,500× | 10,000× |" in table(summary)
-    assert "median 238.0 ms" in table(summary)
+    assert table(summary).endswith("tokenguard count, 1000 frames, headers: median 238.0 ms\n"
+                                   "tokenguard count, 1000 frames, verify: median 2400.0 ms")
 
 
 def test_committed_summary_is_small_and_complete() -> None:
