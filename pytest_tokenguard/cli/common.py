@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from typing import TextIO
 
 from ..units import parse_size
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "integer", "reader_left", "size"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "integer", "reader_left", "size", "streams"]
 
 #: everything asked for was done
 EXIT_OK = 0
@@ -60,3 +61,9 @@ def reader_left(out: TextIO) -> int:
     os.dup2(devnull, fileno)
     os.close(devnull)
     return EXIT_FAILED
+
+
+def streams(out: TextIO | None, err: TextIO | None) -> tuple[TextIO, TextIO]:
+    """A subcommand's output and error streams: the ones given (tests pass their own), else
+    the process's, looked up at the call (so pytest's capture of them is honoured)."""
+    return out or sys.stdout, err or sys.stderr

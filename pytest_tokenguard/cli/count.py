@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any, TextIO
 from ..errors import CountingError, ImageReadError, ProcessorLoadError, SpecError
 from ..processor.source import ENV_MODEL, model_or_default, resolve_source
 from ..specs import ModelSpec
-from .common import integer, reader_left
+from .common import integer, reader_left, streams
 
 __all__ = ["add_count_parser", "json_row", "plural", "positive_float", "positive_int",
            "run_count", "spec_for_model", "video_counter_for_model", "video_json_row"]
@@ -163,8 +162,7 @@ def run_count(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Run ``tokenguard count``; returns the exit status (see the module docstring)."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     try:
         return _run(args, out, err)
     except BrokenPipeError:

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,7 +28,7 @@ from ..gpu.model import (
 )
 from ..specs import DEFAULT_MODEL, SpecError
 from ..units import accepted_units, format_bytes
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, size
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, size, streams
 
 __all__ = ["add_memory_parser", "run_memory"]
 
@@ -141,8 +140,7 @@ def run_memory(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Print the estimate; 0, or 1 over ``--limit``, or 2 on bad input."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    out, err = streams(out, err)
     problem = _model_folder_problem(args.model)
     if problem is not None:
         print(f"tokenguard memory: {problem}", file=err)

@@ -71,7 +71,7 @@ from typing import IO, Any, TextIO
 from ..conversation import Conversation, parse_conversation, to_dicts
 from ..errors import CLI_WORDING, InputError, TokenguardError
 from ..files import AtomicFile, refuse_same_file
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, streams
 
 __all__ = ["add_split_parser", "iter_lines", "run_split"]
 
@@ -381,8 +381,7 @@ def _prepare(job: _Job) -> None:
 def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
               stderr: TextIO | None = None) -> int:
     """Run ``tokenguard split`` for parsed ``args``; the exit status (0, 1 or 2)."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
+    out, err = streams(stdout, stderr)
 
     def say(message: str) -> None:
         print(f"tokenguard split: {message}", file=err)
