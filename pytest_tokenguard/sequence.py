@@ -514,11 +514,13 @@ def _pixels(item: dict[str, Any]) -> Any:
     image = item.get("image")
     if image is not None:
         return image
-    from PIL import Image
-
     path = item.get("path")
     if path:
-        return Image.open(path)
+        # the path itself: the processor opens it as it opens any path (turned upright by
+        # its EXIF orientation where transformers turns it), not a PIL image, never turned
+        return str(path)
+    from PIL import Image
+
     size = (int(item["width"]), int(item["height"]))
     blank = _BLANKS.get(size)
     if blank is None:

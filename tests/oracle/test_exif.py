@@ -102,6 +102,18 @@ def test_token_counter_conversation_with_paths(tmp_path: Path) -> None:
     assert c.conversation(messages).total == real_chat_tokens(real_processor(MODEL), messages)
 
 
+def test_the_oracle_opens_paths_as_the_processor_does(tmp_path: Path) -> None:
+    """``processor_input_ids``, the oracle the checker and these tests use, hands the
+    processor the path (main opened it with PIL, unturned: 2 tokens short per photo)."""
+    from pytest_tokenguard.sequence import processor_input_ids
+
+    paths = [write_oriented_image(tmp_path / f"p{o}.jpg", 1000, 300, o) for o in (1, 6, 8)]
+    messages = chat(paths)
+    processor = real_processor(MODEL)
+    assert len(processor_input_ids(processor, messages)) == real_chat_tokens(processor,
+                                                                             messages)
+
+
 def test_split_never_writes_a_chunk_over_the_limit(tmp_path: Path) -> None:
     """At a limit one under the real length of the first messages, the splitter must
     not put them in one chunk (main did: it priced each photo 2 tokens low)."""
