@@ -73,14 +73,13 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import TYPE_CHECKING, NamedTuple
 
+from . import conversation as _conv
 from .conversation import (
     ContentItem,
     ConversationError,
     FrameRange,
     FramesItem,
-    ImageItem,
     Message,
-    TextItem,
     VideoItem,
     check_video_strings,
     parse_conversation,
@@ -125,10 +124,15 @@ class Chunk:
     """
 
     index: int
+    """Its place among the conversation's chunks, from 0."""
     messages: Conversation
+    """The leading context, then the conversation's messages (or parts of them)."""
     tokens: int
+    """The exact length of the rendered chunk."""
     leading: int
+    """How many of ``messages`` are the leading context."""
     sources: tuple[int, ...]
+    """The input index of each message after the leading context."""
 
     @property
     def body(self) -> Conversation:
@@ -154,7 +158,7 @@ _Rule = Callable[[ContentItem, ContentItem], bool]
 def _frames_rule(before: ContentItem, after: ContentItem) -> bool:
     """Plain mode: next to a frames item, or between two images."""
     kb, ka = type(before), type(after)
-    return kb is FramesItem or ka is FramesItem or (kb is ImageItem and ka is ImageItem)
+    return kb is FramesItem or ka is FramesItem or (kb is ka is _conv.ImageItem)
 
 
 def _any_rule(before: ContentItem, after: ContentItem) -> bool:
@@ -581,7 +585,7 @@ def _middle(
     content: tuple[ContentItem, ...],
 ) -> tuple[tuple[ContentItem, ...], tuple[ContentItem, ...], tuple[ContentItem, ...]]:
     """(text before the first image, first image .. last image, text after the last)."""
-    visual = [i for i, item in enumerate(content) if type(item) is not TextItem]
+    visual = [i for i, item in enumerate(content) if type(item) is not _conv.TextItem]
     if not visual:
         return content, (), ()
     return content[:visual[0]], content[visual[0]:visual[-1] + 1], content[visual[-1] + 1:]
@@ -954,6 +958,6 @@ def _unrun(pieces: Sequence[object]) -> list[ContentItem]:
             (video, width, height), start, end = piece
             out.append(FramesItem(FrameRange(start, end), width, height, video))
         else:
-            assert isinstance(piece, TextItem | ImageItem)
+            assert isinstance(piece, _conv.TextItem | _conv.ImageItem)
             out.append(piece)
     return out

@@ -72,13 +72,9 @@ class TokenCounter:
         self._specials = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
         self._text_cache: dict[str, int] = {}
 
-    def with_settings(
-        self,
-        *,
-        longest_edge: int | None = None,
-        do_image_splitting: bool | None = None,
-        tile_size: int | None = None,
-    ) -> TokenCounter:
+    def with_settings(self, *, longest_edge: int | None = None,
+                      do_image_splitting: bool | None = None,
+                      tile_size: int | None = None) -> TokenCounter:
         """This counter with other per-call image settings (``None`` keeps this one's),
         sharing its tokenizer and text caches: the counts of
         ``processor(..., size=..., do_image_splitting=..., max_image_size=...)``."""

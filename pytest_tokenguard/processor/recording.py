@@ -91,13 +91,18 @@ class ImageRecord:
 
     width: int
     height: int
+    """The size the processor was given (a decoded path: upright, as it decoded it)."""
     longest_edge: int
     tile_size: int
+    """``size["longest_edge"]`` and ``max_image_size["longest_edge"]`` of that call."""
     rows: int
     cols: int
+    """The processor's own grid (0 and 0 for an image that is not split)."""
     image_tokens: int
     block_tokens: int
+    """``<image>`` tokens, and everything written for the image (wrappers, markers)."""
     processor: str
+    """The processor's class name."""
     do_image_splitting: bool = True
 
     @property
