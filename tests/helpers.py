@@ -117,6 +117,39 @@ def real_folder_processor(name: str, longest_edge: int | None = None) -> Any:
     return _load(str(real_folder(name)), longest_edge).processor
 
 
+@cache
+def embedded_processor(checkpoint: str, edge: int | None = None) -> Any:
+    """The embedded default, built directly (whatever the resolver would pick here)."""
+    from pytest_tokenguard.processor.embedded import build_embedded_processor
+
+    kwargs = {"size": {"longest_edge": edge}} if edge else {}
+    return build_embedded_processor(checkpoint, **kwargs)
+
+
+def assert_same_processor(mine: Any, other: Any) -> None:
+    """Two SmolVLM processors with the same settings, sub-processors, template and tokens."""
+    assert mine.to_dict() == other.to_dict()
+    assert mine.image_processor.to_dict() == other.image_processor.to_dict()
+    assert mine.video_processor.to_dict() == other.video_processor.to_dict()
+    assert mine.chat_template == other.chat_template
+    for name in ("image_token", "image_token_id", "fake_image_token", "global_image_token",
+                 "end_of_utterance_token", "video_token", "image_seq_len"):
+        assert getattr(mine, name) == getattr(other, name), name
+
+
+def assert_same_tokenizer(mine: Any, other: Any) -> None:
+    """Two tokenizers of one class, with the same model, added and special tokens, settings."""
+    assert type(mine) is type(other)
+    assert mine.backend_tokenizer.to_str() == other.backend_tokenizer.to_str()
+    assert mine.added_tokens_decoder == other.added_tokens_decoder
+    assert mine.special_tokens_map == other.special_tokens_map
+    assert mine.all_special_ids == other.all_special_ids
+    assert mine.extra_special_tokens == other.extra_special_tokens
+    for name in ("model_max_length", "truncation_side", "padding_side",
+                 "clean_up_tokenization_spaces", "add_prefix_space"):
+        assert getattr(mine, name) == getattr(other, name), name
+
+
 def real_image_tokens(processor: Any, width: int, height: int, **kwargs: Any) -> tuple[int, int]:
     """(<image> tokens, total tokens) the real processor writes for one image alone."""
     from PIL import Image

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cache
 from typing import Any
 
 import pytest
@@ -29,7 +28,6 @@ from pytest_tokenguard.processor.embedded import (
     CHAT_TEMPLATE,
     TOKENIZER_SETTINGS,
     TOKENIZER_SHA256,
-    build_embedded_processor,
     embedded_tokenizer,
     preprocessor_settings,
     tokenizer_json,
@@ -43,7 +41,10 @@ from tests.helpers import (
     CHECKPOINT_FILES,
     MODEL_IDS,
     REAL_FILES_MISSING,
+    assert_same_processor,
+    assert_same_tokenizer,
     checkpoint_files,
+    embedded_processor,
     real_files_present,
     real_folder,
     real_folder_processor,
@@ -68,13 +69,6 @@ UNWRITTEN_CONFIG_KEYS = ("max_position_embeddings", "rope_theta")
 
 def read_json(checkpoint: str, name: str) -> Any:
     return json.loads((real_folder(checkpoint) / name).read_text(encoding="utf-8"))
-
-
-@cache
-def embedded(checkpoint: str, edge: int | None = None) -> Any:
-    """The embedded default, built directly (whatever the resolver would pick here)."""
-    kwargs = {"size": {"longest_edge": edge}} if edge else {}
-    return build_embedded_processor(checkpoint, **kwargs)
 
 
 # --- the shipped file and the published values, against the checkpoints' files ----------
@@ -182,29 +176,16 @@ def test_memory_of_the_real_folder_is_the_hub_ids(capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize("edge", EDGES)
 @pytest.mark.parametrize("checkpoint", MODEL_IDS)
 def test_processor_objects_equal_the_real_ones(checkpoint: str, edge: int | None) -> None:
-    real, mine = real_folder_processor(checkpoint, edge), embedded(checkpoint, edge)
-    assert mine.to_dict() == real.to_dict()
-    assert mine.image_processor.to_dict() == real.image_processor.to_dict()
-    assert mine.video_processor.to_dict() == real.video_processor.to_dict()
-    assert mine.chat_template == real.chat_template
-    for name in ("image_token", "image_token_id", "fake_image_token", "global_image_token",
-                 "end_of_utterance_token", "video_token", "image_seq_len"):
-        assert getattr(mine, name) == getattr(real, name), name
+    assert_same_processor(embedded_processor(checkpoint, edge),
+                          real_folder_processor(checkpoint, edge))
 
 
 @pytest.mark.parametrize("checkpoint", MODEL_IDS)
 def test_special_tokens_equal_the_real_ones(checkpoint: str) -> None:
-    real, mine = real_folder_processor(checkpoint).tokenizer, embedded(checkpoint).tokenizer
-    assert type(mine) is type(real)
-    assert mine.backend_tokenizer.to_str() == real.backend_tokenizer.to_str()
-    assert mine.added_tokens_decoder == real.added_tokens_decoder
-    assert mine.special_tokens_map == real.special_tokens_map
-    assert mine.all_special_ids == real.all_special_ids
-    assert mine.extra_special_tokens == real.extra_special_tokens
+    real = real_folder_processor(checkpoint).tokenizer
+    mine = embedded_processor(checkpoint).tokenizer
+    assert_same_tokenizer(mine, real)
     assert len(mine) == len(real) == 49280
-    for name in ("model_max_length", "truncation_side", "padding_side",
-                 "clean_up_tokenization_spaces", "add_prefix_space"):
-        assert getattr(mine, name) == getattr(real, name), name
 
 
 # --- input_ids: generated text, images and conversations -------------------------------
@@ -225,8 +206,8 @@ def test_text_ids_equal_the_real_tokenizer(text: str) -> None:
 def test_image_block_equals_the_real_one(width: int, height: int, longest_edge: int) -> None:
     """Past 6×6 tiles (longest_edge over 2304) the <row_r_col_c> markers are plain text."""
     kwargs = {"size": {"longest_edge": longest_edge}, "resample": 0}
-    assert real_image_tokens(embedded(MODEL), width, height, **kwargs) == real_image_tokens(
-        real_folder_processor(MODEL), width, height, **kwargs)
+    assert real_image_tokens(embedded_processor(MODEL), width, height, **kwargs) == (
+        real_image_tokens(real_folder_processor(MODEL), width, height, **kwargs))
 
 
 @pytest.mark.slow
@@ -238,6 +219,6 @@ def test_input_ids_equal_the_real_files(checkpoint: str, edge: int | None,
                                         conversation: Conversation, generation: bool) -> None:
     real = processor_input_ids(real_folder_processor(checkpoint, edge), conversation,
                                add_generation_prompt=generation)
-    mine = processor_input_ids(embedded(checkpoint, edge), conversation,
+    mine = processor_input_ids(embedded_processor(checkpoint, edge), conversation,
                                add_generation_prompt=generation)
     assert mine == real
