@@ -117,6 +117,30 @@ def real_folder_processor(name: str, longest_edge: int | None = None) -> Any:
     return _load(str(real_folder(name)), longest_edge).processor
 
 
+def budget_split(messages: list[dict[str, Any]], budget: int = 4096) -> list[Any]:
+    """A user's splitter with the classic mistakes: 81 tokens per image, text as
+    characters / 4. Planted in pytester files as :func:`budget_split_source`."""
+    chunks: list[Any] = []
+    current: list[dict[str, Any]] = []
+    used = 0
+    for message in messages:
+        cost = sum(81 if item["type"] == "image" else len(item["text"]) // 4
+                   for item in message["content"])
+        if current and used + cost > budget:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(message)
+        used += cost
+    return chunks + ([current] if current else [])
+
+
+def budget_split_source() -> str:
+    """:func:`budget_split` as the text of a module (for a planted test file)."""
+    import inspect
+
+    return "from typing import Any\n\n\n" + inspect.getsource(budget_split) + "\n\n"
+
+
 @cache
 def embedded_processor(checkpoint: str, edge: int | None = None) -> Any:
     """The embedded default, built directly (whatever the resolver would pick here)."""

@@ -8,8 +8,11 @@ machine without a model cache.
 from __future__ import annotations
 
 import sys
+import textwrap
 
 import pytest
+
+from tests.helpers import budget_split_source
 
 # pytester's in-process runs drop modules first imported inside them; numpy cannot be
 # imported twice in one process, so the heavy modules are imported here, once.
@@ -342,34 +345,23 @@ def test_the_recorder_arms_itself_when_transformers_is_imported_mid_test(
 def test_check_splitter_fixture_catches_a_naive_splitter(pytester: pytest.Pytester) -> None:
     """The user's one-liner: a splitter that packs by "81 tokens per image" is caught with
     the shrunk conversation and the real count; the exact splitter passes."""
-    pytester.makepyfile("""
+    pytester.makepyfile(budget_split_source() + textwrap.dedent("""
         from pytest_tokenguard.splitting import split
         from pytest_tokenguard.testing.strategies import conversation_dicts
 
         DIALOGUES = conversation_dicts(min_turns=8, max_turns=12, min_images_per_turn=2,
                                        max_images_per_turn=3, frames=False, max_text=50)
 
-        def naive_split(messages, budget=1024):
-            chunks, current, used = [], [], 0
-            for message in messages:
-                cost = sum(81 if item["type"] == "image" else len(item["text"]) // 4
-                           for item in message["content"])
-                if current and used + cost > budget:
-                    chunks.append(current)
-                    current, used = [], 0
-                current.append(message)
-                used += cost
-            return chunks + ([current] if current else [])
-
         def test_naive(tokenguard_check_splitter):
-            tokenguard_check_splitter(naive_split, max_tokens=1024, conversations=DIALOGUES,
+            tokenguard_check_splitter(lambda messages: budget_split(messages, 1024),
+                                      max_tokens=1024, conversations=DIALOGUES,
                                       max_examples=20)
 
         def test_exact(tokenguard_check_splitter, tokenguard_counter):
             tokenguard_check_splitter(
                 lambda messages: split(messages, 1024, counter=tokenguard_counter),
                 max_tokens=1024, conversations=DIALOGUES, max_examples=10)
-    """)
+    """))
     result = pytester.runpytest(f"--tokenguard-model={MODEL}",
                                 "--tokenguard-resolutions=384", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 
 from pytest_tokenguard.testing.splitcheck import SplitterCheckError, check_chunks
-from tests.helpers import counter, model_ref
+from tests.helpers import budget_split, budget_split_source, counter, model_ref
 
 PLANTED = '''
 from hypothesis import given, settings, strategies as st
@@ -28,21 +27,7 @@ from pytest_tokenguard.splitting import split
 MODEL = {model!r}
 
 
-def budget_split(messages, budget=4096):
-    """81 tokens per image, text as characters / 4."""
-    chunks, current, used = [], [], 0
-    for message in messages:
-        cost = sum(81 if item["type"] == "image" else len(item["text"]) // 4
-                   for item in message["content"])
-        if current and used + cost > budget:
-            chunks.append(current)
-            current, used = [], 0
-        current.append(message)
-        used += cost
-    return chunks + ([current] if current else [])
-
-
-def test_my_splitter():
+{budget_split}def test_my_splitter():
     check_splitter(budget_split, load_processor(MODEL, 384), max_tokens=4096)
 
 
@@ -74,22 +59,6 @@ def shared_counter():
 '''
 
 
-def budget_split(messages: list[dict[str, Any]], budget: int = 4096) -> list[Any]:
-    """The planted splitter, again, to run the pasted conversation through."""
-    chunks: list[Any] = []
-    current: list[dict[str, Any]] = []
-    used = 0
-    for message in messages:
-        cost = sum(81 if item["type"] == "image" else len(item["text"]) // 4
-                   for item in message["content"])
-        if current and used + cost > budget:
-            chunks.append(current)
-            current, used = [], 0
-        current.append(message)
-        used += cost
-    return chunks + ([current] if current else [])
-
-
 def section(output: str, name: str) -> list[str]:
     """The lines of one test's failure report."""
     lines = output.splitlines()
@@ -102,7 +71,8 @@ def section(output: str, name: str) -> list[str]:
 @pytest.mark.tokenguard_no_baseline("the inner runs draw hypothesis examples")
 def test_a_failure_report_is_the_evidence(pytester: pytest.Pytester) -> None:
     model = model_ref("2.2B")
-    pytester.makepyfile(test_user=PLANTED.format(model=model))
+    pytester.makepyfile(
+        test_user=PLANTED.format(model=model, budget_split=budget_split_source()))
     pytester.makeconftest(CONFTEST.format(model=model))
     result = pytester.runpytest_subprocess(
         "--hypothesis-profile=tokenguard-ci", f"--tokenguard-model={model}",
