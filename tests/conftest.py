@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never wait on the network in this suite
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pytest_tokenguard.testing import profiles
+
+if TYPE_CHECKING:
+    from pytest_tokenguard.processor.recording import Recorder
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,6 +54,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    """A recorder of its own, installed for the test (the recorder's tests and benchmark)."""
+    from pytest_tokenguard.processor.recording import Recorder
+
+    recorder = Recorder()
+    recorder.install()
+    yield recorder
+    recorder.uninstall()
 
 
 @pytest.fixture

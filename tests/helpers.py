@@ -117,6 +117,24 @@ def real_folder_processor(name: str, longest_edge: int | None = None) -> Any:
     return _load(str(real_folder(name)), longest_edge).processor
 
 
+def needs_gpus(count: int) -> list[pytest.MarkDecorator]:
+    """``pytestmark`` of a module that needs ``count`` GPUs, counted through NVML (which
+    sees them without initialising CUDA in the test process)."""
+    from pytest_tokenguard.gpu.measure import nvml_module
+
+    pynvml, reason = nvml_module()
+    if pynvml is None:
+        visible, reason = 0, f"needs {count} GPUs, counted through NVML: " + reason.split(
+            " (the torch")[0]
+    else:
+        try:
+            visible, reason = int(pynvml.nvmlDeviceGetCount()), ""
+        finally:
+            pynvml.nvmlShutdown()
+    return [pytest.mark.gpu, pytest.mark.skipif(
+        visible < count, reason=reason or f"needs {count} GPUs, {visible} visible")]
+
+
 def budget_split(messages: list[dict[str, Any]], budget: int = 4096) -> list[Any]:
     """A user's splitter with the classic mistakes: 81 tokens per image, text as
     characters / 4. Planted in pytester files as :func:`budget_split_source`."""

@@ -13,7 +13,6 @@ call exactly (lengths equal to the plain side's attention masks).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,14 +42,6 @@ def call() -> Any:
         return out
 
     return run
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    recorder = Recorder()
-    recorder.install()
-    yield recorder
-    recorder.uninstall()
 
 
 def test_calls_without_recorder(benchmark: Any, call: Any) -> None:

@@ -19,31 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tokenguard.gpu.measure import nvml_module
 from pytest_tokenguard.gpu.model import KNOWN_ARCHITECTURES, estimate_step
 from pytest_tokenguard.units import format_bytes, parse_size
-from tests.helpers import gpu_model_folder, plugin_args, recorded_results
+from tests.helpers import gpu_model_folder, needs_gpus, plugin_args, recorded_results
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = "256M-le1536-nogc-b1-i4-fused-fsdp2"
 GiB = 1024**3
 
 
-def _gpus() -> tuple[int, str]:
-    pynvml, reason = nvml_module()
-    if pynvml is None:
-        return 0, "needs 2 GPUs, counted through NVML: " + reason.split(" (the torch")[0]
-    try:
-        return int(pynvml.nvmlDeviceGetCount()), ""
-    finally:
-        pynvml.nvmlShutdown()
-
-
-_COUNT, _REASON = _gpus()
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(_COUNT < 2, reason=_REASON or f"needs 2 GPUs, {_COUNT} visible"),
-]
+pytestmark = needs_gpus(2)
 
 PLANTED = """
 import os

@@ -20,31 +20,17 @@ from pytest_tokenguard.gpu.measure import (
     GpuUnavailable,
     MultiGpuMeasure,
     check_gpu_limits,
-    nvml_module,
 )
 from pytest_tokenguard.gpu.model import KNOWN_ARCHITECTURES, estimate_step
 from tests.helpers import gpu_model_folder as model_folder
+from tests.helpers import needs_gpus
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = "256M-le384-nogc-b1-i4-fused-fsdp2"
 GiB = 1024**3
 
 
-def _gpus() -> tuple[int, str]:
-    pynvml, reason = nvml_module()
-    if pynvml is None:
-        return 0, reason
-    try:
-        return int(pynvml.nvmlDeviceGetCount()), ""
-    finally:
-        pynvml.nvmlShutdown()
-
-
-_COUNT, _REASON = _gpus()
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(_COUNT < 2, reason=_REASON or f"needs 2 GPUs, {_COUNT} visible"),
-]
+pytestmark = needs_gpus(2)
 
 
 def test_torchrun_fsdp_step_is_measured_per_gpu() -> None:

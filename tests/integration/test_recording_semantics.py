@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,6 @@ FRAMES_TEXT = "<image>" * 4 + "What happens in these frames, in order?"
 @pytest.fixture
 def model_path() -> str:
     return str(checkpoint_folder(MODEL))
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    recorder = Recorder()
-    recorder.install()
-    yield recorder
-    recorder.uninstall()
 
 
 def real_length(text: str, images: int) -> int:

@@ -13,7 +13,6 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,14 +36,6 @@ def image(width: int, height: int) -> Any:
     from PIL import Image
 
     return Image.new("RGB", (width, height), (120, 30, 200))
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    recorder = Recorder()
-    recorder.install()
-    yield recorder
-    recorder.uninstall()
 
 
 @pytest.fixture
