@@ -21,6 +21,7 @@ from pytest_tokenguard.testing import profiles
 
 if TYPE_CHECKING:
     from pytest_tokenguard.processor.recording import Recorder
+    from tests.helpers import ClipCache
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,6 +55,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "benchmark" in getattr(item, "fixturenames", ()):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipCache:
+    """Generated video files, written once per session and reused by every test."""
+    from tests.helpers import ClipCache
+
+    return ClipCache(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="session")
+def decodes_paths() -> None:
+    """Skip (before hypothesis starts) where transformers cannot open a video path."""
+    from tests.helpers import torchcodec_missing
+
+    missing = torchcodec_missing()
+    if missing:
+        pytest.skip(missing)
 
 
 @pytest.fixture

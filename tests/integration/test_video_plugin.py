@@ -23,7 +23,7 @@ pytest.importorskip("av")
 from pytest_tokenguard.figures import figures_from_recording
 from pytest_tokenguard.processor.recording import Recorder, VideoRecord
 from pytest_tokenguard.video import video_info
-from tests.helpers import counter, torchcodec_missing, write_clip
+from tests.helpers import counter, write_clip
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 ARGS = ("--tokenguard", f"--tokenguard-model={MODEL}")
@@ -55,13 +55,6 @@ def test_a_minute_at_the_defaults():
 def test_a_minute_at_{frames}_frames():
     sample(num_frames={frames})
 """
-
-
-@pytest.fixture(scope="module")
-def decodes_paths() -> None:
-    missing = torchcodec_missing()
-    if missing:
-        pytest.skip(missing)
 
 
 @pytest.fixture(scope="module")

@@ -78,19 +78,6 @@ def folder_counters() -> dict[str, VideoCounter]:
     return {ckpt: VideoCounter.from_folder(checkpoint_folder(ckpt)) for ckpt in CHECKPOINTS}
 
 
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipCache:
-    return ClipCache(tmp_path_factory.mktemp("clips"))
-
-
-@pytest.fixture(scope="session")
-def decodes_paths() -> None:
-    """Skip (before hypothesis starts) where transformers cannot open a video path."""
-    missing = torchcodec_missing()
-    if missing:
-        pytest.skip(missing)
-
-
 # ------------------------------------------------------------------------------ metadata
 
 VIDEO_RATES = st.sampled_from(

@@ -54,21 +54,7 @@ from tests.helpers import (
     counter,
     light_counter,
     model_ref,
-    torchcodec_missing,
 )
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipCache:
-    return ClipCache(tmp_path_factory.mktemp("clips"))
-
-
-@pytest.fixture(scope="session")
-def decodes_paths() -> None:
-    """Skip (before hypothesis starts) where transformers cannot open a video path."""
-    missing = torchcodec_missing()
-    if missing:
-        pytest.skip(missing)
 
 
 def assert_exact(checkpoint: str, conversation: Conversation, *,
