@@ -135,6 +135,24 @@ def needs_gpus(count: int) -> list[pytest.MarkDecorator]:
         visible < count, reason=reason or f"needs {count} GPUs, {visible} visible")]
 
 
+def assert_parameter_counts(name: str, folder: Path) -> None:
+    """The memory model's closed-form parameter counts of ``name`` equal those of the model
+    transformers builds from ``folder``'s config.json, on the meta device (no memory)."""
+    from pytest_tokenguard.gpu.model import KNOWN_ARCHITECTURES
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.from_pretrained(str(folder))
+    with torch.device("meta"):
+        model = transformers.AutoModelForImageTextToText.from_config(config)
+    arch = KNOWN_ARCHITECTURES[name]
+    inner = model.model
+    assert sum(p.numel() for p in model.parameters()) == arch.parameters
+    assert sum(p.numel() for p in inner.vision_model.parameters()) == arch.vision_parameters
+    assert sum(p.numel() for p in inner.connector.parameters()) == arch.connector_parameters
+    assert sum(p.numel() for p in model.lm_head.parameters()) == arch.lm_head_parameters
+
+
 def budget_split(messages: list[dict[str, Any]], budget: int = 4096) -> list[Any]:
     """A user's splitter with the classic mistakes: 81 tokens per image, text as
     characters / 4. Planted in pytester files as :func:`budget_split_source`."""

@@ -41,6 +41,7 @@ from tests.helpers import (
     CHECKPOINT_FILES,
     MODEL_IDS,
     REAL_FILES_MISSING,
+    assert_parameter_counts,
     assert_same_processor,
     assert_same_tokenizer,
     checkpoint_files,
@@ -143,17 +144,7 @@ def test_known_architectures_match_config_json(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(KNOWN_ARCHITECTURES))
 def test_parameter_count_matches_transformers(name: str) -> None:
     """The closed-form count equals the real model's, built on the meta device (no memory)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.AutoConfig.from_pretrained(str(real_folder(name, needs="config.json")))
-    with torch.device("meta"):
-        model = transformers.AutoModelForImageTextToText.from_config(config)
-    arch = KNOWN_ARCHITECTURES[name]
-    inner = model.model
-    assert sum(p.numel() for p in model.parameters()) == arch.parameters
-    assert sum(p.numel() for p in inner.vision_model.parameters()) == arch.vision_parameters
-    assert sum(p.numel() for p in inner.connector.parameters()) == arch.connector_parameters
-    assert sum(p.numel() for p in model.lm_head.parameters()) == arch.lm_head_parameters
+    assert_parameter_counts(name, real_folder(name, needs="config.json"))
 
 
 def test_memory_of_the_real_folder_is_the_hub_ids(capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ from pytest_tokenguard.gpu.model import (
     resolve_model,
 )
 from pytest_tokenguard.specs import KNOWN_SPECS
-from tests.helpers import checkpoint_folder
+from tests.helpers import assert_parameter_counts, checkpoint_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = sorted((ROOT / "benchmarks" / "gpu").glob("results-*.json"))
@@ -70,17 +70,7 @@ def test_parameter_count_matches_transformers(name: str) -> None:
     """The closed-form count equals the model transformers builds from a config.json with
     the architecture's values, on the meta device (no memory). The same against each
     checkpoint's real config.json: tests/oracle/test_real_files.py."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.AutoConfig.from_pretrained(str(checkpoint_folder(name)))
-    with torch.device("meta"):
-        model = transformers.AutoModelForImageTextToText.from_config(config)
-    arch = KNOWN_ARCHITECTURES[name]
-    inner = model.model
-    assert sum(p.numel() for p in model.parameters()) == arch.parameters
-    assert sum(p.numel() for p in inner.vision_model.parameters()) == arch.vision_parameters
-    assert sum(p.numel() for p in inner.connector.parameters()) == arch.connector_parameters
-    assert sum(p.numel() for p in model.lm_head.parameters()) == arch.lm_head_parameters
+    assert_parameter_counts(name, checkpoint_folder(name))
 
 
 def test_parameter_counts_recorded_on_the_gpu_agree() -> None:
