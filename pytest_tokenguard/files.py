@@ -17,7 +17,15 @@ through :func:`write_atomic` or :class:`AtomicFile`, so that:
 * an output that is one of the inputs (``protect``), by whatever path (``./IN``, a
   symbolic or hard link), is refused with :class:`~pytest_tokenguard.errors.SameFileError`
   before anything is written;
-* unchanged bytes are not rewritten (no mtime churn for tools watching the file).
+* unchanged bytes are not rewritten (no mtime churn for tools watching the file);
+* a destination that exists and is not a regular file (``/dev/null``, ``/dev/stdout``, a
+  named pipe) is written *directly*, as ``>`` in a shell writes it: a rename would put
+  a regular file in the device's place (as root, ``/dev/null`` itself). Such a write
+  cannot be all-or-nothing, and need not be: nothing is kept there;
+* temporary files are named ``.NAME.tokenguard-HOST-PID-XXXXXXXX.tmp``, so one left by
+  a process killed with ``SIGKILL`` (which nothing can catch) is recognisable: the next
+  write of the same file on the same host removes those whose process is gone, and
+  says so (:attr:`AtomicFile.stale_removed`).
 
 Only the standard library is imported.
 """
@@ -26,7 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -36,7 +47,8 @@ from typing import IO
 
 from .errors import SameFileError
 
-__all__ = ["AtomicFile", "refuse_same_file", "write_atomic"]
+__all__ = ["AtomicFile", "is_special_file", "refuse_same_file", "remove_stale_temporaries",
+           "write_atomic"]
 
 #: Signals whose default action kills the process without unwinding: while a file is
 #: being written they unwind first (removing the temporary file), then kill as before.
@@ -55,6 +67,10 @@ def write_atomic(
     data = text.encode("utf-8")
     target = _target(Path(path))
     refuse_same_file(target, protect)
+    if is_special_file(target):  # reading a pipe to compare would wait for a writer
+        with AtomicFile(target) as handle:
+            handle.write(data)
+        return True
     try:
         if target.read_bytes() == data:
             return False
@@ -83,6 +99,68 @@ def refuse_same_file(
                 f"{what} {os.fspath(output)} is the input {os.fspath(source)} (the same file): "
                 f"writing it would destroy the input; choose another {what} file"
             )
+
+
+def is_special_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (links followed) exists and is neither a regular file nor a
+    folder: a device (``/dev/null``), a named pipe or a socket, written directly."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+#: the temporary files' tag: ``.NAME.tokenguard-HOST-PID-XXXXXXXX.tmp``
+_TEMP_TAG = "tokenguard"
+
+
+def _host() -> str:
+    """This machine's name as a file name part (letters, digits, dots; 24 at most)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:24] or "host"
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{_TEMP_TAG}-{_host()}-{os.getpid()}-"
+
+
+def _process_gone(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists under another user (EPERM), or cannot be told: keep it
+        return False
+    return False
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files of writes of ``path`` that a killed process left
+    (``SIGKILL``, a power cut): those named for this host and a process that no longer
+    exists. Returns what was removed; files of live processes, other hosts and other
+    programs are left alone."""
+    target = _target(Path(path))
+    pattern = re.compile(re.escape(f".{target.name}.{_TEMP_TAG}-{_host()}-")
+                         + r"(\d+)-[A-Za-z0-9_]+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if match is None or not _process_gone(int(match[1])):
+            continue
+        stale = target.parent / name
+        try:
+            if stat.S_ISREG(os.lstat(stale).st_mode):
+                stale.unlink()
+                removed.append(stale)
+        except OSError:
+            continue
+    return removed
 
 
 def _target(path: Path) -> Path:
@@ -123,16 +201,26 @@ class AtomicFile:
     Nothing is kept in memory: the data streams into the temporary file. If the block
     raises (or a fatal signal arrives) the temporary file is removed and the old file
     is left as it was; the exception (or the signal) then goes on.
+
+    A destination that is a device or a named pipe is opened and written directly (see
+    the module docstring). ``create_parents=False`` leaves a missing folder missing
+    (``FileNotFoundError``) instead of creating it.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, protect: Iterable[str | os.PathLike[str]] = ()
+        self, path: str | os.PathLike[str], *, protect: Iterable[str | os.PathLike[str]] = (),
+        create_parents: bool = True,
     ) -> None:
         self.path = Path(path)
         self.target = _target(self.path)
         self.protect = tuple(protect)
+        self.create_parents = create_parents
         #: after a clean exit: True if the file was replaced, False if it held these bytes
         self.changed: bool | None = None
+        #: temporary files of killed earlier writes that this one removed
+        self.stale_removed: list[Path] = []
+        #: True when the destination is a device or pipe, written directly
+        self.direct = False
         self._handle: IO[bytes] | None = None
         self._temp: str | None = None
         self._previous: dict[int, object] = {}
@@ -141,12 +229,18 @@ class AtomicFile:
 
     def __enter__(self) -> AtomicFile:
         refuse_same_file(self.target, self.protect)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        if is_special_file(self.target):
+            self.direct = True
+            self._handle = open(self.target, "wb")  # noqa: SIM115 - closed by __exit__
+            return self
+        if self.create_parents:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.stale_removed = remove_stale_temporaries(self.target)
         self._install_handlers()
         try:
             with _signals_blocked():  # no signal between creating the file and noting its name
                 fd, self._temp = tempfile.mkstemp(
-                    prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
+                    prefix=_temp_prefix(self.target), suffix=".tmp", dir=self.target.parent
                 )
             self._handle = os.fdopen(fd, "wb")
         except BaseException:
@@ -178,8 +272,11 @@ class AtomicFile:
 
     def _commit(self) -> bool:
         assert self._handle is not None
-        assert self._temp is not None
         handle = self._handle
+        if self.direct:
+            handle.close()  # flushes; a device or pipe has nothing to fsync or rename
+            return True
+        assert self._temp is not None
         handle.flush()
         os.fsync(handle.fileno())
         handle.close()

@@ -183,3 +183,130 @@ def test_fatal_signal_while_writing_leaves_no_temporary_file(tmp_path: Path, nam
     assert "not reached" not in done.stderr
     assert path.read_text() == "old\n"
     assert listing(tmp_path) == ["out.jsonl"]
+
+
+# --------------------------------------------------------------------------- not a regular file
+
+
+def _read_fifo(fifo: Path, got: list[bytes]) -> threading.Thread:
+    def read() -> None:
+        with open(fifo, "rb") as reader:
+            got.append(reader.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["write_atomic", "AtomicFile"])
+def test_named_pipe_is_written_not_replaced(tmp_path: Path, streamed: bool) -> None:
+    """The rename put a regular file where the pipe was (and write_atomic, reading the
+    pipe first to compare, waited for a writer forever)."""
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = _read_fifo(fifo, got)
+    directs: list[bool] = []
+
+    def write() -> None:
+        if streamed:
+            with AtomicFile(fifo) as handle:
+                handle.write(b"new\n")
+            directs.append(handle.direct)
+        else:
+            directs.append(write_atomic(fifo, "new\n"))
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=30)
+    reader.join(timeout=30)
+    if writer.is_alive() or reader.is_alive():  # unblock both ends, then fail
+        os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+        pytest.fail("writing the named pipe blocked")
+    assert directs == [True]
+    assert got == [b"new\n"]
+    assert fifo.is_fifo()
+    assert listing(tmp_path) == ["report.json"]
+
+
+def _private_null(tmp_path: Path) -> Path:
+    """A character device like /dev/null (major 1, minor 3) in ``tmp_path``: replacing it
+    by mistake harms nothing. Skips where device nodes cannot be made (not root)."""
+    import stat
+
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        with open(device, "wb") as probe:
+            probe.write(b"")
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a character device here ({exc}): needs root")
+    return device
+
+
+def test_character_device_is_written_not_replaced(tmp_path: Path) -> None:
+    """As root, the rename replaced the device (``/dev/null``) with a regular file."""
+    import stat
+
+    device = _private_null(tmp_path)
+    assert write_atomic(device, "new\n")
+    with AtomicFile(device) as handle:
+        handle.write(b"streamed\n")
+    assert stat.S_ISCHR(os.stat(device).st_mode)
+    assert listing(tmp_path) == ["null"]
+    link = tmp_path / "out.json"  # through a link, as > would
+    link.symlink_to(device)
+    write_atomic(link, "x\n")
+    assert link.is_symlink()
+    assert stat.S_ISCHR(os.stat(device).st_mode)
+
+
+def test_dev_null_stays_a_device(tmp_path: Path) -> None:
+    """The real /dev/null, written the way a user points an output at it."""
+    import stat
+
+    write_atomic("/dev/null", "new\n")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+# --------------------------------------------------------------------------- SIGKILL leftovers
+
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+from pytest_tokenguard.files import AtomicFile
+with AtomicFile(Path(sys.argv[1])) as handle:
+    handle.write(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_temporary_file_of_a_killed_write_is_removed_next_time(tmp_path: Path) -> None:
+    """SIGKILL left ``.out.jsonl.XXXX.tmp``; the next write neither removed nor named it."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    done = subprocess.run([sys.executable, "-c", KILLED, str(path)], capture_output=True,
+                          timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == -signal.SIGKILL
+    left = [name for name in listing(tmp_path) if name != "out.jsonl"]
+    assert len(left) == 1
+    assert left[0].startswith(".out.jsonl.tokenguard-") and left[0].endswith(".tmp")
+    other = tmp_path / ".other.jsonl.tokenguard-x-1-abc.tmp"  # another file's: left alone
+    other.write_text("")
+    with AtomicFile(path) as handle:
+        handle.write(b"new\n")
+    assert [p.name for p in handle.stale_removed] == left
+    assert listing(tmp_path) == sorted([other.name, "out.jsonl"])
+    assert path.read_text() == "new\n"
+
+
+def test_temporary_file_of_a_live_process_is_kept(tmp_path: Path) -> None:
+    from pytest_tokenguard.files import remove_stale_temporaries
+
+    path = tmp_path / "out.jsonl"
+    with AtomicFile(path) as handle:
+        handle.write(b"x")
+        live = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        assert len(live) == 1
+        assert remove_stale_temporaries(path) == []  # ours, still writing
+        assert live[0].exists()
