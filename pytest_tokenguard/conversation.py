@@ -53,6 +53,7 @@ from .video import VIDEO_TOKEN, VideoInfo, read_video_info
 __all__ = [
     "CONTENT_TYPES",
     "MAX_FRAME",
+    "MAX_SIDE",
     "PLACEHOLDERS",
     "ContentItem",
     "Conversation",
@@ -85,6 +86,9 @@ PLACEHOLDERS = (IMAGE_TOKEN, VIDEO_TOKEN)
 #: larger one is a mistake (a timestamp in ms, a stray exponent), and lengths of ranges
 #: must stay index-sized.
 MAX_FRAME = 2**31 - 1
+#: the largest image side accepted (PNG's limit, 2**31 - 1): a declared size beyond it
+#: is no image's, and its aspect ratio would not even fit a float
+MAX_SIDE = 2**31 - 1
 
 
 def _frame_int(name: str, value: object) -> int:
@@ -307,7 +311,12 @@ MessageLike: TypeAlias = Message | Mapping[str, Any]
 def _size(value: object, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConversationError(
-            f"{where}: {name} must be a positive integer (pixels), got {value!r}"
+            f"{where}: {name} must be a positive integer (pixels), got {_short(value)}"
+        )
+    if value > MAX_SIDE:
+        raise ConversationError(
+            f"{where}: {name} is {_short(value)}, larger than any image file declares (at most "
+            f"{MAX_SIDE} pixels a side); give the image's real size"
         )
     return value
 

@@ -51,15 +51,15 @@ __all__ = [
 #: How the library and the pytest plugin spell the settings a message may name.
 DEFAULT_WORDING: Mapping[str, str] = MappingProxyType({
     "allow_frame_split": "allow_frame_split=True",
+    "max_chunks": "max_chunks",
     "max_tokens": "max_tokens",
-    # the command line's spelling is listed too while `count` and `memory` show str(exc)
-    "model": "--tokenguard-model (or $TOKENGUARD_MODEL, the tokenguard_model ini value, or "
-             "--model)",
+    "model": "--tokenguard-model (or $TOKENGUARD_MODEL, or the tokenguard_model ini value)",
     "resolutions": "--tokenguard-resolutions=384,512,1536",
 })
 #: How the ``tokenguard`` command spells them.
 CLI_WORDING: Mapping[str, str] = MappingProxyType({
     "allow_frame_split": "--allow-frame-split",
+    "max_chunks": "--max-chunks",
     "max_tokens": "--max-tokens",
     "model": "--model (or $TOKENGUARD_MODEL)",
     "resolutions": "--longest-edge 384",

@@ -231,7 +231,7 @@ class AtomicFile:
         refuse_same_file(self.target, self.protect)
         if is_special_file(self.target):
             self.direct = True
-            self._handle = open(self.target, "wb")  # noqa: SIM115 - closed by __exit__
+            self._handle = open(self.target, "wb")  # closed by __exit__
             return self
         if self.create_parents:
             self.target.parent.mkdir(parents=True, exist_ok=True)

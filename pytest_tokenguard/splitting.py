@@ -322,9 +322,9 @@ class _Packer:
             return
         if len(self.chunks) >= self.max_chunks:
             raise SplitError.phrased(
-                f"the conversation needs more than max_chunks={self.max_chunks} chunks; check "
-                "its frame ranges (frames 'end' is exclusive, not a timestamp) or pass a larger "
-                "max_chunks"
+                f"the conversation needs more than {{max_chunks}}={self.max_chunks} chunks; "
+                "check its frame ranges (frames 'end' is exclusive, not a timestamp) or pass a "
+                "larger {max_chunks}"
             )
         self.chunks.append(Chunk(len(self.chunks), (*self.lead, *self.run), self.base + self.used,
                                  len(self.lead), tuple(self.sources)))
@@ -439,8 +439,8 @@ def split(
         described = _describe(messages[largest], largest, costs[largest])
         raise SplitError.phrased(
             f"the conversation needs at least {-(-body // room)} chunks of {max_tokens} tokens, "
-            f"more than max_chunks={max_chunks} ({described}); check its frame ranges (frames "
-            "'end' is exclusive, not a timestamp) or pass a larger max_chunks",
+            f"more than {{max_chunks}}={max_chunks} ({described}); check its frame ranges "
+            "(frames 'end' is exclusive, not a timestamp) or pass a larger {max_chunks}",
             index=largest, tokens=costs[largest], room=room,
         )
     packer = _Packer(lead, base, room, max_chunks)
@@ -751,8 +751,8 @@ def _split_videos(messages: Conversation, lead: Conversation, first: int, max_to
             return
         if len(chunks) >= max_chunks:
             raise SplitError.phrased(
-                f"the conversation needs more than max_chunks={max_chunks} chunks; check its "
-                "videos' frame counts or pass a larger max_chunks")
+                f"the conversation needs more than {{max_chunks}}={max_chunks} chunks; check "
+                "its videos' frame counts or pass a larger {max_chunks}")
         chunks.append(Chunk(len(chunks), (*lead, *run), pricer.tokens(run), len(lead),
                             tuple(sources)))
         run.clear()

@@ -37,7 +37,15 @@ from typing import Any, TextIO
 from ..errors import CountingError, ImageReadError, ProcessorLoadError, SpecError
 from ..processor.source import ENV_MODEL, model_or_default, resolve_source
 from ..specs import ModelSpec
-from .common import integer, reader_left, streams
+from .common import (
+    OutputError,
+    integer,
+    message,
+    output_failed,
+    plural,
+    reader_left,
+    streams,
+)
 
 __all__ = ["add_count_parser", "json_row", "plural", "positive_float", "positive_int",
            "run_count", "spec_for_model", "video_counter_for_model", "video_json_row"]
@@ -65,13 +73,6 @@ def positive_float(text: str) -> float:
             f"{text} is not a valid rate; use a positive number of frames a second such as 1"
         )
     return value
-
-
-def plural(count: int, word: str) -> str:
-    """``1 patch``, ``2 patches``, ``1 image``, ``0 images``."""
-    if count == 1:
-        return f"{count} {word}"
-    return f"{count} {word}es" if word.endswith(("ch", "sh", "s", "x")) else f"{count} {word}s"
 
 
 def spec_for_model(model: str) -> ModelSpec:
@@ -167,6 +168,8 @@ def run_count(
         return _run(args, out, err)
     except BrokenPipeError:
         return reader_left(out)
+    except OutputError as exc:
+        return output_failed("count", out, exc, err)
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -194,7 +197,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for edge in (args.longest_edge or [spec.default_longest_edge])
         ]
     except (SpecError, ProcessorLoadError, CountingError) as exc:
-        print(f"tokenguard count: {exc}", file=err)
+        print(f"tokenguard count: {message(exc)}", file=err)
         return 2
     events = list(walk_image_paths(args.paths, suffixes=IMAGE_SUFFIXES | VIDEO_SUFFIXES,
                                    what="image or video"))
@@ -203,7 +206,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:  # only when there is a video: images need no tokenizer
             videos = video_counter_for_model(model_or_default(args.model))
         except (SpecError, ProcessorLoadError, CountingError, OSError) as exc:
-            print(f"tokenguard count: videos cannot be counted with this model: {exc}",
+            print(f"tokenguard count: videos cannot be counted with this model: {message(exc)}",
                   file=err)
             return 2
     sampling = {"num_frames": getattr(args, "num_frames", None),
@@ -230,7 +233,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 costs = [counter(info.width, info.height) for counter in counters]
         except (VideoReadError, ImageReadError, CountingError) as exc:
             failures += 1
-            reason = exc.reason if isinstance(exc, VideoReadError | ImageReadError) else str(exc)
+            reason = (exc.reason if isinstance(exc, VideoReadError | ImageReadError)
+                      else message(exc))
             print(f"tokenguard count: {shown}: {reason}", file=err)
             continue
         if is_video:
@@ -279,9 +283,9 @@ def _video_table(rows: list[dict[str, Any]]) -> Iterator[str]:
         yield "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
     yield (f"total videos: {plural(len(rows), 'video')}, "
            f"{plural(sum(r['frames'] for r in rows), 'frame')} sampled, "
-           f"{sum(r['image_tokens'] for r in rows)} image tokens, "
-           f"{sum(r['block_tokens'] for r in rows)} block tokens, "
-           f"{sum(r['tokens'] for r in rows)} tokens")
+           f"{plural(sum(r['image_tokens'] for r in rows), 'image token')}, "
+           f"{plural(sum(r['block_tokens'] for r in rows), 'block token')}, "
+           f"{plural(sum(r['tokens'] for r in rows), 'token')}")
 
 
 def _table(rows: list[dict[str, Any]]) -> Iterator[str]:
@@ -295,8 +299,8 @@ def _table(rows: list[dict[str, Any]]) -> Iterator[str]:
         at = [row for row in rows if row["longest_edge"] == edge]
         yield (f"total at longest_edge {edge}: {plural(len(at), 'image')}, "
                f"{plural(sum(r['patches'] for r in at), 'patch')}, "
-               f"{sum(r['image_tokens'] for r in at)} image tokens, "
-               f"{sum(r['block_tokens'] for r in at)} block tokens")
+               f"{plural(sum(r['image_tokens'] for r in at), 'image token')}, "
+               f"{plural(sum(r['block_tokens'] for r in at), 'block token')}")
 
 
 def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:

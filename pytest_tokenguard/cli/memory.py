@@ -28,7 +28,18 @@ from ..gpu.model import (
 )
 from ..specs import DEFAULT_MODEL, SpecError
 from ..units import accepted_units, format_bytes
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, size, streams
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OutputError,
+    integer,
+    message,
+    output_failed,
+    reader_left,
+    size,
+    streams,
+)
 
 __all__ = ["add_memory_parser", "run_memory"]
 
@@ -167,7 +178,7 @@ def run_memory(
         )
         estimate = estimate_for_model(args.model, shape)
     except (MemoryModelError, SpecError, CountingError) as exc:
-        line = " ".join(str(exc).split())  # one line, whatever a hostile file held
+        line = " ".join(message(exc).split())  # one line, whatever a hostile file held
         print(f"tokenguard memory: {_for_the_command_line(line)}", file=err)
         return EXIT_USAGE
     result = (None if args.limit is None
@@ -176,6 +187,8 @@ def run_memory(
         _print_estimate(args, estimate, result, out)
     except BrokenPipeError:
         return reader_left(out)
+    except OutputError as exc:
+        return output_failed("memory", out, exc, err)
     return EXIT_OK if result is None or result.passed else EXIT_FAILED
 
 

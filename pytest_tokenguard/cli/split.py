@@ -71,7 +71,17 @@ from typing import IO, Any, TextIO
 from ..conversation import Conversation, parse_conversation, to_dicts
 from ..errors import CLI_WORDING, InputError, TokenguardError
 from ..files import AtomicFile, refuse_same_file
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, streams
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OutputError,
+    integer,
+    output_failed,
+    plural,
+    reader_left,
+    streams,
+)
 
 __all__ = ["add_split_parser", "iter_lines", "run_split"]
 
@@ -121,13 +131,18 @@ def add_split_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--allow-frame-split", action="store_true",
                         help="cut a message that cannot fit whole between its video frames or "
                              "images, and its videos into consecutive clips")
+    parser.add_argument("--max-chunks", type=integer(1), default=None, metavar="N",
+                        help="refuse a conversation that needs more than N chunks (a frame "
+                             "range in milliseconds, say) instead of writing them (default "
+                             "10000)")
     parser.add_argument("--sft", action="store_true",
                         help="supervised fine-tuning samples: every chunk ends on an assistant "
                              "turn and keeps each user turn with the answer that follows; the "
                              "opening system messages start every chunk")
     parser.add_argument("-o", "--output", default=None, metavar="OUT.jsonl",
                         help="where to write the chunks, replaced whole at the end (default: "
-                             "standard output); image paths are written relative to its folder")
+                             "standard output); image paths are written relative to its "
+                             "folder, which must exist")
     parser.add_argument("--rejects", default=None, metavar="FILE",
                         help="write the input lines that could not be split here, unchanged")
     parser.set_defaults(func=run_split)
@@ -258,10 +273,11 @@ Mode = Callable[[_Job, Any, Conversation], list[dict[str, Any]]]
 
 def _split_mode(job: _Job, record_id: Any, conversation: Conversation) -> list[dict[str, Any]]:
     """The output records of one conversation: its chunks under ``--max-tokens``."""
-    from ..splitting import split
+    from ..splitting import DEFAULT_MAX_CHUNKS, split
 
     chunks = split(conversation, job.args.max_tokens, counter=job.counter, leading=job.leading,
-                   allow_frame_split=job.args.allow_frame_split, sft=job.args.sft)
+                   allow_frame_split=job.args.allow_frame_split, sft=job.args.sft,
+                   max_chunks=getattr(job.args, "max_chunks", None) or DEFAULT_MAX_CHUNKS)
     return [{
         "id": record_id, "chunk": chunk.index, "chunks": len(chunks), "tokens": chunk.tokens,
         "sources": list(chunk.sources),
@@ -314,6 +330,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"{option} -: write to standard output by leaving {option} out")
         if os.path.isdir(path):
             raise UsageError(f"{option} {path} is a folder; give a file name")
+        folder = os.path.dirname(os.path.realpath(path) if os.path.islink(path) else path)
+        if folder and not os.path.isdir(folder):
+            raise UsageError(f"{option} {path}: the folder {folder} does not exist; create it "
+                             f"first (mkdir -p {folder}) or write elsewhere")
         try:
             refuse_same_file(path, inputs, what=f"{option}")
         except InputError as exc:
@@ -402,9 +422,16 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
             if args.leading_file:
                 job.leading = _read_leading(args.leading_file)
             _prepare(job)
-            sink: Any = (stack.enter_context(AtomicFile(args.output)) if args.output
-                         else _Stdout(out))
-            rejects = stack.enter_context(AtomicFile(args.rejects)) if args.rejects else None
+            if args.leading_file:
+                _note_string_content(f"--leading-file {args.leading_file}", job.leading, say)
+            sink: Any = (stack.enter_context(AtomicFile(args.output, create_parents=False))
+                         if args.output else _Stdout(out))
+            rejects = (stack.enter_context(AtomicFile(args.rejects, create_parents=False))
+                       if args.rejects else None)
+            for written in (sink, rejects):
+                for stale in getattr(written, "stale_removed", ()):
+                    say(f"note: removed {stale}, the temporary file of an earlier run that was "
+                        "killed before it finished")
             _run(job, _mode(args), stream, sink, rejects, say)
             if not args.output:
                 sink.flush()
@@ -416,6 +443,8 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
         return EXIT_FAILED
     except BrokenPipeError:
         return reader_left(sys.stdout)
+    except OutputError as exc:
+        return output_failed("split", out, exc, err)
     except OSError as exc:
         where = exc.filename or args.output or args.rejects or "output"
         say(f"error: cannot write {where}: {exc.strerror or exc}")
@@ -457,13 +486,10 @@ def _run(job: _Job, mode: Mode, stream: IO[bytes], sink: Any, rejects: AtomicFil
             if rejects is not None:
                 rejects.write(raw if raw.endswith(b"\n") else raw + b"\n")
             continue
-        dropped = [i for i, m in enumerate(conversation) if m.string_content]
-        if dropped:
+        if any(m.string_content for m in conversation):
             tally.string_content += 1
             if tally.string_content <= STRING_CONTENT_NOTICES:
-                say(f"note: {where}: message {dropped[0]} has plain-string content, which "
-                    "SmolVLM2's chat template drops (it writes the role and no text); counted "
-                    "as rendered; write [{\"type\": \"text\", \"text\": ...}] to train on it")
+                _note_string_content(where, conversation, say)
         tally.split += 1
         for output in outputs:
             tally.chunks += 1
@@ -471,10 +497,21 @@ def _run(job: _Job, mode: Mode, stream: IO[bytes], sink: Any, rejects: AtomicFil
             sink.write(dump_line(output))
 
 
+def _note_string_content(where: str, conversation: Conversation,
+                         say: Callable[[str], None]) -> None:
+    """Say that the template drops the first plain-string message of ``conversation``
+    (messages from the input, or the leading context of ``--leading-file``)."""
+    dropped = [i for i, m in enumerate(conversation) if m.string_content]
+    if dropped:
+        say(f"note: {where}: message {dropped[0]} has plain-string content, which "
+            "SmolVLM2's chat template drops (it writes the role and no text); counted "
+            "as rendered; write [{\"type\": \"text\", \"text\": ...}] to train on it")
+
+
 def _summary(job: _Job, say: Callable[[str], None]) -> None:
     tally, args = job.tally, job.args
-    parts = [f"{tally.lines} conversations -> {tally.chunks} chunks, largest {tally.largest} "
-             f"of {args.max_tokens} tokens"]
+    parts = [f"{plural(tally.lines, 'conversation')} -> {plural(tally.chunks, 'chunk')}, "
+             f"largest {tally.largest} of {plural(args.max_tokens, 'token')}"]
     if tally.rejected:
         empty = f", {tally.empty} of them empty" if tally.empty else ""
         kept = f" (written to {args.rejects})" if args.rejects else ""

@@ -106,6 +106,7 @@ from typing import Any
 
 from ..counting import count_image
 from ..errors import MemoryModelError as MemoryModelError
+from ..errors import TokenguardError
 from ..specs import ModelSpec
 from ..units import format_bytes
 from ..verdict import LimitResult
@@ -267,7 +268,8 @@ class StepShape:
     def sample(self, longest_edge: int) -> str:
         """The sample predicted, named in full: a prediction never hides its shape."""
         width, height = self.image_size
-        return (f"batch {self.batch} x ({self.images} images of {width}x{height} at "
+        images = f"{self.images} image{'' if self.images == 1 else 's'}"
+        return (f"batch {self.batch} x ({images} of {width}x{height} at "
                 f"longest_edge={longest_edge} + {self.text_tokens} text tokens)")
 
 
@@ -642,6 +644,14 @@ KNOWN_ARCHITECTURES: dict[str, Architecture] = {
 }  # fmt: skip
 
 
+def _model_error(exc: TokenguardError) -> MemoryModelError:
+    """``exc`` as a :class:`MemoryModelError`, its settings still open to rewording (a
+    front end names ``--model`` where the plugin names ``--tokenguard-model``)."""
+    error = MemoryModelError(str(exc))
+    error.template = exc.template
+    return error
+
+
 def resolve_model(model: str) -> tuple[Architecture, ModelSpec]:
     """The architecture and token spec of ``model``, through the one model resolver
     (:func:`~pytest_tokenguard.processor.source.resolve_source`, never the network): a
@@ -652,13 +662,13 @@ def resolve_model(model: str) -> tuple[Architecture, ModelSpec]:
     try:
         source = resolve_source(model, network_timeout=None)
     except (ProcessorLoadError, SpecError) as exc:
-        raise MemoryModelError(str(exc)) from None
+        raise _model_error(exc) from None
     path = source.folder / "config.json" if source.folder is not None else None
     try:
         config = source.read_json("config.json")
         spec = source.spec()
     except (ProcessorLoadError, SpecError) as exc:
-        raise MemoryModelError(str(exc)) from None
+        raise _model_error(exc) from None
     except (ValueError, RecursionError) as exc:
         # what read_json lets through: an integer of over 4300 digits (Python's limit on
         # int from str), brackets nested too deep for the parser
@@ -984,7 +994,8 @@ class MemoryEstimate:
         lines = [
             f"{self.model}: predicted peak {format_bytes(self.peak_bytes)}{per_gpu} (torch "
             f"allocated) at {self.phase}",
-            f"  sample: {self.sample or f'batch {self.batch}'}: {self.tiles_per_sample} tiles, "
+            f"  sample: {self.sample or f'batch {self.batch}'}: {self.tiles_per_sample} "
+            f"tile{'' if self.tiles_per_sample == 1 else 's'}, "
             f"{self.seq_len} tokens per sample",
             f"  recipe: {self.recipe or self.optimizer_name}; "
             f"{self.parameters / 1e9:.2f}B parameters{trained}",

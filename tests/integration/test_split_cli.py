@@ -216,7 +216,7 @@ def test_empty_conversation_is_reported_not_dropped(tmp_path: Path) -> None:
     code, stdout, stderr = run_model(["--max-tokens", "4096", str(source)])
     assert code == 1
     assert "in.jsonl, line 2 (id 'empty'): no messages" in stderr
-    assert "2 conversations -> 1 chunks" in stderr
+    assert "2 conversations -> 1 chunk," in stderr
     assert "1 rejected, 1 of them empty" in stderr
     assert [json.loads(x)["id"] for x in stdout.splitlines()] == ["a"]
 
@@ -331,6 +331,7 @@ def test_image_paths_resolve_from_the_output(tmp_path: Path) -> None:
     Image.new("RGB", (300, 200)).save(data / "img" / "a.png")
     source = write_jsonl(data / "in.jsonl", [{"id": 1, "messages": [{"role": "user", "content": [
         {"type": "image", "path": "img/a.png"}, {"type": "text", "text": "what?"}]}]}])
+    results.mkdir(parents=True)
     out = results / "out.jsonl"
     code, _, stderr = run_model(["--max-tokens", "4096", str(source), "-o", str(out)])
     assert code == 0, stderr

@@ -261,6 +261,6 @@ def test_the_zoo_in_a_real_process(tmp_path: Path) -> None:
     numbers = [re.match(rf"tokenguard split: {re.escape(str(source))}, line (\d+)", line)
                for line in lines[:-1]]
     assert [int(m[1]) for m in numbers if m] == list(range(1, len(ZOO)))
-    assert "8 conversations -> 1 chunks" in lines[-1]
+    assert "8 conversations -> 1 chunk," in lines[-1]
     assert "7 rejected, 1 of them empty" in lines[-1]
     assert json.loads(done.stdout)["id"] == 6

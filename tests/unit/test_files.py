@@ -290,7 +290,8 @@ def test_temporary_file_of_a_killed_write_is_removed_next_time(tmp_path: Path) -
     assert done.returncode == -signal.SIGKILL
     left = [name for name in listing(tmp_path) if name != "out.jsonl"]
     assert len(left) == 1
-    assert left[0].startswith(".out.jsonl.tokenguard-") and left[0].endswith(".tmp")
+    assert left[0].startswith(".out.jsonl.tokenguard-")
+    assert left[0].endswith(".tmp")
     other = tmp_path / ".other.jsonl.tokenguard-x-1-abc.tmp"  # another file's: left alone
     other.write_text("")
     with AtomicFile(path) as handle:
