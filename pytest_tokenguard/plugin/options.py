@@ -131,11 +131,25 @@ class _Reader:
         return self.config.getoption(option.dest)
 
     def ini(self, option: Option) -> Any:
-        return self.config.getini(option.ini) if option.ini is not None else None
+        if option.ini is None:
+            return None
+        try:
+            return self.config.getini(option.ini)
+        except (ValueError, pytest.UsageError) as exc:  # a bool that is not: "invalid truth value"
+            raise pytest.UsageError(
+                f"{option.ini} (ini) in {self._ini_file()}: {exc}; write {option.ini} = true "
+                f"or {option.ini} = false"
+            ) from None
+
+    def _ini_file(self) -> str:
+        return str(self.config.inipath) if self.config.inipath is not None else "the ini file"
 
     def flag(self, option: Option) -> bool:
+        """The command line's switch, else the ini value; the ini value is read and
+        checked either way, so a bad one fails even when the option is given."""
+        ini = self.ini(option)
         value = self.cli(option)
-        return bool(value if value is not None else self.ini(option))
+        return bool(value if value is not None else ini)
 
     def text(self, option: Option) -> tuple[str, str] | None:
         """(value, origin) from the command line, else the ini file, else None."""
@@ -225,6 +239,17 @@ def _tolerance(read: _Reader) -> GpuTolerance:
         raise pytest.UsageError(f"{origin}: {exc}") from None
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same resolved path (links followed), or
+    the same device and inode (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _shown(path: Path, rootdir: Path) -> str:
     try:
         return path.relative_to(rootdir).as_posix()
@@ -259,6 +284,16 @@ def resolve(config: pytest.Config) -> Settings:
     explicit = baseline is not None
     if baseline is None:
         baseline = (config.rootpath / DEFAULT_BASELINE).resolve()
+    json_path = read.path(_by_flag("--tokenguard-json"))
+    if json_path is not None and _same_file(json_path, baseline):
+        given = read.cli(_by_flag("--tokenguard-json"))
+        origin = (f"--tokenguard-json={given}" if given
+                  else f"tokenguard_json = {read.ini(_by_flag('--tokenguard-json'))} (ini)")
+        raise pytest.UsageError(
+            f"{origin} is the baseline {_shown(baseline, config.rootpath)} (the same file): the "
+            "report would overwrite it; write the report elsewhere, e.g. "
+            "--tokenguard-json=tokenguard-report.json"
+        )
     gate = GateSettings(
         path=baseline,
         shown=_shown(baseline, config.rootpath),
@@ -267,7 +302,7 @@ def resolve(config: pytest.Config) -> Settings:
         allow_new=read.flag(_by_flag("--tokenguard-allow-new")),
         ci=in_ci(),
         tolerance=_tolerance(read),
-        json_path=read.path(_by_flag("--tokenguard-json")),
+        json_path=json_path,
     )
     return Settings(
         enabled=enabled,

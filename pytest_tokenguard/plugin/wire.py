@@ -2,20 +2,26 @@
 
 A test's figures travel from the process that ran it (an xdist worker, or the main
 process) to the one that prints the summary and writes the baseline inside the test's
-reports, as plain JSON under the name ``"tokenguard"``: pytest copies
+reports, as JSON text under the name ``"tokenguard"``: pytest copies
 ``item.user_properties`` into every report and xdist serialises them. One record per
 test, written once, at the end of its call phase::
 
-    ("tokenguard", {"figures": {...}, "excluded": null, "gpu_checks": [...]})
+    ("tokenguard", '{"excluded": null, "figures": {...}, "gpu_checks": [...]}')
+
+Text, not a dict: ``--junitxml`` writes each property's ``str()``, and a dict's is a
+Python ``repr`` (single quotes, ``None``) that no CI system can parse; JSON text reads
+back with ``json.loads`` there and here alike.
 
 ``figures`` is :meth:`pytest_tokenguard.figures.TestFigures.to_json` (the baseline's
 form, plus each resolution's ``patches``). Other plugins may report a GPU peak through
 the same name, ``("tokenguard", {"gpu_peak_bytes": N, "gpu_measure": "torch_reserved"})``;
-it is read as the test's GPU figure (a measured peak wins over a predicted one).
+it is read as the test's GPU figure (a measured peak wins over a predicted one); as a
+dict or as the same object in JSON text.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,12 +62,12 @@ class WireRecord:
 
 def publish(properties: list[tuple[str, object]], figures: TestFigures, *,
             excluded: str | None, gpu_checks: Iterable[GpuCheck] = ()) -> None:
-    """Append the test's record to ``item.user_properties``."""
-    properties.append((NAME, {
+    """Append the test's record to ``item.user_properties``, as JSON text."""
+    properties.append((NAME, json.dumps({
         "figures": figures.to_json(patches=True),
         "excluded": excluded,
         "gpu_checks": [check.to_json() for check in gpu_checks],
-    }))
+    }, sort_keys=True, ensure_ascii=False)))
 
 
 def read(properties: Iterable[tuple[str, object]]) -> WireRecord:
@@ -70,8 +76,11 @@ def read(properties: Iterable[tuple[str, object]]) -> WireRecord:
     excluded: str | None = None
     checks: list[GpuCheck] = []
     present = False
-    for key, value in properties:
-        if key != NAME or not isinstance(value, Mapping):
+    for key, raw in properties:
+        if key != NAME:
+            continue
+        value = _loaded(raw)
+        if value is None:
             continue
         if "figures" in value:
             present = True
@@ -89,6 +98,16 @@ def read(properties: Iterable[tuple[str, object]]) -> WireRecord:
         elif "gpu_peak_bytes" in value:
             figures = figures.with_gpu(_gpu(value))
     return WireRecord(figures, excluded, tuple(checks), present)
+
+
+def _loaded(raw: object) -> Mapping[str, Any] | None:
+    """A record as a mapping: given as one, or as JSON text of one; None otherwise."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    return raw if isinstance(raw, Mapping) else None
 
 
 def _gpu(data: Mapping[str, Any]) -> GpuFigure:

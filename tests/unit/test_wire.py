@@ -42,3 +42,24 @@ def test_measured_gpu_peak_wins_over_prediction_in_either_order() -> None:
 
 def test_nothing_published_is_not_present() -> None:
     assert not wire.read([("other", 1)]).present
+
+
+def test_the_record_is_json_text() -> None:
+    """``--junitxml`` wrote the property as a Python repr (``{'figures': ...}``, None)."""
+    import json
+
+    properties: list[tuple[str, object]] = []
+    wire.publish(properties, TestFigures((LE384,)), excluded=None)
+    ((name, value),) = properties
+    assert name == "tokenguard"
+    assert isinstance(value, str)
+    assert json.loads(value)["figures"]["resolutions"][0]["image_tokens"] == 81
+    assert json.loads(value)["excluded"] is None
+
+
+def test_other_plugins_may_send_json_text_too() -> None:
+    properties: list[tuple[str, object]] = [
+        ("tokenguard", '{"gpu_peak_bytes": 7, "gpu_measure": "torch_reserved"}'),
+        ("tokenguard", "not json"),
+    ]
+    assert wire.read(properties).figures.gpu == GpuFigure(7, "torch_reserved")
