@@ -172,7 +172,14 @@ def load(path: Path, display: str | None = None) -> Baseline:
             "(on the merged code), then commit."
         )
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        line = _line_of_duplicate(text)
+        location = f"{shown}:{line}" if line else shown
+        raise BaselineError(
+            f"tokenguard baseline {location}: the key {exc.key!r} appears twice in one object "
+            "(a bad merge or hand edit; JSON readers keep only one of them). " + fix
+        ) from None
     except json.JSONDecodeError as exc:
         raise BaselineError(
             f"tokenguard baseline {shown}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}. "
@@ -221,6 +228,51 @@ def _parse_document(document: object, text: str, shown: str, fix: str
             raise fail("source", f"expected an object with the strings {', '.join(keys)}")
         source = SourceRecord(*(raw[k] for k in keys))
     return entries, source
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: an object, refusing a key given twice."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _line_of_duplicate(text: str) -> int | None:
+    """The line of the first key that repeats one before it in the same object (the
+    document is valid JSON: strings are the only thing to step over)."""
+    string = re.compile(r'"(?:[^"\\]|\\.)*"')
+    objects: list[set[str]] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == "{":
+            objects.append(set())
+        elif char == "}":
+            objects.pop()
+        elif char == '"':
+            match = string.match(text, position)
+            if match is None:
+                return None
+            end = match.end()
+            rest = text[end:].lstrip()
+            if objects and rest.startswith(":"):
+                key = json.loads(match.group())
+                if key in objects[-1]:
+                    return text.count("\n", 0, position) + 1
+                objects[-1].add(key)
+            position = end
+            continue
+        position += 1
+    return None
 
 
 class _SchemaError(Exception):
@@ -275,7 +327,7 @@ def _parse_entry(data: object) -> TestFigures:
                           ("width", "height", "image_tokens", "block_tokens"))
         per_video = _rows(item, "videos", where, VideoFigure,
                           ("frames", "image_tokens", "block_tokens", "tokens", "count"))
-        resolutions.append(ResolutionFigures(
+        figures = ResolutionFigures(
             longest_edge=edge,
             images=_count(item, "images", where),
             image_tokens=_count(item, "image_tokens", where),
@@ -283,7 +335,9 @@ def _parse_entry(data: object) -> TestFigures:
             longest_sequence=_count(item, "longest_sequence", where),
             per_image=tuple(sorted(per_image)),
             per_video=tuple(sorted(per_video)),
-        ))
+        )
+        _check_totals(figures, where)
+        resolutions.append(figures)
     gpu = None
     if "gpu" in entry:
         raw_gpu = _object(entry["gpu"], ".gpu")
@@ -292,6 +346,33 @@ def _parse_entry(data: object) -> TestFigures:
             raise _SchemaError(".gpu.gpu_measure", f"expected a counter name, got {measure!r}")
         gpu = GpuFigure(_count(raw_gpu, "gpu_peak_bytes", ".gpu"), measure)
     return TestFigures(tuple(resolutions), gpu)
+
+
+def _check_totals(figures: ResolutionFigures, where: str) -> None:
+    """The totals of a resolution entry must be what its ``per_image`` sizes can add up
+    to: each size was processed at least once, and ``images`` in all. A recorded entry
+    always agrees; one that does not was edited by hand, and the gate (which compares
+    a test with one image by its ``per_image`` row alone) would pass it unnoticed."""
+    rows = figures.per_image
+    for number, row in enumerate(figures.per_image):
+        if row.block_tokens < row.image_tokens:
+            raise _SchemaError(f"{where}.per_image[{number}].block_tokens",
+                               f"{row.block_tokens} is less than its image_tokens "
+                               f"{row.image_tokens}, which the block holds")
+    if len(rows) > figures.images or (figures.images > 0 and not rows):
+        raise _SchemaError(f"{where}.images", f"{figures.images} images cannot have "
+                           f"{len(rows)} distinct sizes in per_image")
+    extra = figures.images - len(rows)
+    for key in ("image_tokens", "block_tokens"):
+        costs = [getattr(row, key) for row in rows]
+        least = sum(costs) + extra * min(costs, default=0)
+        most = sum(costs) + extra * max(costs, default=0)
+        total = getattr(figures, key)
+        if not least <= total <= most:
+            expected = str(least) if least == most else f"between {least} and {most}"
+            raise _SchemaError(
+                f"{where}.{key}", f"{total} is not what per_image adds up to for "
+                f"{figures.images} image{'' if figures.images == 1 else 's'} ({expected})")
 
 
 def _line_of(text: str, nodeid: str) -> int | None:

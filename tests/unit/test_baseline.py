@@ -328,3 +328,71 @@ def test_video_cost_change_is_a_change() -> None:
     more = compare(before, Entry((with_videos(384, replace(MINUTE, count=2)),)), TEN_PERCENT)
     assert [c.figure for c in more.changes] == ["videos", "video frames", "video tokens"]
     assert compare(before, before, TEN_PERCENT).status is Status.UNCHANGED
+
+
+def _edited(tmp_path: Path, edit: object) -> Path:
+    """A baseline of one test with one 384x384 image and two 512x384 ones, edited."""
+    entry = Entry((ResolutionFigures(384, 3, 81 + 2 * 97, 84 + 2 * 100, 300, (
+        ImageFigure(384, 384, 81, 84), ImageFigure(512, 384, 97, 100))),))
+    document = json.loads(dumps({"t.py::a": entry}))
+    assert callable(edit)
+    edit(document["tests"]["t.py::a"]["resolutions"][0])
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+def test_a_recorded_entry_is_consistent(tmp_path: Path) -> None:
+    assert load(_edited(tmp_path, lambda r: None)).entries["t.py::a"].resolutions[0].images == 3
+
+
+@pytest.mark.parametrize(("edit", "where", "problem"), [
+    (lambda r: r.update(image_tokens=276), ".image_tokens",
+     "276 is not what per_image adds up to for 3 images (between 259 and 275)"),
+    (lambda r: r["per_image"][0].update(image_tokens=70), ".image_tokens",
+     "275 is not what per_image adds up to for 3 images (between 237 and 264)"),
+    (lambda r: r.update(block_tokens=1), ".block_tokens", "1 is not what per_image"),
+    (lambda r: r.update(images=1), ".images", "1 images cannot have 2 distinct sizes"),
+    (lambda r: r["per_image"][1].update(block_tokens=90), ".per_image[1].block_tokens",
+     "90 is less than its image_tokens 97"),
+], ids=["total", "per-image", "block total", "images", "block under image"])
+def test_hand_edited_totals_are_a_corrupt_baseline(tmp_path: Path, edit: object, where: str,
+                                                   problem: str) -> None:
+    """A baseline whose totals no longer add up was accepted as it was (for a test with
+    one image, the gate compares the per_image row alone)."""
+    path = _edited(tmp_path, edit)
+    with pytest.raises(BaselineError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert message.startswith(f"tokenguard baseline {path}:")
+    assert f"tests['t.py::a'].resolutions[0]{where}: {problem}" in message
+
+
+def test_one_images_total_must_be_its_per_image_row(tmp_path: Path) -> None:
+    document = json.loads(dumps({"t.py::a": LE384}))
+    document["tests"]["t.py::a"]["resolutions"][0]["image_tokens"] = 64
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(BaselineError, match=r"\.image_tokens: 64 is not what per_image adds up "
+                                            r"to for 1 image \(81\)"):
+        load(path)
+
+
+def test_a_duplicate_key_is_a_corrupt_baseline(tmp_path: Path) -> None:
+    """A key given twice (a bad merge) was read as the last one and accepted."""
+    text = dumps({"t.py::a": LE384, "t.py::b": LE512})
+    # the second entry's image_tokens given twice, the last one wrong
+    doubled = text.replace('"image_tokens": 405,', '"image_tokens": 405,\n'
+                           '          "image_tokens": 1,', 1)
+    assert doubled != text
+    path = tmp_path / "baseline.json"
+    path.write_text(doubled)
+    line = doubled.splitlines().index('          "image_tokens": 1,') + 1
+    with pytest.raises(BaselineError) as caught:
+        load(path)
+    assert str(caught.value).startswith(
+        f"tokenguard baseline {path}:{line}: the key 'image_tokens' appears twice in one object")
+    same_test = text.replace('"t.py::b":', '"t.py::a":')
+    path.write_text(same_test)
+    with pytest.raises(BaselineError, match=r"the key 't\.py::a' appears twice"):
+        load(path)
