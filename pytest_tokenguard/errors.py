@@ -43,6 +43,7 @@ __all__ = [
     "SplitterCheckError",
     "TemplateError",
     "TokenguardError",
+    "TokenguardWarning",
     "VideoItemError",
     "VideoReadError",
     "reword",
@@ -97,6 +98,12 @@ class TokenguardError(Exception):
     def reworded(self, wording: Mapping[str, str]) -> str:
         """The message with settings spelled as ``wording`` spells them."""
         return str(self) if self.template is None else reword(self.template, wording)
+
+
+class TokenguardWarning(UserWarning):
+    """Something tokenguard worked around, said in its words (naming the input): a
+    damaged EXIF block PIL skipped part of. The ``tokenguard`` command prints each as one
+    ``note:`` line; under pytest they are in the warnings summary."""
 
 
 class InputError(TokenguardError, ValueError):

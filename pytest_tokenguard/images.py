@@ -33,15 +33,18 @@ intact, and images too large for PIL to decode.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 import struct
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
 from .errors import ImageReadError as ImageReadError
+from .errors import TokenguardWarning
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -310,6 +313,37 @@ def _upright(path: str | os.PathLike[str], image: Any, fp: IO[bytes], decoded: b
                      str(image.format), width, height)
 
 
+def _pil_notes_in_our_words(read: Callable[[str | os.PathLike[str]], ImageInfo]
+                            ) -> Callable[[str | os.PathLike[str]], ImageInfo]:
+    """``read``, with the warnings PIL gives while parsing a damaged EXIF block ("Tag
+    data larger than file", "Corrupt EXIF data", with PIL's own file and line) said once
+    per image, in our words, as one :class:`~pytest_tokenguard.errors.TokenguardWarning`
+    naming the image. The count stands: transformers' PIL loading reads the same rest.
+    Other warnings go on as they were; an image that is refused needs no note."""
+
+    @functools.wraps(read)
+    def wrapper(path: str | os.PathLike[str]) -> ImageInfo:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info = read(path)
+        pil = [w for w in caught if w.category is UserWarning
+               and os.sep + "PIL" + os.sep in w.filename]
+        for other in caught:
+            if other not in pil:
+                warnings.warn_explicit(other.message, other.category, other.filename,
+                                       other.lineno)
+        if pil:
+            said = "; ".join(dict.fromkeys(" ".join(str(w.message).split()) for w in pil))
+            warnings.warn(TokenguardWarning(
+                f"{display_path(path)}: its EXIF block is damaged (PIL: {said}); counted with "
+                f"the orientation read from the rest ({info.orientation}), as transformers' "
+                "PIL loading reads it; re-save the image to repair it"), stacklevel=2)
+        return info
+
+    return wrapper
+
+
+@_pil_notes_in_our_words
 def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
     """The size the processor sees for the image at ``path``, from its header only.
 
@@ -393,6 +427,7 @@ def _gif_complete(data: bytes) -> bool:
     return False
 
 
+@_pil_notes_in_our_words
 def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
     """Decode the image at ``path`` fully and return what :func:`read_image_info` would.
 

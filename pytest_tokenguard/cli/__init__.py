@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
+from ..errors import TokenguardWarning
 from .count import add_count_parser
 from .memory import add_memory_parser
 from .split import add_split_parser
@@ -35,8 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print("tokenguard: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", TokenguardWarning)  # each distinct one, once
+        original = warnings.showwarning
+        shown: set[str] = set()
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            if issubclass(category, TokenguardWarning):
+                if str(message) not in shown:  # an image named twice is noted once
+                    shown.add(str(message))
+                    print(f"tokenguard {args.command}: note: {message}", file=sys.stderr)
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        try:
+            return int(args.func(args))
+        except KeyboardInterrupt:
+            print("tokenguard: interrupted", file=sys.stderr)
+            return 130
+

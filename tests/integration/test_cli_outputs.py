@@ -232,3 +232,45 @@ def test_a_killed_runs_temporary_file_is_removed_and_named(tmp_path: Path) -> No
     assert (f"tokenguard split: note: removed {stale.name}, the temporary file of an earlier run "
             "that was killed") in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
+
+
+def broken_exif_jpeg(path: Path) -> Path:
+    """A JPEG whose EXIF ImageDescription claims 5000 bytes the block does not hold (PIL
+    skips the tag with a warning) and whose orientation (6) is intact."""
+    import struct
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 50
+    exif[0x0112] = 6
+    raw = bytearray(exif.tobytes())
+    order = "<" if raw[6:8] == b"II" else ">"
+    at = raw.find(struct.pack(order + "HH", 0x010E, 2))
+    raw[at + 4:at + 8] = struct.pack(order + "I", 5000)
+    Image.new("RGB", (40, 30)).save(path, exif=bytes(raw))
+    return path
+
+
+def test_a_damaged_exif_block_is_one_note_in_our_words(tmp_path: Path) -> None:
+    """PIL's raw warning leaked, with its site-packages path and source line."""
+    photo = broken_exif_jpeg(tmp_path / "photo.jpg")
+    done = tokenguard(["count", "--json", str(photo), str(photo)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"tokenguard count: note: {photo}: its EXIF block is damaged (PIL: Tag data larger "
+        "than file. Skipping tag 270); counted with the orientation read from the rest (6), as "
+        "transformers' PIL loading reads it; re-save the image to repair it"]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["width"], r["height"], r["orientation"]) for r in rows] == [(30, 40, 6)] * 2
+
+
+def test_the_library_warns_in_its_own_category(tmp_path: Path) -> None:
+    from pytest_tokenguard.errors import TokenguardWarning
+    from pytest_tokenguard.images import read_image_info, verify_image
+
+    photo = broken_exif_jpeg(tmp_path / "photo.jpg")
+    for read in (read_image_info, verify_image):
+        with pytest.warns(TokenguardWarning, match="its EXIF block is damaged") as caught:
+            assert read(photo).width == 30
+        assert [w.category for w in caught] == [TokenguardWarning]
