@@ -174,8 +174,8 @@ def load(path: Path, display: str | None = None) -> Baseline:
     try:
         document = json.loads(text, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
-        line = _line_of_duplicate(text)
-        location = f"{shown}:{line}" if line else shown
+        twice = _line_of_duplicate(text)
+        location = f"{shown}:{twice}" if twice else shown
         raise BaselineError(
             f"tokenguard baseline {location}: the key {exc.key!r} appears twice in one object "
             "(a bad merge or hand edit; JSON readers keep only one of them). " + fix
