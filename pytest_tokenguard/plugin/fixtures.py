@@ -135,10 +135,14 @@ def tokenguard_counter(request: pytest.FixtureRequest,
 
 @pytest.fixture(scope="session")
 def tokenguard_check_splitter(request: pytest.FixtureRequest) -> SplitterChecker:
-    """Prove your own splitter never overflows, in one line::
+    """Prove your own splitter never overflows: ``tokenguard_check_splitter(my_split,
+    max_tokens=4096)`` checks ``my_split(messages)`` (chat message dicts in, chunks out)
+    at every configured resolution, or at ``resolutions=[384]``; it is not parametrized.
+
+    ::
 
         def test_my_splitter(tokenguard_check_splitter):
-            tokenguard_check_splitter(my_split, max_tokens=4096)
+            tokenguard_check_splitter(my_split, max_tokens=4096, resolutions=[384])
 
     Hypothesis generates conversations at the limit (a run of messages within a few tokens
     of ``max_tokens``); each chunk ``my_split`` returns is priced exactly and must fit,

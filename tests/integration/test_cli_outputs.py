@@ -274,3 +274,41 @@ def test_the_library_warns_in_its_own_category(tmp_path: Path) -> None:
         with pytest.warns(TokenguardWarning, match="its EXIF block is damaged") as caught:
             assert read(photo).width == 30
         assert [w.category for w in caught] == [TokenguardWarning]
+
+
+def test_memory_help_quotes_the_readmes_measured_errors(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """``tokenguard memory --help`` said "within 5%" where the README shows +12.1% for DDP."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["memory", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    rows = [line for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and "%" in line and "cases" not in line]
+
+    def percents(line: str) -> list[float]:
+        cell = line.rsplit("|", 2)[-2].split(" of the recorded")[0]
+        minus = "\N{MINUS SIGN}"  # the README writes negative errors with it
+        return [float(m.replace(minus, "-"))
+                for m in re.findall(rf"[{minus}+-]?\d+\.\d+(?=%)", cell)]
+
+    ddp = [p for line in rows if line.startswith("| DDP") for p in percents(line)]
+    others = [p for line in rows if not line.startswith("| DDP") for p in percents(line)]
+    assert ddp
+    assert others
+    assert "within 5% of measured peaks" not in text
+    assert f"within {min(others):+.1f}% to {max(others):+.1f}% for every recipe but DDP" in text
+    assert f"up to {max(ddp):.1f}% high" in text
+    assert "never more than 2% below a measured peak" in text
+    assert min(ddp + others) >= -2.0
+
+
+def test_fixtures_help_shows_the_checkers_whole_entry(pytester: pytest.Pytester) -> None:
+    """``pytest --fixtures`` cut the checker's entry after "in one line::"."""
+    result = pytester.runpytest("--fixtures")
+    text = result.stdout.str()
+    entry = text[text.index("tokenguard_check_splitter [session scope]"):].split("\n\n")[0]
+    assert "in one line::" not in entry
+    assert "resolutions=[384]" in entry
+    assert "it is not parametrized" in entry

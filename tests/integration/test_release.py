@@ -89,3 +89,30 @@ def test_sdist_and_wheel_build_pass_twine_check_and_carry_the_license(tmp_path: 
         assert member is not None
         assert member.read() == license_text
         assert f"{top}/CHANGELOG.md" in archive.getnames()
+
+
+def test_readme_docs_and_workflow_resolve_the_processor_alike() -> None:
+    """The docs' and the workflow's CI pointed --tokenguard-model at ../shared/models while
+    the README and .ci/run resolve the checkpoints by hub id, offline, to the embedded
+    default (the baseline's source); the docs' user job ran pip install -e ".[dev]", which
+    only works inside this repository."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    docs = (REPO / "docs" / "ci-gating.md").read_text(encoding="utf-8")
+    workflow = (REPO / ".github" / "workflows" / "tokenguard.yml").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "export HF_HUB_OFFLINE=1" in ci
+    assert "unset TOKENGUARD_MODELS_DIR TOKENGUARD_MODEL" in ci
+    own_ci = docs[docs.index("### This project's own CI"):]
+    for text in (own_ci, workflow):
+        assert "--tokenguard-model" not in text
+        assert "--tokenguard-model=../shared" not in text
+        assert "hf download" not in text
+        assert "HF_HUB_OFFLINE" in text
+    user_job = docs[docs.index("### GitHub Actions job"):docs.index("### For plugins")]
+    assert 'pip install -e ".[dev]"\n' not in user_job
+    assert 'HF_HUB_OFFLINE: "1"' in user_job
+    install = readme[readme.index("### Installing it in your project"):]
+    assert "python -m build --wheel" in install
+    assert '"pytest-tokenguard @ git+' in install
+    assert "pip install pytest-tokenguard" in install
+    assert f"pytest_tokenguard-{project()['version']}-py3-none-any.whl" in install
