@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from pytest_tokenguard.cli import main
 from tests.helpers import REPO, model_ref
 
-SUMMARY = re.compile(r"tokenguard split: (\d+) conversations -> (\d+) chunks, largest (\d+) of "
-                     r"(\d+) tokens(?:, (\d+) rejected)?")
+SUMMARY = re.compile(r"tokenguard split: (\d+) conversations? -> (\d+) chunks?, largest (\d+) of "
+                     r"(\d+) tokens?(?:, (\d+) rejected)?")
 
 # ------------------------------------------------------------------ hostile JSON Lines
 
