@@ -258,7 +258,7 @@ def _run_trainer(folder: Path, case: LoopCase, device: Any, marks: _Marks,
     if case.variant == "noclip":
         common["max_grad_norm"] = 0.0
 
-    class Marker(TrainerCallback):
+    class Marker(TrainerCallback):  # type: ignore[misc]
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             marks.begin()
 
@@ -292,7 +292,7 @@ def _run_trainer(folder: Path, case: LoopCase, device: Any, marks: _Marks,
             train_dataset=_ListDataset(rows), data_collator=collate,
             callbacks=[Marker()])
     else:
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
         train = _dataset(rows)
         trainer = SFTTrainer(
@@ -344,7 +344,7 @@ class _ListDataset:
 def _dataset(rows: list[dict[str, Any]]) -> Any:
     """A ``datasets.Dataset`` of ``rows``; the stub's list-backed one where ``datasets``
     is not installed (the GPU machine has no pyarrow; TRL only iterates the rows)."""
-    import datasets
+    import datasets  # type: ignore[import-untyped]
 
     if hasattr(datasets.Dataset, "from_list") and not getattr(datasets, "STUB", False):
         # real datasets cannot hold PIL images in a list column without features; keep rows

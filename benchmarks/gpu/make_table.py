@@ -167,7 +167,7 @@ def loop_section(path: Path, report: dict[str, Any]) -> list[str]:
 
 
 def recipe_loop(case: dict[str, Any]) -> str:
-    name = LOOP_NAMES.get(case["loop"], case["loop"])
+    name = str(LOOP_NAMES.get(case["loop"], case["loop"]))
     return name + (" (bf16=False)" if case.get("variant") == "noamp" else "") + (
         " (max_grad_norm=0)" if case.get("variant") == "noclip" else "")
 
@@ -201,7 +201,8 @@ def loop_costs(report: dict[str, Any]) -> list[str]:
     for what, with_id, without_id in pairs:
         if with_id in by_id and without_id in by_id:
             rows.append(f"| {what} | {with_id} | {peak(with_id):.2f} GiB | "
-                        f"{peak(without_id):.2f} GiB | {peak(with_id) - peak(without_id):+.2f} GiB |")
+                        f"{peak(without_id):.2f} GiB | "
+                        f"{peak(with_id) - peak(without_id):+.2f} GiB |")
     return [*rows, ""]
 
 
@@ -372,7 +373,8 @@ def render(paths: list[Path]) -> str:
         "`SFTTrainer`, which `tokenguard memory` predicts by default (`--loop trainer`). The",
         "manual-loop tables after them are the recipes of issues 5 and 10 (`--loop manual`).",
         "",
-        "**Recipe measured (manual loop).** Architecture from the checkpoint's `config.json`, random",
+        "**Recipe measured (manual loop).** Architecture from the checkpoint's",
+        "`config.json`, random",
         "weights; pure bf16 (parameters, gradients and `torch.optim.AdamW`'s moments, which",
         "are `zeros_like(param)`); `sdpa` attention; inputs made by the real processor at",
         "`size={\"longest_edge\": N}` from samples of 384x384 generated frames plus a short",

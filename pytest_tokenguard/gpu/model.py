@@ -115,9 +115,9 @@ __all__ = [
     "DTYPE_BYTES",
     "FREEZABLE",
     "FSDP_LAYER_BUFFERS",
-    "KNOWN_ARCHITECTURES",
     "FUSED_HEAD_TOKENS",
     "FUSED_HEAD_VOCAB",
+    "KNOWN_ARCHITECTURES",
     "LIBRARY_WORKSPACES",
     "LOOPS",
     "LOOP_TABLE",
@@ -243,8 +243,13 @@ FREEZABLE = ("vision", "text")
 SHARDINGS = ("ddp", "fsdp")
 
 
-def _meta(help_text: str, accepted: str) -> dict[str, str]:
-    return {"help": help_text, "accepted": accepted}
+def _meta(help_text: str, accepted: str, kind: str,
+          choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A field's help, accepted values and ``kind``: how a command line spells it
+    (``count``/``positive``: an integer from 0/1, ``positive?``: one or none, ``flag``,
+    ``choice``/``choice?``: one of ``choices`` (or none), ``choices``: repeatable,
+    ``size``: WIDTHxHEIGHT, ``names``: comma-separated, ``fraction``)."""
+    return {"help": help_text, "accepted": accepted, "kind": kind, "choices": choices}
 
 
 @dataclass(frozen=True)
@@ -259,46 +264,50 @@ class StepShape:
 
     longest_edge: int | None = field(default=None, metadata=_meta(
         "processor resolution in pixels (default: the checkpoint's own)",
-        "a positive integer, or None for the checkpoint's default"))
+        "a positive integer, or None for the checkpoint's default", "positive?"))
     images: int = field(default=4, metadata=_meta(
-        "images per sample", "an integer, 0 or more"))
+        "images per sample", "an integer, 0 or more", "count"))
     image_size: tuple[int, int] = field(default=(384, 384), metadata=_meta(
-        "WIDTHxHEIGHT of every image", "two positive integers, e.g. (384, 384) or '384x384'"))
+        "WIDTHxHEIGHT of every image", "two positive integers, e.g. (384, 384) or '384x384'",
+        "size"))
     text_tokens: int = field(default=64, metadata=_meta(
-        "text tokens per sample besides the image blocks", "an integer, 0 or more"))
+        "text tokens per sample besides the image blocks", "an integer, 0 or more", "count"))
     batch: int = field(default=1, metadata=_meta(
-        "samples per step on each GPU", "an integer, 1 or more"))
+        "samples per step on each GPU", "an integer, 1 or more", "positive"))
     gradient_checkpointing: bool = field(default=False, metadata=_meta(
-        "recompute each layer in backward (non-reentrant checkpointing)", "True or False"))
+        "recompute each layer in backward (non-reentrant checkpointing)", "True or False",
+        "flag"))
     dtype: str = field(default="bfloat16", metadata=_meta(
-        "dtype of parameters, gradients and optimizer states", ", ".join(DTYPE_BYTES)))
+        "dtype of parameters, gradients and optimizer states", ", ".join(DTYPE_BYTES),
+        "choice", tuple(DTYPE_BYTES)))
     loop: str = field(default="trainer", metadata=_meta(
         "the training loop: " + "; ".join(f"{loop.name}: {loop.help}"
                                           for loop in LOOP_TABLE.values()),
-        ", ".join(LOOPS)))
+        ", ".join(LOOPS), "choice", LOOPS))
     optimizer: str = field(default="adamw-fused", metadata=_meta(
         "adamw-fused is the HF Trainer's default (adamw_torch_fused); adamw-foreach is "
         "torch.optim.AdamW's own default ('adamw' is an alias); sgd keeps no state",
-        ", ".join(OPTIMIZERS)))
+        ", ".join(OPTIMIZERS), "choice", (*OPTIMIZERS, *_OPTIMIZER_ALIASES)))
     lora_rank: int | None = field(default=None, metadata=_meta(
-        "LoRA rank through peft (default: full fine-tuning)", "an integer, 1 or more"))
+        "LoRA rank through peft (default: full fine-tuning)", "an integer, 1 or more",
+        "positive?"))
     lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata=_meta(
         "Linear modules that get LoRA adapters, as peft's target_modules list matches them "
         "(a module's full name or its trailing dotted parts; 'all-linear' for every Linear "
         "but lm_head), vision tower included",
-        "module names, comma-separated or a list"))
+        "module names, comma-separated or a list", "names"))
     lora_dropout: float = field(default=0.0, metadata=_meta(
         "LoRA dropout (any value above 0 adds a dropout mask and copy per adapter)",
-        "a number from 0 to below 1"))
+        "a number from 0 to below 1", "fraction"))
     freeze: tuple[str, ...] = field(default=(), metadata=_meta(
         "frozen part: the vision tower, or the text model with lm_head",
-        ", ".join(FREEZABLE)))
+        ", ".join(FREEZABLE), "choices", FREEZABLE))
     gpus: int = field(default=1, metadata=_meta(
         "data-parallel GPUs, one process each; the prediction is per GPU",
-        "an integer, 1 or more"))
+        "an integer, 1 or more", "positive"))
     sharding: str | None = field(default=None, metadata=_meta(
         "how several GPUs share the model: ddp (a full copy each) or fsdp (FSDP2 "
-        "fully_shard per layer)", ", ".join(SHARDINGS)))
+        "fully_shard per layer)", ", ".join(SHARDINGS), "choice?", SHARDINGS))
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -364,6 +373,8 @@ class ShapeField:
     default: Any
     help: str
     accepted: str
+    kind: str = "choice"
+    choices: tuple[str, ...] = ()
 
     @property
     def option(self) -> str:
@@ -375,7 +386,8 @@ def shape_fields() -> tuple[ShapeField, ...]:
     """Every keyword of :class:`StepShape`, in order: what the CLI and the marker list."""
     return tuple(
         ShapeField(spec.name, spec.default if spec.default is not MISSING else None,
-                   spec.metadata["help"], spec.metadata["accepted"])
+                   spec.metadata["help"], spec.metadata["accepted"], spec.metadata["kind"],
+                   spec.metadata["choices"])
         for spec in fields(StepShape)
     )
 
