@@ -23,14 +23,54 @@ HERE = Path(__file__).resolve().parent
 GIB = 1024**3
 
 
+#: The recorded cases that the model's measured constants were fitted on, or a mechanism
+#: was read from, by results file: the rest is the holdout, the only cases the accuracy
+#: test (``tests/unit/test_memory_model.py``) checks. ``results-h100.json`` is issue 5's
+#: grid, on which the per-layer terms, LIBRARY_WORKSPACES, EMBEDDING_BACKWARD and the
+#: 14 bytes per pixel were measured; FSDP_LAYER_BUFFERS and DDP's buckets were read from
+#: the multi-GPU recipe cases; the Trainer's autocast and input terms were checked against
+#: the loop file's diagnostic toggles (bf16=False, max_grad_norm=0, the manual loop).
+FIT_CASES: dict[str, frozenset[str] | None] = {
+    "results-h100.json": None,  # every case
+    "results-h100x4-recipes.json": frozenset({
+        "2.2B-le1536-gc-b1-i4-fused-fsdp4", "2.2B-le384-nogc-b1-i4-fused-fsdp4",
+        "500M-le1536-nogc-b1-i4-fused-fsdp4", "256M-le1536-gc-b1-i4-fused-fsdp4",
+        "2.2B-le384-nogc-b1-i4-fused-ddp4", "2.2B-le1536-gc-b1-i4-fused-fsdp2",
+        "2.2B-le384-nogc-b1-i4-fused-ddp2", "256M-le384-nogc-b1-i4-fused-ddp2",
+    }),
+    "results-h100-loops.json": frozenset({
+        "256M-le1536-nogc-b1-i4-640x480-manual", "256M-le1536-nogc-b1-i4-640x480-trainer",
+        "256M-le1536-nogc-b1-i4-640x480-trainer-noclip",
+        "256M-le1536-nogc-b1-i4-640x480-trainer-noamp",
+        "2.2B-le768-nogc-b1-i4-640x480-trainer", "2.2B-le768-nogc-b1-i4-640x480-trainer-noamp",
+    }),
+}
+
+
+def is_holdout(file: str, case_id: str) -> bool:
+    """Whether a recorded case is held out: nothing of the model was fitted on it."""
+    if file not in FIT_CASES:
+        return True
+    fitted = FIT_CASES[file]
+    return fitted is not None and case_id not in fitted
+
+
+#: ``loop_step.py``'s loop names in the memory model's words.
+LOOP_NAMES = {"sft": "sft-trainer"}
+
+
 def recipe(case: dict[str, Any]) -> dict[str, Any]:
     """The memory model's keywords for a recorded case (the first files predate recipes:
     their optimizer was ``AdamW(foreach=True)``, full fine-tuning, one GPU)."""
     keywords: dict[str, Any] = {
+        "loop": LOOP_NAMES.get(case.get("loop", "manual"), case.get("loop", "manual")),
         "batch": case["batch"],
         "gradient_checkpointing": case["gradient_checkpointing"],
-        "optimizer": case.get("optimizer", "adamw-foreach"),
+        "optimizer": case.get("optimizer", "adamw-fused" if "loop" in case
+                              else "adamw-foreach"),
     }
+    if case.get("variant") == "noamp":  # bf16=False: no autocast, the fp32 pixel values
+        keywords["loop"] = "manual"
     if case.get("lora_rank"):
         keywords.update(lora_rank=case["lora_rank"], lora_dropout=case.get("lora_dropout", 0.0))
     if case.get("freeze"):
@@ -65,6 +105,105 @@ def recipe_label(case: dict[str, Any]) -> str:
 
 def _pct(predicted: int, measured: int) -> str:
     return f"{(predicted - measured) / measured * 100:+.1f}%"
+
+
+def _manual_peak(case: dict[str, Any]) -> int:
+    """What the model predicted for a loop case before issue 20 (the manual loop)."""
+    keywords = {**recipe(case), "loop": "manual"}
+    return estimate_step(
+        KNOWN_ARCHITECTURES[f"HuggingFaceTB/{case['model']}"],
+        tiles_per_sample=case["tiles_per_sample"], seq_len=case["seq_len"], **keywords,
+    ).peak_bytes
+
+
+def loop_section(path: Path, report: dict[str, Any]) -> list[str]:
+    """The loops users run (``loop_step.py``'s file): measured against predicted, the
+    prediction of the manual-loop model beside it, and what each part costs."""
+    env = report["environment"]
+    rows = [
+        f"## The loops users run: Trainer and SFTTrainer ({report['card']})",
+        "",
+        f"`{path.name}`: {report['card']} ({report['total_memory'] / GIB:.1f} GiB), torch "
+        f"{env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']}, TRL "
+        f"{env.get('trl')}, Python {env['python']}. Measured by "
+        "`benchmarks/gpu/loop_step.py`: the model loaded in bf16, `bf16=True`, the default",
+        "optimizer (`adamw_torch_fused`) and clipping (`max_grad_norm=1.0`); the Trainer with",
+        "a collator that calls the processor (`labels = input_ids`), SFTTrainer on a",
+        "conversational dataset with `max_length=None` (its own vision collator and fused LM",
+        "head). Images are generated photos of the size given. *predicted* is",
+        "`tokenguard memory --loop LOOP`; *manual-loop model* is what the model predicted",
+        "before it knew the loop (issue 20). *set*: holdout cases were predicted without any",
+        "change to the model; fit cases are the diagnostic toggles the mechanism was read from.",
+        "",
+        "| case | loop | set | longest_edge | grad. ckpt | batch x images | image | "
+        "tiles/sample | tokens/sample | torch peak allocated | torch peak reserved | "
+        "predicted | error | manual-loop model | its error |",
+        "|---|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    errors: dict[str, list[float]] = {}
+    for case in report["cases"]:
+        steady = case.get("steady")
+        if steady is None:
+            continue
+        estimate, old = predict(case), _manual_peak(case)
+        measured = steady["torch_allocated"]
+        loop = recipe_loop(case)
+        holdout = is_holdout(path.name, case["case"])
+        if holdout:
+            errors.setdefault(loop, []).append((estimate.peak_bytes - measured) / measured)
+        rows.append(
+            f"| {case['case']} | {loop} | {'holdout' if holdout else 'fit'} | "
+            f"{case['longest_edge']} | {'yes' if case['gradient_checkpointing'] else 'no'} | "
+            f"{case['batch']} x {case['images']} | {case['width']}x{case['height']} | "
+            f"{case['tiles_per_sample']} | {case['seq_len']} | {measured / GIB:.2f} GiB | "
+            f"{steady['torch_reserved'] / GIB:.2f} GiB | {estimate.peak_gib:.2f} GiB | "
+            f"{_pct(estimate.peak_bytes, measured)} | {old / GIB:.2f} GiB | "
+            f"{_pct(old, measured)} |"
+        )
+    rows += ["", "Holdout error vs allocated, by loop: " + "; ".join(
+        f"{loop} {min(e) * 100:+.1f}% to {max(e) * 100:+.1f}% ({len(e)} cases)"
+        for loop, e in sorted(errors.items())) + ".", ""]
+    return rows + loop_costs(report)
+
+
+def recipe_loop(case: dict[str, Any]) -> str:
+    name = str(LOOP_NAMES.get(case["loop"], case["loop"]))
+    return name + (" (bf16=False)" if case.get("variant") == "noamp" else "") + (
+        " (max_grad_norm=0)" if case.get("variant") == "noclip" else "")
+
+
+def loop_costs(report: dict[str, Any]) -> list[str]:
+    """What each part of the Trainer's and SFTTrainer's step costs, from pairs of recorded
+    cases that differ in one thing."""
+    by_id = {case["case"]: case for case in report["cases"] if "steady" in case}
+
+    def peak(case_id: str) -> float:
+        return float(by_id[case_id]["steady"]["torch_allocated"]) / GIB
+
+    pairs = [
+        ("the Trainer's autocast (bf16=True on the bf16 model) over bf16=False",
+         "256M-le1536-nogc-b1-i4-640x480-trainer", "256M-le1536-nogc-b1-i4-640x480-trainer-noamp"),
+        ("the same, 2.2B", "2.2B-le768-nogc-b1-i4-640x480-trainer",
+         "2.2B-le768-nogc-b1-i4-640x480-trainer-noamp"),
+        ("gradient clipping (max_grad_norm=1.0) over none",
+         "256M-le1536-nogc-b1-i4-640x480-trainer", "256M-le1536-nogc-b1-i4-640x480-trainer-noclip"),
+        ("the Trainer with bf16=False over the manual loop (fp32 pixel values on the GPU)",
+         "256M-le1536-nogc-b1-i4-640x480-trainer-noamp", "256M-le1536-nogc-b1-i4-640x480-manual"),
+        ("SFTTrainer over the Trainer (its fused LM head: no full logits)",
+         "256M-le1536-nogc-b2-i4-640x480-sft", "256M-le1536-nogc-b2-i4-640x480-trainer"),
+        ("the same, 2.2B at 1152", "2.2B-le1152-nogc-b1-i2-4032x3024-sft",
+         "2.2B-le1152-nogc-b1-i2-4032x3024-trainer"),
+        ("the same with gradient checkpointing", "256M-le1536-gc-b2-i4-640x480-sft",
+         "256M-le1536-gc-b2-i4-640x480-trainer"),
+    ]
+    rows = ["**What each part costs** (step 2's allocated peak, one thing changed):", "",
+            "| what | case | with | without | difference |", "|---|---|---:|---:|---:|"]
+    for what, with_id, without_id in pairs:
+        if with_id in by_id and without_id in by_id:
+            rows.append(f"| {what} | {with_id} | {peak(with_id):.2f} GiB | "
+                        f"{peak(without_id):.2f} GiB | "
+                        f"{peak(with_id) - peak(without_id):+.2f} GiB |")
+    return [*rows, ""]
 
 
 def table(report: dict[str, Any]) -> tuple[list[str], list[float], list[float]]:
@@ -230,7 +369,12 @@ def render(paths: list[Path]) -> str:
         "(measured by `benchmarks/gpu/measure_step.py`) and the memory model",
         "(`pytest_tokenguard/gpu/model.py`, `tokenguard memory`). Do not edit by hand.",
         "",
-        "**Recipe measured.** Architecture from the checkpoint's `config.json`, random",
+        "The loops users run come first (issue 20): the Hugging Face `Trainer` and TRL's",
+        "`SFTTrainer`, which `tokenguard memory` predicts by default (`--loop trainer`). The",
+        "manual-loop tables after them are the recipes of issues 5 and 10 (`--loop manual`).",
+        "",
+        "**Recipe measured (manual loop).** Architecture from the checkpoint's",
+        "`config.json`, random",
         "weights; pure bf16 (parameters, gradients and `torch.optim.AdamW`'s moments, which",
         "are `zeros_like(param)`); `sdpa` attention; inputs made by the real processor at",
         "`size={\"longest_edge\": N}` from samples of 384x384 generated frames plus a short",
@@ -245,13 +389,18 @@ def render(paths: list[Path]) -> str:
         "allocated peak; the error columns are (predicted - measured) / measured.",
         "",
     ]
-    for path in paths:
-        report = json.loads(path.read_text(encoding="utf-8"))
+    reports = [(path, json.loads(path.read_text(encoding="utf-8"))) for path in paths]
+    loops = [(p, r) for p, r in reports if any("loop" in c for c in r["cases"])]
+    for path, report in loops:
+        out += loop_section(path, report)
+    for path, report in reports:
+        if (path, report) in loops:
+            continue
         env = report["environment"]
         rows, vs_alloc, vs_reserved = table(report)
         conf = env.get("alloc_conf") or "default (unset)"
         out += [
-            f"## {report['card']}, PYTORCH_CUDA_ALLOC_CONF={conf}",
+            f"## The manual loop: {report['card']}, PYTORCH_CUDA_ALLOC_CONF={conf}",
             "",
             f"`{path.name}`: {report['card']} ({report['total_memory'] / GIB:.1f} GiB), "
             f"driver {report['driver']}, torch {env['torch']} (CUDA {env['cuda']}), "
@@ -266,7 +415,7 @@ def render(paths: list[Path]) -> str:
             *ddp_second_step(report),
             "",
         ]
-    out += reading([json.loads(path.read_text(encoding="utf-8")) for path in paths])
+    out += reading([report for path, report in reports if (path, report) not in loops])
     return "\n".join(out)
 
 

@@ -17,10 +17,8 @@ from typing import Any, TextIO
 
 from ..counting import CountingError
 from ..gpu.model import (
-    DTYPE_BYTES,
-    FREEZABLE,
-    OPTIMIZERS,
     MemoryModelError,
+    ShapeField,
     check_predicted_limit,
     estimate_for_model,
     shape_fields,
@@ -96,14 +94,50 @@ def _for_the_command_line(message: str) -> str:
     return pattern.sub(option, message)
 
 
+def _add_option(parser: argparse.ArgumentParser, spec: ShapeField) -> None:
+    """One option from a :class:`~pytest_tokenguard.gpu.model.StepShape` field: its name,
+    help and accepted values come from the field, its spelling from the field's kind."""
+    text = spec.help.replace("%", "%%")
+    shown = ("x" if spec.kind == "size" else ",").join(map(str, spec.default)) if isinstance(
+        spec.default, tuple) else spec.default
+    default_help = f"{text} (default {shown})"
+    kinds: dict[str, dict[str, Any]] = {
+        "flag": {"action": "store_true", "help": text},
+        "count": {"type": _count, "default": spec.default, "help": default_help},
+        "positive": {"type": _positive, "default": spec.default, "help": default_help},
+        "positive?": {"type": _positive, "default": None, "help": text},
+        "size": {"type": _image_size, "default": spec.default, "help": default_help},
+        "fraction": {"type": float, "default": spec.default, "help": default_help},
+        "choice": {"choices": spec.choices, "default": spec.default, "help": default_help},
+        "choice?": {"choices": spec.choices, "default": None, "help": text},
+        "choices": {"choices": spec.choices, "action": "append", "default": [],
+                    "help": text + " (repeatable)"},
+        "names": {"default": None, "help": f"{text}; comma-separated (default {shown})"},
+    }
+    parser.add_argument(spec.option, **kinds[spec.kind])
+
+
+def _shape_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options as :class:`StepShape` keywords (a ``names`` option not given is
+    left to its default)."""
+    keywords: dict[str, Any] = {}
+    for spec in shape_fields():
+        value = getattr(args, spec.name)
+        if spec.kind == "names" and value is None:
+            continue
+        keywords[spec.name] = tuple(value) if spec.kind == "choices" else value
+    return keywords
+
+
 def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``memory`` subcommand to ``tokenguard``'s subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "memory",
         help="predicted GPU peak of one training step (no GPU needed)",
         description="Predict the torch peak allocated memory of one SmolVLM2 training step "
-        "(forward, backward, AdamW step; bf16 weights, gradients and moments) from the "
-        "model's shapes. Measured on H100 and H200 (README, docs/gpu-memory.md): never more "
+        "(forward, backward, optimizer step) in the loop you run (--loop: the Hugging Face "
+        "Trainer by default, TRL's SFTTrainer, or a manual loop) from the model's shapes. "
+        "Measured on H100 and H200 (README, docs/gpu-memory.md): never more "
         "than 2% below a measured peak; within -0.9% to +4.9% for every recipe but DDP, "
         "whose second step it predicts up to 12.1% high (the bucket NCCL may hold; within "
         "5% from the third step). The allocator's cache and the CUDA context come on top.",
@@ -113,35 +147,8 @@ def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=os.environ.get("TOKENGUARD_MODEL", DEFAULT_MODEL),
         help="checkpoint folder with config.json, or a known hub id (default %(default)s)",
     )
-    parser.add_argument("--longest-edge", type=_positive, default=None,
-                        help="processor resolution (default: the checkpoint's own)")
-    parser.add_argument("--images", type=_count, default=4, help="images per sample (4)")
-    parser.add_argument("--image-size", type=_image_size, default=(384, 384),
-                        help="WIDTHxHEIGHT of every image (384x384)")
-    parser.add_argument("--batch", type=_positive, default=1, help="samples per step (1)")
-    parser.add_argument("--text-tokens", type=_count, default=64,
-                        help="text tokens per sample besides the image blocks (64)")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="bfloat16")
-    parser.add_argument("--optimizer", choices=(*OPTIMIZERS, "adamw"), default="adamw-fused",
-                        help="adamw-fused is the HF Trainer's default (adamw_torch_fused); "
-                        "adamw-foreach (alias adamw) is torch.optim.AdamW's default; sgd keeps "
-                        "no state (default %(default)s)")
-    parser.add_argument("--lora-rank", type=_positive, default=None,
-                        help="LoRA rank through peft (default: full fine-tuning)")
-    parser.add_argument("--lora-targets", default=None,
-                        help="comma-separated module names as peft's target_modules matches "
-                        "them, vision tower included (default "
-                        "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
-    parser.add_argument("--lora-dropout", type=float, default=0.0,
-                        help="LoRA dropout; above 0 adds a mask and copy per adapter (0)")
-    parser.add_argument("--freeze", choices=FREEZABLE, action="append", default=[],
-                        help="freeze the vision tower, or the text model with lm_head")
-    parser.add_argument("--gpus", type=_positive, default=1,
-                        help="data-parallel GPUs, one process each; predicts the per-GPU peak")
-    parser.add_argument("--sharding", choices=("ddp", "fsdp"), default=None,
-                        help="ddp (a full copy per GPU) or fsdp (FSDP2 fully_shard per layer); "
-                        "needs --gpus 2 or more")
+    for spec in shape_fields():  # the one definition of a step: StepShape
+        _add_option(parser, spec)
     parser.add_argument("--limit", type=_size, default=None,
                         help=f"exit 1 when the prediction passes this size ({accepted_units()})")
     parser.add_argument("--json", action="store_true", help="one JSON object")
@@ -158,26 +165,8 @@ def run_memory(
     if problem is not None:
         print(f"tokenguard memory: {problem}", file=err)
         return EXIT_USAGE
-    recipe = {}
-    if args.lora_targets is not None:
-        recipe["lora_targets"] = args.lora_targets
     try:
-        shape = validate(
-            longest_edge=args.longest_edge,
-            images=args.images,
-            text_tokens=args.text_tokens,
-            batch=args.batch,
-            gradient_checkpointing=args.gradient_checkpointing,
-            dtype=args.dtype,
-            optimizer=args.optimizer,
-            image_size=args.image_size,
-            lora_rank=args.lora_rank,
-            lora_dropout=args.lora_dropout,
-            freeze=tuple(args.freeze),
-            gpus=args.gpus,
-            sharding=args.sharding,
-            **recipe,
-        )
+        shape = validate(**_shape_keywords(args))
         estimate = estimate_for_model(args.model, shape)
     except (MemoryModelError, SpecError, CountingError) as exc:
         line = " ".join(message(exc).split())  # one line, whatever a hostile file held

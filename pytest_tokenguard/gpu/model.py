@@ -116,14 +116,21 @@ __all__ = [
     "DTYPE_BYTES",
     "FREEZABLE",
     "FSDP_LAYER_BUFFERS",
+    "FUSED_HEAD_TOKENS",
+    "FUSED_HEAD_VOCAB",
     "KNOWN_ARCHITECTURES",
     "LIBRARY_WORKSPACES",
+    "LOOPS",
+    "LOOP_TABLE",
     "OPTIMIZERS",
+    "OPTIMIZER_TABLE",
     "SHARDINGS",
     "Architecture",
     "LinearModule",
+    "Loop",
     "MemoryEstimate",
     "MemoryModelError",
+    "Optimizer",
     "ShapeField",
     "StepShape",
     "architecture_from_config",
@@ -160,17 +167,90 @@ EMBEDDING_BACKWARD = 5
 #: The SmolVLM fine-tuning notebook's LoRA targets: every projection of attention and MLP.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                         "down_proj")
-#: Optimizer implementations modelled; ``adamw`` is kept as an alias of ``adamw-foreach``
-#: (what ``torch.optim.AdamW`` runs by default, and what the first recorded cases used).
-OPTIMIZERS = ("adamw-fused", "adamw-foreach", "sgd")
+@dataclass(frozen=True)
+class Optimizer:
+    """What an optimizer implementation keeps and allocates, per byte of trained parameter."""
+
+    name: str
+    help: str
+    #: state buffers per trained parameter, each ``zeros_like(param)`` (AdamW's two moments)
+    states: int
+    #: the foreach step's temporaries: one parameter-sized (the second moment's square
+    #: root) and, measured, one more of the largest tensor (the vocab x hidden table)
+    foreach_temporary: bool
+
+
+#: The optimizer implementations modelled, by name: one row each, no branch on a name.
+OPTIMIZER_TABLE: dict[str, Optimizer] = {
+    opt.name: opt
+    for opt in (
+        Optimizer("adamw-fused", "torch.optim.AdamW(fused=True), the HF Trainer's default "
+                  "adamw_torch_fused", states=2, foreach_temporary=False),
+        Optimizer("adamw-foreach", "torch.optim.AdamW(foreach=True), torch's own default",
+                  states=2, foreach_temporary=True),
+        Optimizer("sgd", "torch.optim.SGD without momentum: no state", states=0,
+                  foreach_temporary=False),
+    )
+}
+#: ``adamw`` is kept as an alias of ``adamw-foreach`` (what ``torch.optim.AdamW`` runs by
+#: default, and what the first recorded cases used); the Trainer's ``optim`` names too.
+OPTIMIZERS = tuple(OPTIMIZER_TABLE)
 _OPTIMIZER_ALIASES = {"adamw": "adamw-foreach", "adamw_torch_fused": "adamw-fused",
                       "adamw_torch": "adamw-foreach"}
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The training loop that runs the step, and what it changes in memory (issue 20)."""
+
+    name: str
+    help: str
+    #: the forward runs under ``torch.autocast(bfloat16)`` (the Trainer's ``bf16=True``,
+    #: through accelerate): LayerNorm is on autocast's fp32 list, so each vision LayerNorm
+    #: saves an fp32 copy of its input, and each Linear that reads its fp32 output saves
+    #: its own bf16 cast of it (three for q, k, v)
+    autocast: bool
+    #: bytes per channel of the pixel values on the GPU: the processor's fp32 tensor as the
+    #: Trainer's collator hands it over (4), or cast to the model's dtype first (None)
+    pixel_bytes: int | None
+    #: TRL's fused LM head: log-probabilities computed in vocabulary chunks, never the full
+    #: logits; it saves the hidden states it scores and its gradients accumulate in fp32
+    fused_lm_head: bool
+
+
+#: The loops modelled, by name. The default is the loop most users run.
+LOOP_TABLE: dict[str, Loop] = {
+    loop.name: loop
+    for loop in (
+        Loop("trainer", "transformers' Trainer with bf16=True (autocast), its collator's fp32 "
+             "pixel values, gradient clipping", autocast=True, pixel_bytes=4,
+             fused_lm_head=False),
+        Loop("sft-trainer", "TRL's SFTTrainer (bf16=True, its vision collator, its fused LM "
+             "head: no full logits)", autocast=True, pixel_bytes=4, fused_lm_head=True),
+        Loop("manual", "loss.backward(); optimizer.step() on a model loaded in dtype, pixel "
+             "values cast to it, no autocast", autocast=False, pixel_bytes=None,
+             fused_lm_head=False),
+    )
+}
+LOOPS = tuple(LOOP_TABLE)
+_LOOP_ALIASES = {"sft": "sft-trainer", "sfttrainer": "sft-trainer", "hf-trainer": "trainer"}
+
+#: TRL's fused LM head (``trl.kernels.chunked_logprob``, TRL 1.16): tiles of this many
+#: tokens by this many vocabulary entries.
+FUSED_HEAD_TOKENS = 4096
+FUSED_HEAD_VOCAB = 32768
+
 FREEZABLE = ("vision", "text")
 SHARDINGS = ("ddp", "fsdp")
 
 
-def _meta(help_text: str, accepted: str) -> dict[str, str]:
-    return {"help": help_text, "accepted": accepted}
+def _meta(help_text: str, accepted: str, kind: str,
+          choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A field's help, accepted values and ``kind``: how a command line spells it
+    (``count``/``positive``: an integer from 0/1, ``positive?``: one or none, ``flag``,
+    ``choice``/``choice?``: one of ``choices`` (or none), ``choices``: repeatable,
+    ``size``: WIDTHxHEIGHT, ``names``: comma-separated, ``fraction``)."""
+    return {"help": help_text, "accepted": accepted, "kind": kind, "choices": choices}
 
 
 @dataclass(frozen=True)
@@ -185,42 +265,50 @@ class StepShape:
 
     longest_edge: int | None = field(default=None, metadata=_meta(
         "processor resolution in pixels (default: the checkpoint's own)",
-        "a positive integer, or None for the checkpoint's default"))
+        "a positive integer, or None for the checkpoint's default", "positive?"))
     images: int = field(default=4, metadata=_meta(
-        "images per sample", "an integer, 0 or more"))
+        "images per sample", "an integer, 0 or more", "count"))
     image_size: tuple[int, int] = field(default=(384, 384), metadata=_meta(
-        "WIDTHxHEIGHT of every image", "two positive integers, e.g. (384, 384) or '384x384'"))
+        "WIDTHxHEIGHT of every image", "two positive integers, e.g. (384, 384) or '384x384'",
+        "size"))
     text_tokens: int = field(default=64, metadata=_meta(
-        "text tokens per sample besides the image blocks", "an integer, 0 or more"))
+        "text tokens per sample besides the image blocks", "an integer, 0 or more", "count"))
     batch: int = field(default=1, metadata=_meta(
-        "samples per step on each GPU", "an integer, 1 or more"))
+        "samples per step on each GPU", "an integer, 1 or more", "positive"))
     gradient_checkpointing: bool = field(default=False, metadata=_meta(
-        "recompute each layer in backward (non-reentrant checkpointing)", "True or False"))
+        "recompute each layer in backward (non-reentrant checkpointing)", "True or False",
+        "flag"))
     dtype: str = field(default="bfloat16", metadata=_meta(
-        "dtype of parameters, gradients and optimizer states", ", ".join(DTYPE_BYTES)))
+        "dtype of parameters, gradients and optimizer states", ", ".join(DTYPE_BYTES),
+        "choice", tuple(DTYPE_BYTES)))
+    loop: str = field(default="trainer", metadata=_meta(
+        "the training loop: " + "; ".join(f"{loop.name}: {loop.help}"
+                                          for loop in LOOP_TABLE.values()),
+        ", ".join(LOOPS), "choice", LOOPS))
     optimizer: str = field(default="adamw-fused", metadata=_meta(
         "adamw-fused is the HF Trainer's default (adamw_torch_fused); adamw-foreach is "
         "torch.optim.AdamW's own default ('adamw' is an alias); sgd keeps no state",
-        ", ".join(OPTIMIZERS)))
+        ", ".join(OPTIMIZERS), "choice", (*OPTIMIZERS, *_OPTIMIZER_ALIASES)))
     lora_rank: int | None = field(default=None, metadata=_meta(
-        "LoRA rank through peft (default: full fine-tuning)", "an integer, 1 or more"))
+        "LoRA rank through peft (default: full fine-tuning)", "an integer, 1 or more",
+        "positive?"))
     lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata=_meta(
         "Linear modules that get LoRA adapters, as peft's target_modules list matches them "
         "(a module's full name or its trailing dotted parts; 'all-linear' for every Linear "
         "but lm_head), vision tower included",
-        "module names, comma-separated or a list"))
+        "module names, comma-separated or a list", "names"))
     lora_dropout: float = field(default=0.0, metadata=_meta(
         "LoRA dropout (any value above 0 adds a dropout mask and copy per adapter)",
-        "a number from 0 to below 1"))
+        "a number from 0 to below 1", "fraction"))
     freeze: tuple[str, ...] = field(default=(), metadata=_meta(
         "frozen part: the vision tower, or the text model with lm_head",
-        ", ".join(FREEZABLE)))
+        ", ".join(FREEZABLE), "choices", FREEZABLE))
     gpus: int = field(default=1, metadata=_meta(
         "data-parallel GPUs, one process each; the prediction is per GPU",
-        "an integer, 1 or more"))
+        "an integer, 1 or more", "positive"))
     sharding: str | None = field(default=None, metadata=_meta(
         "how several GPUs share the model: ddp (a full copy each) or fsdp (FSDP2 "
-        "fully_shard per layer)", ", ".join(SHARDINGS)))
+        "fully_shard per layer)", ", ".join(SHARDINGS), "choice?", SHARDINGS))
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -243,6 +331,12 @@ class StepShape:
             raise MemoryModelError(
                 "freeze=vision,text freezes everything but the connector: not a modelled "
                 "recipe; freeze one of vision, text")
+        if LOOP_TABLE[self.loop].autocast and self.dtype not in ("bfloat16", "bf16"):
+            raise MemoryModelError(
+                f"loop={self.loop} with dtype={self.dtype}: bf16=True on a model loaded in "
+                f"{self.dtype} (autocast over {self.dtype} master weights) is not modelled; "
+                "load the model in bfloat16, or give loop=manual for a pure "
+                f"{self.dtype} step")
         if self.gpus > 1 and self.sharding is None:
             raise MemoryModelError(f"gpus={self.gpus} needs sharding: ddp or fsdp")
         if self.gpus == 1 and self.sharding is not None:
@@ -252,7 +346,7 @@ class StepShape:
 
     def recipe(self) -> str:
         """The recipe in a few words, for reports."""
-        parts = [self.dtype, self.optimizer]
+        parts = [self.loop, self.dtype, self.optimizer]
         if self.lora_rank is None:
             parts.append("full fine-tuning")
         else:
@@ -281,6 +375,8 @@ class ShapeField:
     default: Any
     help: str
     accepted: str
+    kind: str = "choice"
+    choices: tuple[str, ...] = ()
 
     @property
     def option(self) -> str:
@@ -292,7 +388,8 @@ def shape_fields() -> tuple[ShapeField, ...]:
     """Every keyword of :class:`StepShape`, in order: what the CLI and the marker list."""
     return tuple(
         ShapeField(spec.name, spec.default if spec.default is not MISSING else None,
-                   spec.metadata["help"], spec.metadata["accepted"])
+                   spec.metadata["help"], spec.metadata["accepted"], spec.metadata["kind"],
+                   spec.metadata["choices"])
         for spec in fields(StepShape)
     )
 
@@ -401,6 +498,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "batch": _integer(1),
     "gradient_checkpointing": _boolean,
     "dtype": _choice(tuple(DTYPE_BYTES)),
+    "loop": _choice(LOOPS, _LOOP_ALIASES),
     "optimizer": _choice(OPTIMIZERS, _OPTIMIZER_ALIASES),
     "lora_rank": _optional_positive,
     "lora_targets": _names,
@@ -730,16 +828,25 @@ class _Linear:
 class _Saver:
     """Bytes per token autograd saves along one layer, following which values need grad."""
 
-    def __init__(self, b: int, rank: int, dropout: bool) -> None:
-        self.b, self.rank, self.dropout = b, rank, dropout
+    def __init__(self, b: int, rank: int, dropout: bool, autocast: bool = False) -> None:
+        self.b, self.rank, self.dropout, self.autocast = b, rank, dropout, autocast
         self.bytes = 0
 
+    def layer_norm(self, h: int) -> None:
+        """A LayerNorm on the path to a trained value saves its input, mean and rstd; under
+        autocast (fp32 list) the input it saves is an fp32 copy."""
+        self.bytes += (4 if self.autocast else self.b) * h + 8
+
     def linears(self, fan_in: int, users: list[_Linear], live: bool,
-                input_saved: bool = False) -> bool:
+                input_saved: bool = False, fp32_input: bool = False) -> bool:
         """Linears sharing one input: it is saved once if a base weight trains (unless
         ``input_saved``: another node keeps it already); each LoRA adapter saves its own
-        fp32 copy (or dropout output and mask) and its r values."""
-        if any(user.base for user in users) and not input_saved:
+        fp32 copy (or dropout output and mask) and its r values. An ``fp32_input`` (a
+        LayerNorm's output under autocast) is cast to bf16 by each Linear apart (autocast
+        caches casts of parameters only), and each saves its own copy."""
+        if fp32_input and self.autocast:
+            self.bytes += self.b * fan_in * sum(user.base for user in users)
+        elif any(user.base for user in users) and not input_saved:
             self.bytes += self.b * fan_in
         for user in users:
             if user.lora:
@@ -753,16 +860,17 @@ def _vision_layer(arch: Architecture, saver: _Saver, lin: Callable[[str], _Linea
                   norms: bool, live: bool) -> bool:
     h, i, b = arch.vision_hidden, arch.vision_intermediate, saver.b
     if live or norms:  # layer_norm1 saves its input, mean and rstd
-        saver.bytes += b * h + 8
+        saver.layer_norm(h)
     live = live or norms
-    attn = saver.linears(h, [lin("q_proj"), lin("k_proj"), lin("v_proj")], live)
+    attn = saver.linears(h, [lin("q_proj"), lin("k_proj"), lin("v_proj")], live,
+                         fp32_input=True)
     if attn:  # sdpa saves q, k, v, its output and the log-sum-exp
         saver.bytes += 4 * b * h + 4 * arch.vision_heads
     # out_proj's input is the attention output sdpa saves already
     live = saver.linears(h, [lin("out_proj")], attn, input_saved=attn) or live
     if live or norms:  # layer_norm2
-        saver.bytes += b * h + 8
-    mlp = saver.linears(h, [lin("fc1")], live or norms)
+        saver.layer_norm(h)
+    mlp = saver.linears(h, [lin("fc1")], live or norms, fp32_input=True)
     if mlp:  # GELU saves its input
         saver.bytes += b * i
     return saver.linears(i, [lin("fc2")], mlp) or live
@@ -811,6 +919,7 @@ class _Plan:
 
 def _plan(arch: Architecture, shape: StepShape) -> _Plan:
     b = DTYPE_BYTES[shape.dtype]
+    autocast = LOOP_TABLE[shape.loop].autocast
     adapters = lora_modules(arch, shape)
     lora = shape.lora_rank is not None
     rank = shape.lora_rank or 0
@@ -844,7 +953,7 @@ def _plan(arch: Architecture, shape: StepShape) -> _Plan:
     def run(part: str, layer_fn: Any, count: int, live: bool) -> tuple[list[int], list[bool]]:
         saved, lives = [], []
         for index in range(count):
-            saver = _Saver(b, rank, shape.lora_dropout > 0)
+            saver = _Saver(b, rank, shape.lora_dropout > 0, autocast)
             stem = "model.vision_model.encoder.layers" if part == "vision" else \
                 "model.text_model.layers"
 
@@ -864,10 +973,11 @@ def _plan(arch: Architecture, shape: StepShape) -> _Plan:
                                     full["vision"])
     vision_end = vision_live[-1] if vision_live else full["vision"]
     hv = arch.vision_hidden
-    outside = _Saver(b, rank, shape.lora_dropout > 0)
+    outside = _Saver(b, rank, shape.lora_dropout > 0, autocast)
     if vision_end or full["vision"]:  # post_layernorm, and the connector's pixel shuffle
         # keeps one more copy of the tower's output (measured: b·hv per vision token)
-        outside.bytes += 2 * b * hv + 8
+        outside.layer_norm(hv)
+        outside.bytes += b * hv
     connector_live = outside.linears(
         hv, [_Linear(full["connector"], "model.connector.modality_projection.proj" in adapted)],
         vision_end or full["vision"])
@@ -876,7 +986,7 @@ def _plan(arch: Architecture, shape: StepShape) -> _Plan:
     text_saved, text_live = run("text", _text_layer, arch.text_layers, text_in)
     text_end = text_live[-1] if text_live else text_in
     h = arch.text_hidden
-    text_outside = _Saver(b, rank, shape.lora_dropout > 0)
+    text_outside = _Saver(b, rank, shape.lora_dropout > 0, autocast)
     if text_end or full["text"]:  # the final RMSNorm
         text_outside.bytes += 4 * h + 4 + (b * h if full["text"] else 0)
     text_outside.linears(h, [_Linear(full["text"], "lm_head" in adapted)], text_end)
@@ -1038,12 +1148,11 @@ def estimate_step(
     plan = _plan(arch, shape)
     fsdp = shape.sharding == "fsdp"
     shards = shape.gpus if fsdp else 1
-    adam = shape.optimizer.startswith("adamw")
-    states = 2 * plan.trained if adam else 0
-    # foreach AdamW: one parameter-sized temporary (the square root of the second moment)
-    # and, measured, one more of the largest tensor (the vocab x hidden table)
+    opt = OPTIMIZER_TABLE[shape.optimizer]
+    loop = LOOP_TABLE[shape.loop]
+    states = opt.states * plan.trained
     step_temp = (plan.trained + b * arch.vocab_size * arch.text_hidden
-                 if shape.optimizer == "adamw-foreach" else 0)
+                 if opt.foreach_temporary else 0)
     buckets = plan.trained if shape.sharding == "ddp" else 0
     # DDP's second step: the first step's one flat bucket of every trained gradient, kept
     # by NCCL's stash from the rebuild to the first bucket all-reduce (module docstring)
@@ -1053,7 +1162,6 @@ def estimate_step(
     tiles = shape.batch * tiles_per_sample
     vision_tokens = tiles * arch.patches_per_tile
     text_tokens = shape.batch * seq_len
-    logits_elems = text_tokens * arch.vocab_size
 
     if shape.gradient_checkpointing:
         # every checkpointed layer keeps its input, measured so even in a frozen tower
@@ -1074,12 +1182,14 @@ def estimate_step(
         # gradients of the residual stream while the vision tower runs backward
         vision_recompute = vision_tokens * 2 * b * hv if any(plan.vision_live) else 0
         text_recompute = 0
-    logits_kept = 4 * logits_elems
+    head = _head_terms(arch, loop, b, text_tokens, plan.embedding_trains)
     pixels = tiles * arch.image_size**2
-    # measured: 14 bytes per pixel on the GPU (bf16 pixel values, 6; the processor's
-    # pixel attention mask, 8), and three int64 tensors per token (ids, mask, labels)
-    inputs = pixels * (3 * b + 8) + text_tokens * 8 * 3
-
+    # measured: 14 bytes per pixel on the GPU with bf16 pixel values (their 6, and the
+    # processor's int64 pixel attention mask, 8); a loop that hands the processor's fp32
+    # pixel values to the model adds 2 bytes per channel (the model casts them itself);
+    # three int64 tensors per token (ids, mask, labels)
+    pixel_bytes = loop.pixel_bytes or b
+    inputs = pixels * (3 * pixel_bytes + 8) + text_tokens * 8 * 3
     weights = _shard(plan.weights, shards)
     gradients = _shard(plan.trained, shards)
     optimizer = _shard(states, shards)
@@ -1091,16 +1201,15 @@ def estimate_step(
     grads_not_vision = _shard(plan.trained - plan.trained_vision, shards) + root_grads
 
     held = weights + optimizer + inputs + buckets + LIBRARY_WORKSPACES
-    saved = vision_saved + text_saved + logits_kept
+    saved = vision_saved + text_saved + head.kept
     # the embedding table's backward runs last; a frozen vision tower's checkpointed
     # inputs are still held then
     embedding = (EMBEDDING_BACKWARD * arch.vocab_size * arch.text_hidden
                  if plan.embedding_trains else 0)
     vision_held = 0 if any(plan.vision_live) else vision_saved
     moments = {
-        "end of forward": held + gathered + vision_saved + text_saved
-        + (b + 4 + 4) * logits_elems,
-        "start of backward": held + gathered + saved + 8 * logits_elems,
+        "end of forward": held + gathered + vision_saved + text_saved + head.forward,
+        "start of backward": held + gathered + saved + head.backward,
         "start of vision backward": held + gathered + vision_saved + grads_not_vision
         + max(text_recompute, vision_recompute),
         "end of backward": held + gathered + gradients + root_grads + vision_recompute,
@@ -1132,7 +1241,7 @@ def estimate_step(
         activations=saved,
         vision_activations=vision_saved,
         text_activations=text_saved,
-        logits=logits_kept,
+        logits=head.kept,
         inputs=inputs,
         transient=peak - accounted,
         parameters=arch.parameters + plan.lora_parameters,
@@ -1152,6 +1261,42 @@ def estimate_step(
         sharding=shape.sharding,
         recipe=shape.recipe(),
     )
+
+
+@dataclass(frozen=True)
+class _Head:
+    """What the language-model head and the loss hold, in bytes: ``kept`` from the forward
+    to the head's backward, ``forward`` at the end of the forward (``kept`` included),
+    ``backward`` at the start of backward on top of ``kept``."""
+
+    kept: int
+    forward: int
+    backward: int
+
+
+def _head_terms(arch: Architecture, loop: Loop, b: int, tokens: int,
+                lm_head_trains: bool) -> _Head:
+    """The head's terms for ``tokens`` scored tokens (every token of the batch: the
+    labels are the inputs)."""
+    if not loop.fused_lm_head:
+        # the loss upcasts the logits to fp32: the forward briefly holds b + 4 + 4 bytes
+        # per logit (bf16 logits, fp32 copy, log-softmax) and keeps 4; the backward's first
+        # node holds 8 more. The Trainer's fp32 copy of the outputs (accelerate's
+        # convert_outputs_to_fp32) replaces the bf16 logits within the same b + 8.
+        logits = tokens * arch.vocab_size
+        return _Head(kept=4 * logits, forward=(b + 8) * logits, backward=8 * logits)
+    h = arch.text_hidden
+    # TRL's ChunkedLogProbFunction saves the hidden states it scores (a gathered copy),
+    # the targets (int64), log Z and the entropy (fp32); its forward computes one tile of
+    # logits at a time and keeps seven fp32 statistics per token
+    kept = tokens * (b * h + 8 + 4 + 4)
+    tile = min(tokens, FUSED_HEAD_TOKENS) * min(arch.vocab_size, FUSED_HEAD_VOCAB) * b
+    # its backward accumulates the hidden states' gradient, and lm_head's when it trains,
+    # in fp32, recomputes the tiles, and casts both to the model's dtype at the end while
+    # the fp32 ones are still held
+    weight = (4 + b) * arch.vocab_size * h if lm_head_trains else 0
+    return _Head(kept=kept, forward=kept + tile + 7 * 4 * tokens,
+                 backward=(4 + b) * h * tokens + weight + tile + 4 * tokens)
 
 
 #: The moments of :func:`estimate_step` that come before step 2's first bucket all-reduce:

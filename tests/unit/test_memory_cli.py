@@ -249,3 +249,42 @@ def test_a_closed_stdout_is_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> 
 
     args = parser().parse_args(["memory"])
     assert run_memory(args, Closed(), io.StringIO()) == 1  # as count and split: not all written
+
+
+# --- issue 20: the loop, and the options from the one definition of a step -----------
+
+
+def test_every_step_keyword_is_an_option_and_nothing_else() -> None:
+    """The command's step options are StepShape's fields, declared once: a keyword the
+    marker takes is an option here, and no step option exists that the marker lacks."""
+    from pytest_tokenguard.gpu.model import shape_fields
+
+    top = argparse.ArgumentParser(prog="tokenguard")
+    sub = add_memory_parser(top.add_subparsers())
+    options = {opt for action in sub._actions for opt in action.option_strings}
+    step = {spec.option for spec in shape_fields()}
+    assert step <= options
+    assert options - step == {"-h", "--help", "--model", "--limit", "--json"}
+
+
+def test_loop_defaults_to_the_trainer_and_each_loop_is_priced() -> None:
+    """Issue 20's case (256M, 1536, four 640x480 photos, batch 2): the Trainer's step
+    measured 37.3 GiB, SFTTrainer's 34.8, the manual loop predicted 31.4 (16% low)."""
+    argv = ("--json", "--model", "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+            "--longest-edge", "1536", "--image-size", "640x480", "--batch", "2")
+    peaks = {}
+    for loop in ("trainer", "sft-trainer", "manual"):
+        code, out, _ = run(*argv, "--loop", loop)
+        assert code == 0
+        peaks[loop] = json.loads(out)["peak_gib"]
+        assert json.loads(out)["recipe"].startswith(loop)
+    assert json.loads(run(*argv)[1])["peak_gib"] == peaks["trainer"]
+    assert peaks["manual"] < peaks["sft-trainer"] < peaks["trainer"]
+    assert peaks["trainer"] == pytest.approx(37.3, rel=0.02)
+
+
+def test_mixed_precision_is_refused_with_the_option_named() -> None:
+    code, _, err = run("--dtype", "float32")
+    assert code == 2
+    assert "--loop trainer with --dtype float32" in err
+    assert "--loop manual" in err
