@@ -28,11 +28,13 @@ intro, a timestamp line and an image block per sampled frame, and an outro
 with the text around the placeholder (``": " + "You are..."``): a message's cost
 tokenizes them in place, exactly. Two facts of transformers shape the rest:
 
-* every intro of one processor call spells the *largest* sampled frame count among
-  the call's videos (transformers reads it off the padded batch). So a message's cost
-  depends on that count: :func:`message_cost` takes it as ``intro_frames`` (default:
-  the message's own largest), and :func:`count_conversation` passes the
-  conversation's. The sum stays exact for any conversation, given its count;
+* up to transformers 5.24 every intro of one processor call spells the *largest*
+  sampled frame count among the call's videos (read off the padded batch); from 5.25
+  on each intro spells its own video's (:func:`~pytest_tokenguard.video.
+  intros_spell_the_largest`). So under the older rule a message's cost depends on that
+  count: :func:`message_cost` takes it as ``intro_frames`` (default: the message's own
+  largest), and :func:`count_conversation` passes the conversation's. The sum stays
+  exact for any conversation, given its count;
 * a conversation that holds a video is rendered with transformers' own chat template
   (``DEFAULT_CHAT_TEMPLATE``), whatever the checkpoint's: its list content renders as
   SmolVLM2's (plus ``<video>``), plain-string content is refused
@@ -289,15 +291,15 @@ def _build_facts(counter: TokenCounter) -> _Facts:
 def video_cost(item: VideoItem, counter: TokenCounter, intro_frames: int | None = None) -> Any:
     """The exact :class:`~pytest_tokenguard.video.VideoCost` of a video item, sampled
     as the processor samples it (its ``num_frames``/``sample_fps``, else the
-    processor's ``video_sampling``); ``intro_frames`` is the frame count the intro
-    spells (the largest of the call; default: this video's own)."""
+    processor's ``video_sampling``); ``intro_frames`` is the largest frame count of the
+    call (default: this video's own), which the intro spells under transformers <= 5.24."""
     return counter.video_counter(item.info(), num_frames=item.num_frames, fps=item.sample_fps,
                                  intro_frames=intro_frames)
 
 
 def video_costs(items: Sequence[VideoItem], counter: TokenCounter) -> list[Any]:
-    """The costs of the videos of ONE processor call, in order: every intro spells the
-    largest sampled frame count among them, as transformers writes it."""
+    """The costs of the videos of ONE processor call, in order, as the installed
+    transformers writes their intros (:meth:`~pytest_tokenguard.video.VideoCounter.many`)."""
     plans = [counter.video_counter.plan(item.info(), num_frames=item.num_frames,
                                         fps=item.sample_fps) for item in items]
     most = max((plan.frames for plan in plans), default=0)
@@ -305,8 +307,9 @@ def video_costs(items: Sequence[VideoItem], counter: TokenCounter) -> list[Any]:
 
 
 def intro_frames(messages: Sequence[Message], counter: TokenCounter) -> int | None:
-    """The frame count every intro of ``messages`` spells when they are processed in one
-    call (the largest any of their videos samples), or None when they hold no video."""
+    """The largest frame count any video of ``messages`` samples, which every intro
+    spells when they are processed in one call under transformers <= 5.24 (from 5.25 on
+    each intro spells its own), or None when they hold no video."""
     frames = [_video_entry(item, counter, _video_facts(counter), None)[0].frames
               for m in messages for item in m.content if type(item) is VideoItem]
     return max(frames, default=None)
@@ -325,6 +328,8 @@ def _video_entry(item: VideoItem, counter: TokenCounter, facts: _Facts,
                  intro: int | None) -> tuple[Any, int]:
     """(cost, tokens of the pieces between its first and last block) of a video item,
     cached on the facts (a clip and its intro count identify the text)."""
+    if not counter.video_counter.shared_intro:
+        intro = None  # each intro spells its own video's count: one entry per clip
     key = (item, intro)
     entry = facts.videos.get(key)
     if entry is None:
@@ -365,7 +370,7 @@ def message_cost(
         content = ()  # the template iterates list items only: the string is not written
     pieces = 0
     blocks = images = image_tokens = videos = video_frames = 0
-    if intro_frames is None and message.videos:
+    if intro_frames is None and message.videos and counter.video_counter.shared_intro:
         intro_frames = max(_video_entry(item, counter, facts, None)[0].frames
                            for item in content if type(item) is VideoItem)
     for item in content:
