@@ -53,12 +53,12 @@ splitter) refuses it with a :class:`TemplateError` naming the template's file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
 from .conversation import (
     Conversation,
@@ -73,10 +73,9 @@ from .conversation import (
     to_chat_template,
     videos_of,
 )
-from .counting import count_image
 from .errors import ConversationError, InputError
 from .errors import TemplateError as TemplateError
-from .processor.chat import render_chat
+from .processor.chat import render_chat, template_file
 from .tokens import TokenCounter, fast_text_counter
 from .video import VIDEO_TOKEN
 
@@ -163,7 +162,6 @@ class _Facts(NamedTuple):
     eou: int
     generation_tail: int  # tokens of "\nAssistant:" (replaces the final "\n")
     text: Any  # str -> int, exact
-    images: dict[tuple[int, int], tuple[int, int]]  # (w, h) -> (block, <image> tokens)
     headers: dict[str, tuple[str, int]]  # role -> ("Role:", its tokens)
     #: (video item, intro frames) -> (cost, tokens of its pieces between two blocks)
     videos: dict[tuple[VideoItem, int | None], tuple[Any, int]]
@@ -208,35 +206,25 @@ def is_known_template(template: object) -> bool:
     return tree is not None and bool(tree == _syntax(CHAT_TEMPLATE))
 
 
-def template_file(processor: Any) -> str:
-    """The file the processor's chat template was read from, as transformers looks for it
-    (``chat_template`` in processor_config.json, else chat_template.json, else
-    chat_template.jinja), or a description when it was not read from a folder."""
-    tokenizer = getattr(processor, "tokenizer", None)
-    folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
-    if str(folder) not in ("", ".") and folder.is_dir():
-        config = folder / "processor_config.json"
-        try:
-            if "chat_template" in json.loads(config.read_text(encoding="utf-8")):
-                return str(config)
-        except (OSError, ValueError, TypeError):
-            pass
-        for name in ("chat_template.json", "chat_template.jinja"):
-            if (folder / name).is_file():
-                return str(folder / name)
-    return "the processor's chat template"
+#: The additive facts of each counter, and whether its template is SmolVLM2's: kept
+#: here, keyed by the counter (weakly: they go with it), never written into it. A counter
+#: with other settings is another counter, with facts of its own.
+_FACTS: WeakKeyDictionary[TokenCounter, tuple[_Facts, bool]] = WeakKeyDictionary()
+
+
+def _facts_entry(counter: TokenCounter) -> tuple[_Facts, bool]:
+    entry = _FACTS.get(counter)
+    if entry is None:
+        known = is_known_template(getattr(counter.processor, "chat_template", None))
+        entry = _FACTS[counter] = (_build_facts(counter), known)
+    return entry
 
 
 def _facts_or_none(counter: TokenCounter) -> _Facts | None:
     """The additive facts of ``counter``'s processor, None when its template is not
-    SmolVLM2's. Kept on the counter itself, so they live and die with it."""
-    cached = counter.__dict__.get("_sequence_facts", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
-    facts = (_build_facts(counter)
-             if is_known_template(getattr(counter.processor, "chat_template", None)) else None)
-    counter.__dict__["_sequence_facts"] = facts
-    return facts
+    SmolVLM2's."""
+    facts, known = _facts_entry(counter)
+    return facts if known else None
 
 
 def _renders_videos_itself(processor: Any) -> bool:
@@ -251,12 +239,10 @@ def _facts_for(counter: TokenCounter, messages: Sequence[Message]) -> _Facts | N
     """The additive facts for ``messages``: a conversation that holds a video is rendered
     with transformers' own template, so it is priced additively whatever the
     checkpoint's template is."""
-    facts = _facts_or_none(counter)
-    if facts is None and _renders_videos_itself(counter.processor) and videos_of(messages):
-        facts = counter.__dict__.get("_video_sequence_facts")
-        if facts is None:
-            facts = counter.__dict__["_video_sequence_facts"] = _build_facts(counter)
-    return facts
+    facts, known = _facts_entry(counter)
+    if known or (_renders_videos_itself(counter.processor) and videos_of(messages)):
+        return facts
+    return None
 
 
 def _facts(counter: TokenCounter) -> _Facts:
@@ -275,13 +261,12 @@ def _facts(counter: TokenCounter) -> _Facts:
 def _build_facts(counter: TokenCounter) -> _Facts:
     text = fast_text_counter(counter)
     facts = _Facts(
-        specials=counter._specials,
+        specials=counter.specials,
         im_start=counter.text(IM_START),
         newline=counter.text("\n"),
         eou=counter.text(END_OF_UTTERANCE),
         generation_tail=counter.text("\n" + GENERATION_PROMPT),
         text=text,
-        images={},
         headers={},
         videos={},
     )
@@ -302,8 +287,7 @@ def video_costs(items: Sequence[VideoItem], counter: TokenCounter) -> list[Any]:
     transformers writes their intros (:meth:`~pytest_tokenguard.video.VideoCounter.many`)."""
     plans = [counter.video_counter.plan(item.info(), num_frames=item.num_frames,
                                         fps=item.sample_fps) for item in items]
-    most = max((plan.frames for plan in plans), default=0)
-    return [counter.video_counter.cost(plan, most) for plan in plans]
+    return list(counter.video_counter.costs(plans))
 
 
 def intro_frames(messages: Sequence[Message], counter: TokenCounter) -> int | None:
@@ -316,12 +300,9 @@ def intro_frames(messages: Sequence[Message], counter: TokenCounter) -> int | No
 
 
 def _video_facts(counter: TokenCounter) -> _Facts:
-    facts = _facts_or_none(counter)
-    if facts is None:
-        facts = counter.__dict__.get("_video_sequence_facts")
-        if facts is None:
-            facts = counter.__dict__["_video_sequence_facts"] = _build_facts(counter)
-    return facts
+    """The facts whatever the template (a conversation with a video is rendered with
+    transformers' own)."""
+    return _facts_entry(counter)[0]
 
 
 def _video_entry(item: VideoItem, counter: TokenCounter, facts: _Facts,
@@ -357,7 +338,7 @@ def message_cost(
         facts = (_facts(counter) if not message.videos or
                  _facts_or_none(counter) is not None else _video_facts(counter))
     text = facts.text
-    image_cache = facts.images
+    price = counter.pricing  # the counter's own image prices, at its settings
     header_entry = facts.headers.get(message.role)
     if header_entry is None:
         name = message.role.capitalize() + ":"
@@ -391,16 +372,10 @@ def message_cost(
         if piece:
             pieces += text(piece)
             piece = ""
-        size = (item.width, item.height)  # type: ignore[union-attr]
-        cost = image_cache.get(size)
-        if cost is None:
-            image = count_image(size[0], size[1], counter.longest_edge, counter.spec)
-            cost = image_cache[size] = (image.block_tokens, image.image_tokens)
-            if len(image_cache) > 65536:
-                image_cache.clear()
+        cost = price(item.width, item.height)  # type: ignore[union-attr]
         n = 1 if kind is ImageItem else len(item)  # type: ignore[arg-type]
-        blocks += n * cost[0]
-        image_tokens += n * cost[1]
+        blocks += n * cost.block_tokens
+        image_tokens += n * cost.image_tokens
         images += n
     if piece:
         pieces += text(piece)

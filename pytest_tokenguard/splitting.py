@@ -839,12 +839,7 @@ def _counter(counter: TokenCounter | None, longest_edge: int | None) -> TokenCou
                                                   loaded.longest_edge)
         return _DEFAULT_COUNTERS[key]
     if longest_edge is not None and longest_edge != counter.longest_edge:
-        key = (f"{id(counter)}", longest_edge)
-        cached = _DEFAULT_COUNTERS.get(key)
-        if cached is None or cached.processor is not counter.processor:
-            cached = TokenCounter(counter.processor, counter.spec, longest_edge)
-            _DEFAULT_COUNTERS[key] = cached
-        return cached
+        return counter.with_settings(longest_edge=longest_edge)
     return counter
 
 

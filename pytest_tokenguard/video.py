@@ -872,11 +872,12 @@ class VideoCounter:
         """The costs of the videos of ONE processor call (one batch), as the installed
         transformers writes them: up to 5.24 every intro spells the largest frame count
         among them, from 5.25 on each its own."""
-        plans = [self.plan(v, num_frames=num_frames, fps=fps, video_size=video_size,
-                           do_sample_frames=do_sample_frames) for v in videos]
-        if not plans:
-            return ()
-        most = max(plan.frames for plan in plans)
+        return self.costs([self.plan(v, num_frames=num_frames, fps=fps, video_size=video_size,
+                                     do_sample_frames=do_sample_frames) for v in videos])
+
+    def costs(self, plans: Sequence[VideoPlan]) -> tuple[VideoCost, ...]:
+        """The costs of the plans of ONE processor call, in order (see :meth:`many`)."""
+        most = max((plan.frames for plan in plans), default=0)
         return tuple(self.cost(plan, most) for plan in plans)
 
     def tokens_by_num_frames(

@@ -646,8 +646,8 @@ def test_videos_by_path_and_metadata_split_and_count_again(tmp_path: Path) -> No
             # the processor decodes a file with torchcodec only; without it, it gets the
             # file's metadata (as read by split) with blank frames: the same count, so the
             # test's figures are the same on every machine, FFmpeg or not
-            messages = [Message(m.role, tuple(replace(item, file=None)
-                                              if type(item) is VideoItem else item
-                                              for item in m.content), m.string_content)
-                        for m in messages]
+            messages = tuple(Message(m.role, tuple(replace(item, file=None)
+                                                   if type(item) is VideoItem else item
+                                                   for item in m.content), m.string_content)
+                             for m in messages)
         assert processor_count(processor, messages) == chunk["tokens"] <= 4096
