@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from .errors import CountingError, SpecError, VideoReadError
-from .specs import ModelSpec, known_spec
+from .specs import ModelSpec, has_processor_config, known_spec
 
 __all__ = [
     "FALLBACK_FPS",
@@ -201,19 +201,12 @@ def video_sampling_from_config(config: dict[str, Any], source: str = "config") -
 
 
 def video_sampling_from_folder(folder: str | os.PathLike[str]) -> VideoSampling:
-    """The ``video_sampling`` of a checkpoint folder, from ``preprocessor_config.json``."""
-    import json
+    """The ``video_sampling`` of a checkpoint folder, from its image processor's settings
+    (``preprocessor_config.json``, or the ``image_processor`` section of
+    ``processor_config.json`` that ``save_pretrained`` writes)."""
+    from .specs import image_processor_config
 
-    path = Path(folder) / "preprocessor_config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: not found; point at a SmolVLM2 checkpoint folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read ({exc}); restore it from the checkpoint"
-                        ) from None
-    if not isinstance(config, dict):
-        raise SpecError(f"{path}: expected a JSON object; restore it from the checkpoint")
+    config, path = image_processor_config(Path(folder))
     return video_sampling_from_config(config, str(path))
 
 
@@ -225,7 +218,7 @@ def video_sampling_from_processor(processor: Any) -> VideoSampling:
         # the tokenizer-only stand-in of `tokenguard split` (processor/light.py): the
         # checkpoint folder's video_sampling, or the known checkpoint's
         name = str(getattr(processor, "name_or_path", "") or "")
-        if name and (Path(name) / "preprocessor_config.json").is_file():
+        if name and Path(name).is_dir() and has_processor_config(name):
             return video_sampling_from_folder(name)
         known = video_sampling_for(name) if name else None
         if known is not None and type(processor).__name__ == "LightProcessor":
