@@ -208,8 +208,12 @@ def count_image(
 
 
 class ImageCounter:
-    """:func:`count_image` bound to one spec, ``longest_edge`` and per-call settings,
-    memoised per size.
+    """The image prices of one spec at one ``longest_edge`` and per-call settings:
+    :func:`count_image` bound to them, memoised per size. Immutable: its settings are
+    fixed at construction, so its prices can never go stale; a counter with other
+    settings is another :class:`ImageCounter` (:meth:`with_settings`), with its own,
+    empty, cache. ``TokenCounter`` owns one, and every path that prices an image of
+    that counter asks it.
 
     Real data repeats sizes (every frame of a video, every photo of a camera), and
     splitters ask for the same image again and again while they search for a cut, so
@@ -222,6 +226,11 @@ class ImageCounter:
     """
 
     __slots__ = ("_cache", "longest_edge", "max_entries", "spec")
+
+    spec: ModelSpec
+    longest_edge: int
+    max_entries: int
+    _cache: dict[tuple[int, int], ImageCost]
 
     def __init__(
         self,
@@ -236,11 +245,30 @@ class ImageCounter:
         # validates every setting with the same messages
         count_image(1, 1, edge, spec, do_image_splitting=do_image_splitting,
                     tile_size=tile_size)
-        self.spec = spec.with_settings(do_image_splitting=do_image_splitting,
-                                       tile_size=tile_size)
-        self.longest_edge = edge
-        self.max_entries = max_entries
-        self._cache: dict[tuple[int, int], ImageCost] = {}
+        init = object.__setattr__
+        init(self, "spec", spec.with_settings(do_image_splitting=do_image_splitting,
+                                              tile_size=tile_size))
+        init(self, "longest_edge", edge)
+        init(self, "max_entries", max_entries)
+        init(self, "_cache", {})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(
+            f"ImageCounter is immutable (cannot set {name!r}); build one with other "
+            "settings with .with_settings(...)"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ImageCounter is immutable (cannot delete {name!r})")
+
+    def with_settings(self, *, longest_edge: int | None = None,
+                      do_image_splitting: bool | None = None,
+                      tile_size: int | None = None) -> ImageCounter:
+        """A new counter with other settings (``None`` keeps this one's) and an empty
+        cache."""
+        edge = self.longest_edge if longest_edge is None else longest_edge
+        return ImageCounter(self.spec, edge, self.max_entries,
+                            do_image_splitting=do_image_splitting, tile_size=tile_size)
 
     def __call__(self, width: int, height: int) -> ImageCost:
         try:
@@ -252,6 +280,11 @@ class ImageCounter:
             self._cache.clear()
         self._cache[width, height] = cost
         return cost
+
+    def __repr__(self) -> str:
+        return (f"ImageCounter({self.spec.name!r}, longest_edge={self.longest_edge}, "
+                f"tile_size={self.spec.tile_size}, "
+                f"do_image_splitting={self.spec.do_image_splitting})")
 
 
 class ImageSettings(NamedTuple):

@@ -28,11 +28,13 @@ intro, a timestamp line and an image block per sampled frame, and an outro
 with the text around the placeholder (``": " + "You are..."``): a message's cost
 tokenizes them in place, exactly. Two facts of transformers shape the rest:
 
-* every intro of one processor call spells the *largest* sampled frame count among
-  the call's videos (transformers reads it off the padded batch). So a message's cost
-  depends on that count: :func:`message_cost` takes it as ``intro_frames`` (default:
-  the message's own largest), and :func:`count_conversation` passes the
-  conversation's. The sum stays exact for any conversation, given its count;
+* up to transformers 5.24 every intro of one processor call spells the *largest*
+  sampled frame count among the call's videos (read off the padded batch); from 5.25
+  on each intro spells its own video's (:func:`~pytest_tokenguard.video.
+  intros_spell_the_largest`). So under the older rule a message's cost depends on that
+  count: :func:`message_cost` takes it as ``intro_frames`` (default: the message's own
+  largest), and :func:`count_conversation` passes the conversation's. The sum stays
+  exact for any conversation, given its count;
 * a conversation that holds a video is rendered with transformers' own chat template
   (``DEFAULT_CHAT_TEMPLATE``), whatever the checkpoint's: its list content renders as
   SmolVLM2's (plus ``<video>``), plain-string content is refused
@@ -51,12 +53,12 @@ splitter) refuses it with a :class:`TemplateError` naming the template's file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
 from .conversation import (
     Conversation,
@@ -71,10 +73,9 @@ from .conversation import (
     to_chat_template,
     videos_of,
 )
-from .counting import count_image
 from .errors import ConversationError, InputError
 from .errors import TemplateError as TemplateError
-from .processor.chat import render_chat
+from .processor.chat import render_chat, template_file
 from .tokens import TokenCounter, fast_text_counter
 from .video import VIDEO_TOKEN
 
@@ -161,7 +162,6 @@ class _Facts(NamedTuple):
     eou: int
     generation_tail: int  # tokens of "\nAssistant:" (replaces the final "\n")
     text: Any  # str -> int, exact
-    images: dict[tuple[int, int], tuple[int, int]]  # (w, h) -> (block, <image> tokens)
     headers: dict[str, tuple[str, int]]  # role -> ("Role:", its tokens)
     #: (video item, intro frames) -> (cost, tokens of its pieces between two blocks)
     videos: dict[tuple[VideoItem, int | None], tuple[Any, int]]
@@ -206,35 +206,25 @@ def is_known_template(template: object) -> bool:
     return tree is not None and bool(tree == _syntax(CHAT_TEMPLATE))
 
 
-def template_file(processor: Any) -> str:
-    """The file the processor's chat template was read from, as transformers looks for it
-    (``chat_template`` in processor_config.json, else chat_template.json, else
-    chat_template.jinja), or a description when it was not read from a folder."""
-    tokenizer = getattr(processor, "tokenizer", None)
-    folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
-    if str(folder) not in ("", ".") and folder.is_dir():
-        config = folder / "processor_config.json"
-        try:
-            if "chat_template" in json.loads(config.read_text(encoding="utf-8")):
-                return str(config)
-        except (OSError, ValueError, TypeError):
-            pass
-        for name in ("chat_template.json", "chat_template.jinja"):
-            if (folder / name).is_file():
-                return str(folder / name)
-    return "the processor's chat template"
+#: The additive facts of each counter, and whether its template is SmolVLM2's: kept
+#: here, keyed by the counter (weakly: they go with it), never written into it. A counter
+#: with other settings is another counter, with facts of its own.
+_FACTS: WeakKeyDictionary[TokenCounter, tuple[_Facts, bool]] = WeakKeyDictionary()
+
+
+def _facts_entry(counter: TokenCounter) -> tuple[_Facts, bool]:
+    entry = _FACTS.get(counter)
+    if entry is None:
+        known = is_known_template(getattr(counter.processor, "chat_template", None))
+        entry = _FACTS[counter] = (_build_facts(counter), known)
+    return entry
 
 
 def _facts_or_none(counter: TokenCounter) -> _Facts | None:
     """The additive facts of ``counter``'s processor, None when its template is not
-    SmolVLM2's. Kept on the counter itself, so they live and die with it."""
-    cached = counter.__dict__.get("_sequence_facts", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
-    facts = (_build_facts(counter)
-             if is_known_template(getattr(counter.processor, "chat_template", None)) else None)
-    counter.__dict__["_sequence_facts"] = facts
-    return facts
+    SmolVLM2's."""
+    facts, known = _facts_entry(counter)
+    return facts if known else None
 
 
 def _renders_videos_itself(processor: Any) -> bool:
@@ -249,12 +239,10 @@ def _facts_for(counter: TokenCounter, messages: Sequence[Message]) -> _Facts | N
     """The additive facts for ``messages``: a conversation that holds a video is rendered
     with transformers' own template, so it is priced additively whatever the
     checkpoint's template is."""
-    facts = _facts_or_none(counter)
-    if facts is None and _renders_videos_itself(counter.processor) and videos_of(messages):
-        facts = counter.__dict__.get("_video_sequence_facts")
-        if facts is None:
-            facts = counter.__dict__["_video_sequence_facts"] = _build_facts(counter)
-    return facts
+    facts, known = _facts_entry(counter)
+    if known or (_renders_videos_itself(counter.processor) and videos_of(messages)):
+        return facts
+    return None
 
 
 def _facts(counter: TokenCounter) -> _Facts:
@@ -273,13 +261,12 @@ def _facts(counter: TokenCounter) -> _Facts:
 def _build_facts(counter: TokenCounter) -> _Facts:
     text = fast_text_counter(counter)
     facts = _Facts(
-        specials=counter._specials,
+        specials=counter.specials,
         im_start=counter.text(IM_START),
         newline=counter.text("\n"),
         eou=counter.text(END_OF_UTTERANCE),
         generation_tail=counter.text("\n" + GENERATION_PROMPT),
         text=text,
-        images={},
         headers={},
         videos={},
     )
@@ -289,42 +276,41 @@ def _build_facts(counter: TokenCounter) -> _Facts:
 def video_cost(item: VideoItem, counter: TokenCounter, intro_frames: int | None = None) -> Any:
     """The exact :class:`~pytest_tokenguard.video.VideoCost` of a video item, sampled
     as the processor samples it (its ``num_frames``/``sample_fps``, else the
-    processor's ``video_sampling``); ``intro_frames`` is the frame count the intro
-    spells (the largest of the call; default: this video's own)."""
+    processor's ``video_sampling``); ``intro_frames`` is the largest frame count of the
+    call (default: this video's own), which the intro spells under transformers <= 5.24."""
     return counter.video_counter(item.info(), num_frames=item.num_frames, fps=item.sample_fps,
                                  intro_frames=intro_frames)
 
 
 def video_costs(items: Sequence[VideoItem], counter: TokenCounter) -> list[Any]:
-    """The costs of the videos of ONE processor call, in order: every intro spells the
-    largest sampled frame count among them, as transformers writes it."""
+    """The costs of the videos of ONE processor call, in order, as the installed
+    transformers writes their intros (:meth:`~pytest_tokenguard.video.VideoCounter.many`)."""
     plans = [counter.video_counter.plan(item.info(), num_frames=item.num_frames,
                                         fps=item.sample_fps) for item in items]
-    most = max((plan.frames for plan in plans), default=0)
-    return [counter.video_counter.cost(plan, most) for plan in plans]
+    return list(counter.video_counter.costs(plans))
 
 
 def intro_frames(messages: Sequence[Message], counter: TokenCounter) -> int | None:
-    """The frame count every intro of ``messages`` spells when they are processed in one
-    call (the largest any of their videos samples), or None when they hold no video."""
+    """The largest frame count any video of ``messages`` samples, which every intro
+    spells when they are processed in one call under transformers <= 5.24 (from 5.25 on
+    each intro spells its own), or None when they hold no video."""
     frames = [_video_entry(item, counter, _video_facts(counter), None)[0].frames
               for m in messages for item in m.content if type(item) is VideoItem]
     return max(frames, default=None)
 
 
 def _video_facts(counter: TokenCounter) -> _Facts:
-    facts = _facts_or_none(counter)
-    if facts is None:
-        facts = counter.__dict__.get("_video_sequence_facts")
-        if facts is None:
-            facts = counter.__dict__["_video_sequence_facts"] = _build_facts(counter)
-    return facts
+    """The facts whatever the template (a conversation with a video is rendered with
+    transformers' own)."""
+    return _facts_entry(counter)[0]
 
 
 def _video_entry(item: VideoItem, counter: TokenCounter, facts: _Facts,
                  intro: int | None) -> tuple[Any, int]:
     """(cost, tokens of the pieces between its first and last block) of a video item,
     cached on the facts (a clip and its intro count identify the text)."""
+    if not counter.video_counter.shared_intro:
+        intro = None  # each intro spells its own video's count: one entry per clip
     key = (item, intro)
     entry = facts.videos.get(key)
     if entry is None:
@@ -352,7 +338,7 @@ def message_cost(
         facts = (_facts(counter) if not message.videos or
                  _facts_or_none(counter) is not None else _video_facts(counter))
     text = facts.text
-    image_cache = facts.images
+    price = counter.pricing  # the counter's own image prices, at its settings
     header_entry = facts.headers.get(message.role)
     if header_entry is None:
         name = message.role.capitalize() + ":"
@@ -365,7 +351,7 @@ def message_cost(
         content = ()  # the template iterates list items only: the string is not written
     pieces = 0
     blocks = images = image_tokens = videos = video_frames = 0
-    if intro_frames is None and message.videos:
+    if intro_frames is None and message.videos and counter.video_counter.shared_intro:
         intro_frames = max(_video_entry(item, counter, facts, None)[0].frames
                            for item in content if type(item) is VideoItem)
     for item in content:
@@ -386,16 +372,10 @@ def message_cost(
         if piece:
             pieces += text(piece)
             piece = ""
-        size = (item.width, item.height)  # type: ignore[union-attr]
-        cost = image_cache.get(size)
-        if cost is None:
-            image = count_image(size[0], size[1], counter.longest_edge, counter.spec)
-            cost = image_cache[size] = (image.block_tokens, image.image_tokens)
-            if len(image_cache) > 65536:
-                image_cache.clear()
+        cost = price(item.width, item.height)  # type: ignore[union-attr]
         n = 1 if kind is ImageItem else len(item)  # type: ignore[arg-type]
-        blocks += n * cost[0]
-        image_tokens += n * cost[1]
+        blocks += n * cost.block_tokens
+        image_tokens += n * cost.image_tokens
         images += n
     if piece:
         pieces += text(piece)

@@ -27,8 +27,11 @@ __all__ = [
     "IMAGE_TOKEN",
     "KNOWN_SPECS",
     "MAX_IMAGE_SIZE",
+    "NO_PROCESSOR_CONFIG",
     "ModelSpec",
     "SpecError",
+    "has_processor_config",
+    "image_processor_config",
     "known_spec",
     "load_tokenizer",
     "read_json_object",
@@ -187,6 +190,47 @@ def _longest_edge(config: dict[str, Any], key: str, path: Path, default: int) ->
     return edge
 
 
+#: What a folder without a processor config is told (every entry point says the same).
+NO_PROCESSOR_CONFIG = ("no preprocessor_config.json, nor a processor_config.json with an "
+                       "image_processor section")
+
+
+def has_processor_config(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a processor's image settings, in either layout
+    ``AutoProcessor`` loads: ``preprocessor_config.json``, or (what
+    ``processor.save_pretrained`` writes from transformers 5.x on) a
+    ``processor_config.json`` with an ``image_processor`` section. A processor_config.json
+    that cannot be read counts as one, so the loader names what is wrong with it."""
+    root = Path(folder)
+    if (root / "preprocessor_config.json").is_file():
+        return True
+    path = root / "processor_config.json"
+    if not path.is_file():
+        return False
+    try:
+        return isinstance(read_json_object(path).get("image_processor"), dict)
+    except SpecError:
+        return True
+
+
+def image_processor_config(folder: str | Path) -> tuple[dict[str, Any], Path]:
+    """The image processor's settings of a checkpoint folder and the file they were read
+    from: the ``image_processor`` section of ``processor_config.json`` where there is one
+    (transformers reads that first), else ``preprocessor_config.json``. A
+    :class:`SpecError` names the folder when neither is there."""
+    root = Path(folder)
+    proc_path = root / "processor_config.json"
+    processor = read_json_object(proc_path) if proc_path.is_file() else {}
+    nested = processor.get("image_processor")
+    if isinstance(nested, dict):
+        return nested, proc_path
+    pre_path = root / "preprocessor_config.json"
+    if pre_path.is_file():
+        return read_json_object(pre_path), pre_path
+    raise SpecError(f"{root}: {NO_PROCESSOR_CONFIG}; point at a SmolVLM checkpoint folder "
+                    "or a hub id")
+
+
 def spec_from_folder(folder: str | Path, name: str | None = None) -> ModelSpec:
     """Read a spec from a checkpoint folder's JSON files, without importing transformers.
 
@@ -200,19 +244,9 @@ def spec_from_folder(folder: str | Path, name: str | None = None) -> ModelSpec:
     Every problem is a :class:`SpecError` naming the file.
     """
     root = Path(folder)
-    pre_path = root / "preprocessor_config.json"
     proc_path = root / "processor_config.json"
     processor = read_json_object(proc_path) if proc_path.is_file() else {}
-    nested = processor.get("image_processor")
-    if isinstance(nested, dict):
-        image_config, image_path = nested, proc_path
-    elif pre_path.is_file():
-        image_config, image_path = read_json_object(pre_path), pre_path
-    else:
-        raise SpecError(
-            f"{root}: no preprocessor_config.json; point --tokenguard-model at a SmolVLM "
-            "checkpoint folder or a hub id"
-        )
+    image_config, image_path = image_processor_config(root)
     if image_config.get("do_resize", True) is False:
         raise SpecError(f"{image_path}: do_resize is false, which tokenguard cannot count "
                         "(images are tiled at their own size); set it to true")

@@ -49,18 +49,18 @@ conversation that would need more chunks than that (usually a frames ``end`` tha
 timestamp or a typo), instead of building a list of hundreds of thousands of chunks.
 
 **Videos** (``{"type": "video"}`` items, sent through the processor's video path) are
-priced as the processor writes them, and every intro of one processor call spells the
-largest sampled frame count of the call's videos, so a chunk holding videos is priced
-as a whole (:func:`_split_videos`): the leading context and the run, at the chunk's
-own count. A video (or SFT turn) that cannot fit alone is named with the largest
-``num_frames`` that would fit. In plain mode, ``allow_frame_split`` also cuts a long
-video into consecutive **clips**: a clip is a video item with ``start``/``end`` (frames
-of the video, end exclusive) that the processor gets as a video of its own (those
-frames, with ``VideoItem.processor_metadata()``: ``end - start`` frames at the video's
-frame rate), so it samples, times and introduces it from 00:00 as it would a file
-holding only them. Each clip is the longest the search finds that fits, its count
-exact. Every chunk is exact; the fewest-chunks argument above is not claimed with
-videos (a larger video in a chunk changes the others' intros by a token or two, and
+priced as the processor writes them, and up to transformers 5.24 every intro of one
+processor call spells the largest sampled frame count of the call's videos, so a chunk
+holding videos is priced as a whole (:func:`_split_videos`): the leading context and the
+run, at the chunk's own count. A video (or SFT turn) that cannot fit alone is named with
+the largest ``num_frames`` that would fit. In plain mode, ``allow_frame_split`` also
+cuts a long video into consecutive **clips**: a clip is a video item with
+``start``/``end`` (frames of the video, end exclusive) that the processor gets as a
+video of its own (those frames, with ``VideoItem.processor_metadata()``: ``end - start``
+frames at the video's frame rate), so it samples, times and introduces it from 00:00 as
+it would a file holding only them. Each clip is the longest the search finds that fits,
+its count exact. Every chunk is exact; the fewest-chunks argument above is not claimed
+with videos (a larger video in a chunk changes the others' intros by a token or two, and
 a clip's length grows with its end only up to its timestamp digits). SFT mode keeps
 turns with videos whole.
 """
@@ -596,8 +596,8 @@ def _middle(
 
 class _VideoPricer:
     """Exact chunk lengths for conversations with videos: a chunk is priced whole, at the
-    frame count its intros spell (the largest of its videos), from per-message costs
-    cached by (message, count)."""
+    largest frame count of its videos (which its intros spell under transformers <=
+    5.24), from per-message costs cached by (message, count)."""
 
     def __init__(self, counter: TokenCounter, facts: _Facts, lead: Conversation) -> None:
         self.counter = counter
@@ -625,8 +625,9 @@ class _VideoPricer:
     def tokens(self, body: Sequence[Message]) -> int:
         """The exact length of the chunk ``leading context + body``."""
         messages = (*self.lead, *body)
-        counts = [f for f in map(self.frames, messages) if f is not None]
-        intro = max(counts, default=None)
+        intro = None
+        if self.counter.video_counter.shared_intro:
+            intro = max((f for f in map(self.frames, messages) if f is not None), default=None)
         return self.base + sum(self.cost(m, intro) for m in messages)
 
 
@@ -838,12 +839,7 @@ def _counter(counter: TokenCounter | None, longest_edge: int | None) -> TokenCou
                                                   loaded.longest_edge)
         return _DEFAULT_COUNTERS[key]
     if longest_edge is not None and longest_edge != counter.longest_edge:
-        key = (f"{id(counter)}", longest_edge)
-        cached = _DEFAULT_COUNTERS.get(key)
-        if cached is None or cached.processor is not counter.processor:
-            cached = TokenCounter(counter.processor, counter.spec, longest_edge)
-            _DEFAULT_COUNTERS[key] = cached
-        return cached
+        return counter.with_settings(longest_edge=longest_edge)
     return counter
 
 

@@ -8,14 +8,13 @@ its text pieces plus its image blocks; no pixels are needed to know it.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .counting import ImageCost, ImageCounter
-from .processor.chat import render_chat
+from .processor.chat import render_chat, template_file
 from .specs import IMAGE_TOKEN, ModelSpec
 
 __all__ = [
@@ -42,12 +41,49 @@ class PromptCount:
         return sum(image.patches for image in self.images)
 
 
+class _TextCounts:
+    """What a counter knows of its tokenizer alone: the tokenizer's own special tokens
+    and text counts, cached. Nothing here depends on image settings, so the counters
+    of one processor at several settings (:meth:`TokenCounter.with_settings`) share it;
+    prices live in each counter's :class:`~pytest_tokenguard.counting.ImageCounter`."""
+
+    __slots__ = ("_cache", "_fast", "specials", "tokenizer")
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.specials = len(tokenizer("", add_special_tokens=True)["input_ids"])
+        self._cache: dict[str, int] = {}
+        self._fast: Any = None
+
+    def __call__(self, text: str) -> int:
+        cached = self._cache.get(text)
+        if cached is None:
+            cached = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(self._cache) < 65536:
+                self._cache[text] = cached
+        return cached
+
+    def fast(self) -> Any:
+        """``text -> tokens``, equal to ``self``, fast where the tokenizer allows
+        (:class:`PretokenCounter`); built once (it reads the tokenizer's JSON)."""
+        if self._fast is None:
+            pre = PretokenCounter.for_tokenizer(self.tokenizer, self)
+            self._fast = pre if pre is not None else self
+        return self._fast
+
+
 class TokenCounter:
     """Exact token counts for one processor at one ``longest_edge``.
 
     Built from a loaded processor (``tokenguard_counter`` fixture) so text is
-    tokenized by the same tokenizer the training code uses.
+    tokenized by the same tokenizer the training code uses. Its image prices are one
+    immutable :class:`~pytest_tokenguard.counting.ImageCounter` (:attr:`pricing`) that
+    every path (``image``, ``prompt``, ``conversation``, the sequence counts, the
+    splitter) asks; :meth:`with_settings` gives a new counter with a new pricing, never
+    a copy of this one's prices.
     """
+
+    __slots__ = ("__weakref__", "_pricing", "_text", "_video_counter", "processor")
 
     def __init__(
         self,
@@ -62,42 +98,59 @@ class TokenCounter:
         ``do_image_splitting=...`` and ``max_image_size={"longest_edge": N}`` do
         (``None``: the spec's own); ``longest_edge`` is ``size={"longest_edge": N}``."""
         self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.longest_edge = longest_edge or spec.default_longest_edge
-        self._images = ImageCounter(spec, self.longest_edge,
-                                    do_image_splitting=do_image_splitting,
-                                    tile_size=tile_size)
-        #: the spec with the per-call settings folded in
-        self.spec = self._images.spec
-        self._specials = len(self.tokenizer("", add_special_tokens=True)["input_ids"])
-        self._text_cache: dict[str, int] = {}
+        self._text = _TextCounts(processor.tokenizer)
+        self._pricing = ImageCounter(spec, longest_edge or spec.default_longest_edge,
+                                     do_image_splitting=do_image_splitting,
+                                     tile_size=tile_size)
+        self._video_counter: Any = None
+
+    @property
+    def pricing(self) -> ImageCounter:
+        """The image prices of this counter's settings (immutable, owned by it)."""
+        return self._pricing
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The spec with the per-call settings folded in."""
+        return self._pricing.spec
+
+    @property
+    def longest_edge(self) -> int:
+        return self._pricing.longest_edge
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._text.tokenizer
+
+    @property
+    def specials(self) -> int:
+        """Tokens the tokenizer adds to every text (its special tokens)."""
+        return self._text.specials
 
     def with_settings(self, *, longest_edge: int | None = None,
                       do_image_splitting: bool | None = None,
                       tile_size: int | None = None) -> TokenCounter:
-        """This counter with other per-call image settings (``None`` keeps this one's),
-        sharing its tokenizer and text caches: the counts of
-        ``processor(..., size=..., do_image_splitting=..., max_image_size=...)``."""
-        other = copy.copy(self)
-        other.longest_edge = longest_edge or self.longest_edge
-        other._images = ImageCounter(self.spec, other.longest_edge,
-                                     do_image_splitting=do_image_splitting,
-                                     tile_size=tile_size)
-        other.spec = other._images.spec
+        """A new counter for this processor with other per-call image settings (``None``
+        keeps this one's): the counts of ``processor(..., size=...,
+        do_image_splitting=..., max_image_size=...)``. It shares this counter's text
+        counts (the tokenizer is the same) and prices images with a new
+        :class:`~pytest_tokenguard.counting.ImageCounter`, its cache empty."""
+        other = TokenCounter.__new__(TokenCounter)
+        other.processor = self.processor
+        other._text = self._text
+        other._pricing = self._pricing.with_settings(
+            longest_edge=longest_edge, do_image_splitting=do_image_splitting,
+            tile_size=tile_size)
+        other._video_counter = None
         return other
 
     def image(self, width: int, height: int) -> ImageCost:
         """What a ``width``×``height`` image costs at this counter's resolution."""
-        return self._images(width, height)
+        return self._pricing(width, height)
 
     def text(self, text: str) -> int:
         """Tokens of plain text, no special tokens added."""
-        cached = self._text_cache.get(text)
-        if cached is None:
-            cached = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            if len(self._text_cache) < 65536:
-                self._text_cache[text] = cached
-        return cached
+        return self._text(text)
 
     def prompt(self, text: str, image_sizes: Sequence[tuple[int, int]] = ()) -> PromptCount:
         """Tokens of ``text`` once each ``<image>`` is expanded for the matching size.
@@ -111,7 +164,7 @@ class TokenCounter:
                 f"{len(image_sizes)} image sizes were given: pass one (width, height) per image"
             )
         images = tuple(self.image(w, h) for w, h in image_sizes)
-        text_tokens = sum(self.text(piece) for piece in pieces if piece) + self._specials
+        text_tokens = sum(self.text(piece) for piece in pieces if piece) + self.specials
         block = sum(image.block_tokens for image in images)
         return PromptCount(
             total=text_tokens + block,
@@ -146,7 +199,6 @@ class TokenCounter:
             videos_of,
         )
         from .errors import TemplateError
-        from .sequence import template_file, video_costs
 
         parsed = parse_conversation(messages)
         if not parsed:
@@ -169,7 +221,9 @@ class TokenCounter:
                 )
         if not videos:
             return self.prompt(rendered, sizes)
-        return self._with_videos(rendered, sizes, video_costs(videos, self))
+        plans = [self.video_counter.plan(v.info(), num_frames=v.num_frames, fps=v.sample_fps)
+                 for v in videos]
+        return self._with_videos(rendered, sizes, self.video_counter.costs(plans))
 
     def _with_videos(self, rendered: str, sizes: Sequence[tuple[int, int]],
                      costs: Sequence[Any]) -> PromptCount:
@@ -180,7 +234,7 @@ class TokenCounter:
         spliced = splice_videos(rendered, costs)
         images = iter(self.image(w, h) for w, h in sizes)
         counted: list[ImageCost] = []
-        text_tokens = self._specials
+        text_tokens = self.specials
         for piece in spliced.pieces:
             parts = piece.split(IMAGE_TOKEN)
             text_tokens += sum(self.text(part) for part in parts if part)
@@ -214,14 +268,12 @@ class TokenCounter:
     @property
     def video_counter(self) -> Any:
         """The :class:`~pytest_tokenguard.video.VideoCounter` of this processor (lazy)."""
-        counter = self.__dict__.get("_video_counter")
-        if counter is None:
+        if self._video_counter is None:
             from .video import VideoCounter, video_sampling_from_processor
 
-            counter = VideoCounter(self.spec, self.text,
-                                   video_sampling_from_processor(self.processor))
-            self.__dict__["_video_counter"] = counter
-        return counter
+            self._video_counter = VideoCounter(self.spec, self.text,
+                                               video_sampling_from_processor(self.processor))
+        return self._video_counter
 
 
 def image_item_size(item: dict[str, Any]) -> tuple[int, int]:
@@ -357,12 +409,7 @@ class PretokenCounter:
 def fast_text_counter(counter: TokenCounter) -> Any:
     """A callable text -> tokens equal to ``counter.text``, fast where the tokenizer allows.
 
-    Built once per counter (it reads the tokenizer's JSON) and kept on the counter
-    itself, so it lives and dies with it.
+    Built once per tokenizer (it reads the tokenizer's JSON) and kept with the counter's
+    text counts, so it lives and dies with them.
     """
-    fast = counter.__dict__.get("_fast_text")
-    if fast is None:
-        pre = PretokenCounter.for_tokenizer(counter.tokenizer, counter.text)
-        fast = pre if pre is not None else counter.text
-        counter.__dict__["_fast_text"] = fast
-    return fast
+    return counter._text.fast()

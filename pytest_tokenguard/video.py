@@ -1,6 +1,6 @@
 """The exact token cost of a video, as ``SmolVLMProcessor`` writes it, from metadata alone.
 
-For every ``<video>`` placeholder, transformers' ``SmolVLMProcessor`` (5.17 to 5.24,
+For every ``<video>`` placeholder, transformers' ``SmolVLMProcessor`` (5.x,
 ``models/smolvlm/processing_smolvlm.py`` and ``video_processing_smolvlm.py``) writes::
 
     You are provided the following series of {N in words} frames from a {duration as
@@ -11,7 +11,11 @@ For every ``<video>`` placeholder, transformers' ``SmolVLMProcessor`` (5.17 to 5
 
 Every frame is resized to a ``max_image_size`` square and never split, so each costs
 one single-image block (84 tokens on SmolVLM2-2.2B, 67 on the 256M and 500M) whatever
-its size and whatever ``longest_edge`` says for images. What varies is *which* frames
+its size and whatever ``longest_edge`` says for images. The ``{N in words}`` of the intro
+is the one thing that changed across 5.x: up to 5.24 every video of one processor call
+spells the call's *largest* sampled frame count (the padded batch's frame axis); from
+5.25 on each spells its own (:func:`intros_spell_the_largest` reads the installed
+version). What varies is *which* frames
 are sampled (``SmolVLMVideoProcessor.sample_frames``: ``video_sampling.fps`` per second
 up to ``max_frames``, a one-second skip at both ends of long videos, ``np.linspace``
 then ``np.unique``), their timestamps and the duration: all functions of the video's
@@ -24,9 +28,10 @@ Three ways in, one result (:class:`VideoCost`):
 
 * metadata (:class:`VideoInfo`: frame count, frame rate, duration), sampled as the
   processor samples (``do_sample_frames=True``: what ``apply_chat_template`` does, and
-  ``processor(..., do_sample_frames=True)``) or not at all (``do_sample_frames=False``:
-  the default of a direct ``processor(text, videos=...)`` call, which keeps *every*
-  frame);
+  ``processor(..., do_sample_frames=True)``) or, for a file, not at all
+  (``do_sample_frames=False``: the default of a direct ``processor(text, videos=...)``
+  call, which keeps *every* frame; metadata without frame indices is refused unsampled,
+  as the processor refuses it);
 * a file (:func:`read_video_info`), whose metadata is read the way transformers' own
   loader reads it, without decoding a frame (PyAV, imported lazily);
 * frames the user sampled (:func:`plan_frames`: their timestamps, or indices and fps).
@@ -50,13 +55,14 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from .errors import CountingError, SpecError, VideoReadError
-from .specs import ModelSpec, known_spec
+from .specs import ModelSpec, has_processor_config, known_spec
 
 __all__ = [
     "FALLBACK_FPS",
     "FRAME_TIMESTAMP",
     "KNOWN_VIDEO_SAMPLING",
     "MEDIA_OUTRO",
+    "OWN_INTRO_SINCE",
     "VIDEO_INTRO",
     "VIDEO_SUFFIXES",
     "VIDEO_TOKEN",
@@ -69,6 +75,7 @@ __all__ = [
     "VideoReadError",
     "VideoSampling",
     "frame_block_tokens",
+    "intros_spell_the_largest",
     "is_video_path",
     "iter_video_paths",
     "largest_within",
@@ -97,6 +104,11 @@ VIDEO_INTRO = (
 )
 FRAME_TIMESTAMP = "\nFrame from {timestamp}:"
 MEDIA_OUTRO = "\n\n"
+#: The first transformers release whose ``SmolVLMProcessor.replace_video_token`` spells each
+#: video's own sampled frame count in its intro (``num_frames = len(timestamps)``); 5.0
+#: to 5.24 spell ``video_inputs["pixel_values"].shape[1]``, the padded batch's frame axis:
+#: the largest count among the videos of the call, in every intro.
+OWN_INTRO_SINCE = (5, 25)
 #: The frame rate ``replace_video_token`` assumes when a video comes without one.
 FALLBACK_FPS = 24
 #: ``sample_frames``' ``skip_secs``: seconds skipped at both ends of a long video.
@@ -189,19 +201,12 @@ def video_sampling_from_config(config: dict[str, Any], source: str = "config") -
 
 
 def video_sampling_from_folder(folder: str | os.PathLike[str]) -> VideoSampling:
-    """The ``video_sampling`` of a checkpoint folder, from ``preprocessor_config.json``."""
-    import json
+    """The ``video_sampling`` of a checkpoint folder, from its image processor's settings
+    (``preprocessor_config.json``, or the ``image_processor`` section of
+    ``processor_config.json`` that ``save_pretrained`` writes)."""
+    from .specs import image_processor_config
 
-    path = Path(folder) / "preprocessor_config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: not found; point at a SmolVLM2 checkpoint folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read ({exc}); restore it from the checkpoint"
-                        ) from None
-    if not isinstance(config, dict):
-        raise SpecError(f"{path}: expected a JSON object; restore it from the checkpoint")
+    config, path = image_processor_config(Path(folder))
     return video_sampling_from_config(config, str(path))
 
 
@@ -213,7 +218,7 @@ def video_sampling_from_processor(processor: Any) -> VideoSampling:
         # the tokenizer-only stand-in of `tokenguard split` (processor/light.py): the
         # checkpoint folder's video_sampling, or the known checkpoint's
         name = str(getattr(processor, "name_or_path", "") or "")
-        if name and (Path(name) / "preprocessor_config.json").is_file():
+        if name and Path(name).is_dir() and has_processor_config(name):
             return video_sampling_from_folder(name)
         known = video_sampling_for(name) if name else None
         if known is not None and type(processor).__name__ == "LightProcessor":
@@ -503,7 +508,10 @@ def plan_video(
     ``processor(..., do_sample_frames=True)``: ``num_frames`` caps the count and
     ``fps`` sets the rate, each falling back to ``sampling`` when not given.
     ``do_sample_frames=False`` is a direct ``processor(text, videos=...)`` call's
-    default: every frame is kept, and ``num_frames``/``fps`` are ignored, as there.
+    default: every frame of a file is kept (its loader reports them all), and
+    ``num_frames``/``fps`` are ignored, as there. Metadata alone (:func:`video_info`) has
+    no frame indices, which the processor refuses unsampled: a :class:`CountingError`
+    says to count the frames passed with :func:`plan_frames` instead.
     """
     if num_frames is not None:
         _checked("num_frames", num_frames, "pass the most frames to sample, e.g. num_frames=8",
@@ -525,6 +533,16 @@ def plan_video(
                                        max_frames=num_frames or sampling.max_frames,
                                        fps=fps or sampling.fps)
     else:
+        if info.backend == "metadata":
+            # transformers' VideoMetadata.timestamps raises on metadata without indices
+            raise CountingError(
+                f"{where} ({total} frames at {info.fps} fps): do_sample_frames=False with "
+                "metadata that has no frame indices cannot be counted, as the processor "
+                "cannot time the frames (it raises \"Cannot infer video `timestamps`\"); "
+                "count the frames you pass with plan_frames(indices=..., fps=...) and give "
+                "the processor video_metadata with 'frames_indices', or pass "
+                "do_sample_frames=True"
+            )
         cap, rate = None, None
         indices = tuple(range(total))
     video_fps = info.fps if info.fps is not None else FALLBACK_FPS
@@ -586,15 +604,47 @@ def _mm_ss(seconds: float) -> str:
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
 
 
+@cache
+def _installed_transformers() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
+def intros_spell_the_largest(transformers_version: str | None = None) -> bool:
+    """Whether every intro of one processor call spells the call's largest sampled frame
+    count (transformers 5.0 to 5.24) rather than its own video's (5.25 on,
+    :data:`OWN_INTRO_SINCE`).
+
+    ``transformers_version`` defaults to the installed one, read from its metadata (no
+    import). With no transformers installed the newest behaviour is assumed, and a
+    version string that does not start with two numbers is a :class:`CountingError`.
+    """
+    import re
+
+    text = transformers_version if transformers_version is not None \
+        else _installed_transformers()
+    if text is None:
+        return False
+    match = re.match(r"(\d+)\.(\d+)", text)
+    if match is None:
+        raise CountingError(f"transformers version {text!r} is not of the form MAJOR.MINOR; "
+                            "reinstall transformers")
+    return (int(match[1]), int(match[2])) < OWN_INTRO_SINCE
+
+
 def video_pieces(plan: VideoPlan, intro_frames: int | None = None) -> tuple[str, ...]:
     """The text the processor writes for a video, cut at the frame blocks.
 
     ``len(plan.timestamps) + 1`` pieces: the intro with the first frame's line, one
     line per further frame, and the outro; an image block stands between each pair.
     The blocks start and end with special tokens, so each piece tokenizes alone.
-    ``intro_frames`` is the count the intro spells: the largest frame count among the
-    videos of one processor call (transformers reads it off the padded batch), which
-    is this video's own when it is alone.
+    ``intro_frames`` is the count the intro spells (default: this video's own); which
+    count that is, is :meth:`VideoCounter.cost`'s business (see
+    :func:`intros_spell_the_largest`).
     """
     frames = intro_frames if intro_frames is not None else plan.frames
     # the metadata's duration, else the last timestamp; truncated to whole seconds
@@ -718,7 +768,11 @@ class VideoCounter:
     def __init__(
         self, spec: ModelSpec, count_text: Callable[[str], int],
         sampling: VideoSampling | None = None, backend: MetadataBackend = "torchcodec",
+        *, shared_intro: bool | None = None,
     ) -> None:
+        """``shared_intro``: whether every intro of a call spells the call's largest frame
+        count; ``None`` (default) follows the installed transformers
+        (:func:`intros_spell_the_largest`)."""
         if sampling is None:
             sampling = KNOWN_VIDEO_SAMPLING.get(spec.name) or video_sampling_for(spec.name)
             if sampling is None:
@@ -729,6 +783,8 @@ class VideoCounter:
         self.spec = spec
         self.sampling = sampling
         self.backend: MetadataBackend = backend
+        self.shared_intro = (intros_spell_the_largest() if shared_intro is None
+                             else bool(shared_intro))
         self._count_text = count_text
         self._text_cache: dict[str, int] = {}
 
@@ -765,10 +821,15 @@ class VideoCounter:
                           do_sample_frames=do_sample_frames)
 
     def cost(self, plan: VideoPlan, intro_frames: int | None = None) -> VideoCost:
-        """The cost of a plan (``intro_frames``: see :func:`video_pieces`)."""
+        """The cost of a plan in a processor call whose videos sample at most
+        ``intro_frames`` frames (default: this one's, a call of its own). The intro
+        spells that count where the call's largest is shared (:attr:`shared_intro`),
+        else the plan's own."""
         if intro_frames is not None:
             _checked("intro_frames", intro_frames, "pass the largest frame count of the call",
                      minimum=plan.frames, integer=True)
+            if not self.shared_intro:
+                intro_frames = None
         pieces = video_pieces(plan, intro_frames)
         frames = plan.frames
         seq = self.spec.image_seq_len
@@ -801,13 +862,15 @@ class VideoCounter:
         self, videos: Sequence[VideoInput], *, num_frames: int | None = None,
         fps: float | None = None, video_size: int | None = None, do_sample_frames: bool = True,
     ) -> tuple[VideoCost, ...]:
-        """The costs of the videos of ONE processor call (one batch): every intro spells
-        the largest frame count among them, as transformers writes it."""
-        plans = [self.plan(v, num_frames=num_frames, fps=fps, video_size=video_size,
-                           do_sample_frames=do_sample_frames) for v in videos]
-        if not plans:
-            return ()
-        most = max(plan.frames for plan in plans)
+        """The costs of the videos of ONE processor call (one batch), as the installed
+        transformers writes them: up to 5.24 every intro spells the largest frame count
+        among them, from 5.25 on each its own."""
+        return self.costs([self.plan(v, num_frames=num_frames, fps=fps, video_size=video_size,
+                                     do_sample_frames=do_sample_frames) for v in videos])
+
+    def costs(self, plans: Sequence[VideoPlan]) -> tuple[VideoCost, ...]:
+        """The costs of the plans of ONE processor call, in order (see :meth:`many`)."""
+        most = max((plan.frames for plan in plans), default=0)
         return tuple(self.cost(plan, most) for plan in plans)
 
     def tokens_by_num_frames(

@@ -129,8 +129,11 @@ class Gate:
         if differences and self.baseline.source is not None:
             lines.append(
                 f"tokenguard baseline: recorded with {self.baseline.source.describe()}; this run "
-                f"uses another processor ({'; '.join(differences)}): figures may differ for that "
-                "reason alone"
+                f"uses another processor ({'; '.join(differences)}). Every figure is still "
+                "compared: the ones that did not change pass. A test whose figures changed "
+                "fails, and if the processor change explains it (a new transformers counts "
+                "differently), re-record with pytest --tokenguard --tokenguard-update and "
+                f"commit {shown}"
             )
         return lines
 
@@ -153,7 +156,9 @@ class Gate:
         if differences and self.baseline.source is not None:
             message = (f"note: the baseline was recorded with {self.baseline.source.describe()}; "
                        f"this run uses another processor ({'; '.join(differences)}), which alone "
-                       f"can explain the difference\n{message}")
+                       "can explain the difference: if it does, re-record with pytest "
+                       f"--tokenguard --tokenguard-update and commit {self.settings.shown}"
+                       f"\n{message}")
         return message
 
     # ------------------------------------------------------------------ controller

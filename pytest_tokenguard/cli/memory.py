@@ -24,7 +24,7 @@ from ..gpu.model import (
     shape_fields,
     validate,
 )
-from ..specs import DEFAULT_MODEL, SpecError
+from ..specs import DEFAULT_MODEL, NO_PROCESSOR_CONFIG, SpecError, has_processor_config
 from ..units import accepted_units, format_bytes
 from .common import (
     EXIT_FAILED,
@@ -70,8 +70,8 @@ def _model_folder_problem(model: str) -> str | None:
     numbers."""
     expanded = Path(os.path.expanduser(model))
     if expanded.is_dir():
-        if not (expanded / "preprocessor_config.json").is_file():
-            return (f"--model {model!r}: the folder has no preprocessor_config.json; give a "
+        if not has_processor_config(expanded):
+            return (f"--model {model!r}: the folder has {NO_PROCESSOR_CONFIG}; give a "
                     "SmolVLM checkpoint folder (config.json, preprocessor_config.json...)")
         return None
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or expanded.exists():

@@ -15,10 +15,12 @@ Only the standard library is imported here; the processor is passed in.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["render_chat"]
+__all__ = ["render_chat", "template_file"]
 
 
 def _takes_processor_kwargs(processor: Any) -> bool:
@@ -43,3 +45,22 @@ def render_chat(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs
     )
     return str(rendered)
+
+
+def template_file(processor: Any) -> str:
+    """The file the processor's chat template was read from, as transformers looks for it
+    (``chat_template`` in processor_config.json, else chat_template.json, else
+    chat_template.jinja), or a description when it was not read from a folder."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    if str(folder) not in ("", ".") and folder.is_dir():
+        config = folder / "processor_config.json"
+        try:
+            if "chat_template" in json.loads(config.read_text(encoding="utf-8")):
+                return str(config)
+        except (OSError, ValueError, TypeError):
+            pass
+        for name in ("chat_template.json", "chat_template.jinja"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    return "the processor's chat template"

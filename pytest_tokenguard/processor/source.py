@@ -32,7 +32,14 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from ..errors import ProcessorLoadError, SpecError
-from ..specs import DEFAULT_MODEL, ModelSpec, known_spec, spec_from_folder
+from ..specs import (
+    DEFAULT_MODEL,
+    NO_PROCESSOR_CONFIG,
+    ModelSpec,
+    has_processor_config,
+    known_spec,
+    spec_from_folder,
+)
 
 __all__ = [
     "DEFAULT_NETWORK_TIMEOUT",
@@ -171,7 +178,7 @@ def cached_snapshot(model_id: str) -> Path | None:
     except OSError:
         return None
     for snapshot in candidates:
-        if (snapshot / "preprocessor_config.json").exists():
+        if has_processor_config(snapshot):
             return snapshot
     return None
 
@@ -205,9 +212,9 @@ def resolve_source(
     """
     expanded = Path(os.path.expanduser(model))
     if expanded.is_dir():
-        if not (expanded / "preprocessor_config.json").exists():
+        if not has_processor_config(expanded):
             raise ProcessorLoadError.phrased(
-                f"model folder {model!r} has no preprocessor_config.json: point {{model}} at a "
+                f"model folder {model!r} has {NO_PROCESSOR_CONFIG}: point {{model}} at a "
                 "SmolVLM checkpoint folder"
             )
         return ModelSource(model, "folder", str(expanded.resolve()))

@@ -88,7 +88,7 @@ def photo_chats(count: int, seed: int = RNG_SEED) -> list[Conversation]:
 
 
 def _clear_caches(c: TokenCounter) -> None:
-    c._text_cache.clear()
+    c._text._cache.clear()
     fast = fast_text_counter(c)
     getattr(fast, "_cache", {}).clear()
 

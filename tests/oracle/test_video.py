@@ -32,6 +32,7 @@ from pytest_tokenguard.tokens import TokenCounter
 from pytest_tokenguard.video import (
     VideoCost,
     VideoCounter,
+    intros_spell_the_largest,
     plan_frames,
     read_video_info,
     splice_videos,
@@ -122,16 +123,38 @@ def test_counter_equals_processor_on_metadata(
     if size is not None:
         kwargs["size"] = {"longest_edge": size}
     metadata: dict[str, Any] = {"total_num_frames": total, "fps": video_fps, "duration": duration}
-    if not sample:  # as transformers' loaders report a path they decoded whole
+    info: Any = video_info(total, video_fps, duration)
+    if not sample:  # every frame passed, with its index, as a loader reports a whole file
         metadata["frames_indices"] = list(range(total))
+        info = plan_frames(indices=range(total), fps=video_fps, duration=duration)
     frames = np.zeros((total, 8, 10, 3), np.uint8)
     ids = video_ids(c.processor, videos=[[frames]], video_metadata=[metadata],
                     do_sample_frames=sample, **kwargs)
-    info = video_info(total, video_fps, duration)
     cost = c.video(info, num_frames=num_frames, fps=fps, video_size=size, do_sample_frames=sample)
     assert_exact(c, cost, ids)
     assert folder_counters[checkpoint](info, num_frames=num_frames, fps=fps,
                                        do_sample_frames=sample) == cost
+
+
+def test_unsampled_metadata_without_indices_is_refused_as_the_processor_refuses_it() -> None:
+    """``do_sample_frames=False`` with ``video_metadata`` that has no ``frames_indices``:
+    the processor raises (it cannot time the frames), so the counter gives no count."""
+    import numpy as np
+
+    from pytest_tokenguard.errors import CountingError
+
+    c = counter("2.2B")
+    metadata = {"total_num_frames": 10, "fps": 5.0, "duration": 2.0}
+    with pytest.raises(ValueError, match="Cannot infer video `timestamps`"):
+        video_ids(c.processor, videos=[[np.zeros((10, 8, 10, 3), np.uint8)]],
+                  video_metadata=[metadata], do_sample_frames=False)
+    with pytest.raises(CountingError, match="no frame indices"):
+        c.video(video_info(10, 5.0, 2.0), do_sample_frames=False)
+    # with the indices, as the message says, both count
+    ids = video_ids(c.processor, videos=[[np.zeros((10, 8, 10, 3), np.uint8)]],
+                    video_metadata=[{**metadata, "frames_indices": list(range(10))}],
+                    do_sample_frames=False)
+    assert_exact(c, c.video(plan_frames(indices=range(10), fps=5.0, duration=2.0)), ids)
 
 
 @pytest.mark.parametrize("checkpoint", list(CHECKPOINTS))
@@ -150,9 +173,11 @@ def test_one_minute_clip_at_the_defaults(checkpoint: str) -> None:
 
 
 @pytest.mark.parametrize("checkpoint", list(CHECKPOINTS))
-def test_videos_of_one_call_share_the_largest_frame_count(checkpoint: str) -> None:
-    """transformers spells the padded batch's frame count in every intro: a 4-frame video
-    next to a 21-frame one is introduced as "twenty-one frames" (VideoCounter.many)."""
+def test_videos_of_one_call_are_introduced_as_the_installed_transformers_does(
+        checkpoint: str) -> None:
+    """transformers <= 5.24 spells the padded batch's frame count in every intro (a 4-frame
+    video next to a 21-frame one is introduced as "twenty-one frames"); 5.25 on spells
+    each video's own ("four"). VideoCounter.many follows the installed version."""
     import numpy as np
 
     c = counter(checkpoint)
@@ -167,13 +192,14 @@ def test_videos_of_one_call_share_the_largest_frame_count(checkpoint: str) -> No
                             for n, f, d in shapes])
     ids = [int(i) for i in out["input_ids"][0]]
     costs = c.video_counter.many([video_info(n, f, d) for n, f, d in shapes])
-    assert [cost.intro_frames for cost in costs] == [21, 21]
+    assert [cost.intro_frames for cost in costs] == (
+        [21, 21] if intros_spell_the_largest() else [4, 21])
     spliced = splice_videos(text, costs)
     assert sum(c.text(piece) for piece in spliced.pieces) + spliced.block_tokens == len(ids)
     expanded = BLOCK.format("<image>" * c.spec.image_seq_len).join(spliced.pieces)
     assert c.processor.tokenizer(expanded, add_special_tokens=False)["input_ids"] == ids
     alone = c.video(video_info(*shapes[0]))  # "four" and "twenty-one" differ in tokens
-    assert alone.tokens != costs[0].tokens
+    assert (alone.tokens != costs[0].tokens) is intros_spell_the_largest()
 
 
 def test_frames_sent_as_a_video_cost_the_same_at_every_longest_edge() -> None:

@@ -24,12 +24,13 @@ from pytest_tokenguard.conversation import (
     VideoItem,
     parse_conversation,
 )
-from pytest_tokenguard.sequence import count_conversation, processor_count
+from pytest_tokenguard.sequence import base_tokens, count_conversation, processor_count
 from pytest_tokenguard.splitting import Chunk, SplitError, split, validate_chunks
 from pytest_tokenguard.testing import strategies as tgst
 from pytest_tokenguard.testing.profiles import processor_examples
 from pytest_tokenguard.testing.splitcheck import SplitterCheckError, check_splitter
 from pytest_tokenguard.tokens import TokenCounter
+from pytest_tokenguard.video import intros_spell_the_largest
 from tests.helpers import CHECKPOINTS, counter, light_counter
 
 SYSTEM = Message("system", (TextItem("You describe surgical videos."),))
@@ -164,16 +165,18 @@ def test_a_video_too_large_names_the_num_frames_that_fits(checkpoint: str) -> No
 
 
 def test_the_intro_count_is_the_chunk_s() -> None:
-    """Two messages whose videos sample 4 and 21 frames: together, both intros say
-    "twenty-one", so the chunk is not the sum of the messages priced apart."""
+    """Two messages whose videos sample 4 and 21 frames: together, under transformers <=
+    5.24 both intros say "twenty-one", so the chunk is not the sum of the messages priced
+    apart; from 5.25 on each says its own, and it is."""
     c = counter("2.2B")
     conversation = (Message("user", (VideoItem(40, 10.0, 4.0),)),
                     Message("user", (VideoItem(210, 10.0, 21.0),)))
     (chunk,) = split(conversation, 8192, counter=c)
     apart = [split((m,), 8192, counter=c)[0].tokens for m in conversation]
     assert chunk.tokens == processor_count(c.processor, conversation)
-    assert chunk.tokens != sum(apart) - (len(apart) - 1) * count_conversation(
-        (Message("user", (TextItem("x"),)),), c).template_tokens
+    # each priced apart holds the conversation's base tokens once
+    additive = chunk.tokens == sum(apart) - (len(apart) - 1) * base_tokens(c)
+    assert additive is not intros_spell_the_largest()
 
 
 def test_string_content_in_the_leading_context_of_a_video_conversation_is_refused() -> None:

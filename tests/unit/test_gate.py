@@ -132,9 +132,15 @@ def test_another_processor_is_named_before_any_diff(tmp_path: Path) -> None:
     gate = Gate(settings(path), other)
     assert "uses another processor (processor files sha256:aaaaaaaaaaaa -> " \
            "sha256:bbbbbbbbbbbb; transformers 5.24.0 -> 5.17.0)" in gate.header()[1]
+    # what it means and what to do, not only that figures "may differ"
+    assert "the ones that did not change pass" in gate.header()[1]
+    assert gate.header()[1].endswith("re-record with pytest --tokenguard --tokenguard-update "
+                                     "and commit baseline.json")
     message = gate.judge("t.py::a", LE512, excluded=None)
     assert message is not None
     assert message.startswith("note: the baseline was recorded with HuggingFaceTB/")
+    assert "if it does, re-record with pytest --tokenguard --tokenguard-update and commit " \
+           "baseline.json\n" in message
     assert message.index("another processor") < message.index("image tokens changed")
     assert Gate(settings(path), SOURCE).header()[1:] == []
 

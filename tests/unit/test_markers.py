@@ -139,12 +139,19 @@ def video_record(total: int = 1800, fps: float = 30.0, duration: float = 60.0, *
 
     from pytest_tokenguard.processor.embedded import tokenizer_json
     from pytest_tokenguard.specs import KNOWN_SPECS
-    from pytest_tokenguard.video import VideoCounter, tokenizer_text_counter, video_info
+    from pytest_tokenguard.video import (
+        VideoCounter,
+        plan_frames,
+        tokenizer_text_counter,
+        video_info,
+    )
 
     counter = VideoCounter(KNOWN_SPECS["HuggingFaceTB/SmolVLM2-2.2B-Instruct"],
                            tokenizer_text_counter(Tokenizer.from_str(tokenizer_json())))
     info = video_info(total, fps, duration)
-    cost = counter(info, do_sample_frames=sampled)
+    # unsampled, the processor keeps every frame its loader decoded, with their indices
+    cost = counter(info) if sampled else counter(plan_frames(indices=range(total), fps=fps,
+                                                             duration=duration))
     return VideoRecord(name, cost.frames, cost.image_tokens, cost.block_tokens, cost.tokens,
                        total, fps, duration, sampled, None, None, 64, "SmolVLMProcessor",
                        384, counter.tokens_by_num_frames(info), counter.tokens_by_fps(info))

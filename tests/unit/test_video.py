@@ -26,6 +26,7 @@ from pytest_tokenguard.video import (
     VideoCounter,
     VideoPlan,
     VideoSampling,
+    intros_spell_the_largest,
     is_video_path,
     iter_video_paths,
     plan_frames,
@@ -138,10 +139,51 @@ def test_linspace_floor_equals_numpy(start: int, length: int, num: int) -> None:
     assert _linspace_floor(start, start + length, num) == expected
 
 
-def test_no_sampling_keeps_every_frame() -> None:
-    plan = plan_video(video_info(90, 30.0), DEFAULT, num_frames=8, do_sample_frames=False)
+def test_no_sampling_keeps_every_frame_of_a_file() -> None:
+    info = video_info(90, 30.0)._replace(path="clip.mp4", backend="torchcodec")
+    plan = plan_video(info, DEFAULT, num_frames=8, do_sample_frames=False)
     assert plan.indices == tuple(range(90))  # num_frames is ignored, as transformers does
     assert plan.timestamps[30] == 1.0
+
+
+def test_no_sampling_of_metadata_without_indices_is_refused() -> None:
+    """The processor raises on video_metadata without frames_indices when it does not
+    sample (tests/oracle/test_video.py proves it); a count would describe a call that
+    cannot run. The error names the video and the two ways out."""
+    with pytest.raises(CountingError) as caught:
+        plan_video(video_info(90, 30.0), DEFAULT, do_sample_frames=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("the video (90 frames at 30.0 fps): do_sample_frames=False")
+    assert "plan_frames(indices=" in message
+    assert "do_sample_frames=True" in message
+    counter = VideoCounter(KNOWN_SPECS[MODEL_IDS[0]], len)
+    with pytest.raises(CountingError, match="no frame indices"):
+        counter(video_info(90, 30.0), do_sample_frames=False)
+    # the frames the caller passes, with their indices, are counted
+    assert counter(plan_frames(indices=range(90), fps=30.0, duration=3.0)).frames == 90
+
+
+@pytest.mark.parametrize(("version", "shared"), [
+    ("5.0.0", True), ("5.13.0", True), ("5.24.0", True), ("5.24.9.dev0", True),
+    ("5.25.0", False), ("5.25.0.dev0", False), ("5.26.0rc1", False), ("6.0.0", False),
+    ("10.1", False),
+])
+def test_the_intro_rule_follows_the_transformers_version(version: str, shared: bool) -> None:
+    """5.25 changed ``replace_video_token`` from the padded batch's frame count
+    (``pixel_values.shape[1]``) to the video's own (``len(timestamps)``)."""
+    assert intros_spell_the_largest(version) is shared
+
+
+def test_the_intro_rule_of_the_installed_transformers() -> None:
+    from importlib.metadata import version
+
+    installed = version("transformers")
+    assert intros_spell_the_largest() is intros_spell_the_largest(installed)
+    counter = VideoCounter(KNOWN_SPECS[MODEL_IDS[0]], len)
+    assert counter.shared_intro is intros_spell_the_largest(installed)
+    with pytest.raises(CountingError, match=r"'main' is not of the form MAJOR\.MINOR"):
+        intros_spell_the_largest("main")
 
 
 # ------------------------------------------------------------------------------ the text
@@ -182,7 +224,9 @@ def test_text_equals_replace_video_token(
     plan = plan_video(video_info(total, video_fps, total / video_fps * stretch), DEFAULT,
                       num_frames=num_frames)
     intro = plan.frames + extra  # a longer video in the same call
-    assert joined(video_pieces(plan, intro), 2) == real_text(plan, 2, intro)
+    # the installed transformers' rule: the call's largest count, or the video's own
+    cost = VideoCounter(KNOWN_SPECS[MODEL_IDS[0]], len, DEFAULT).cost(plan, intro)
+    assert joined(cost.pieces, 2) == real_text(plan, 2, intro)
 
 
 @given(timestamps=st.lists(st.floats(0, 50_000), min_size=1, max_size=40),
@@ -220,11 +264,17 @@ def test_json_fields() -> None:
     assert fields["tokens"] == cost.text_tokens + cost.block_tokens
 
 
-def test_many_spells_the_largest_count_in_every_intro() -> None:
-    counter = VideoCounter(KNOWN_SPECS[MODEL_IDS[0]], len)
+@pytest.mark.parametrize(("shared", "intro", "words"),
+                         [(True, 10, "ten"), (False, 4, "four")])
+def test_many_spells_the_call_s_largest_count_or_each_own(shared: bool, intro: int,
+                                                          words: str) -> None:
+    """transformers <= 5.24 spells the largest count of the call in every intro, 5.25 on
+    each video's own (which rule is installed: the oracle tests)."""
+    counter = VideoCounter(KNOWN_SPECS[MODEL_IDS[0]], len, shared_intro=shared)
     short, long = counter.many([video_info(40, 10.0), video_info(100, 10.0)])
-    assert (short.frames, short.intro_frames, long.intro_frames) == (4, 10, 10)
-    assert "series of ten frames" in short.pieces[0]
+    assert (short.frames, short.intro_frames, long.intro_frames) == (4, intro, 10)
+    assert f"series of {words} frames" in short.pieces[0]
+    assert counter.cost(counter.plan(video_info(40, 10.0)), 10) == short
 
 
 def test_max_frames_within() -> None:
