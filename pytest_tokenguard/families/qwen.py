@@ -41,6 +41,7 @@ from ..errors import CountingError, SpecError
 from ..video import VideoInfo
 
 __all__ = [
+    "FAMILY",
     "GENERATION_OF",
     "IMAGE_PAD",
     "KNOWN_QWEN_SPECS",
@@ -48,6 +49,7 @@ __all__ = [
     "VIDEO_PAD",
     "VISION_END",
     "VISION_START",
+    "QwenFamily",
     "QwenGeneration",
     "QwenImageCost",
     "QwenRefusal",
@@ -60,6 +62,7 @@ __all__ = [
     "count_qwen_video",
     "qwen_settings_from_kwargs",
     "qwen_spec_from_configs",
+    "qwen_spec_from_folder",
     "sample_qwen_frames",
     "smart_resize",
     "smart_resize_video",
@@ -565,3 +568,96 @@ def count_qwen_video(
     return QwenVideoCost(info.total_frames, info.fps, frames, grid_t, w, h, pads, block,
                          pieces, tokens)
 
+
+
+# ------------------------------------------------------------------- the family on the seam
+
+
+def _read(path: Any) -> dict[str, Any] | None:
+    from ..specs import read_json_object
+
+    return read_json_object(path) if path.is_file() else None
+
+
+def qwen_spec_from_folder(folder: Any, name: str | None = None) -> QwenSpec:
+    """A :class:`QwenSpec` from a checkpoint folder's JSON files (no transformers import):
+    the generation from ``config.json``'s ``model_type`` or the processor class, the image
+    settings from ``preprocessor_config.json`` (or ``processor_config.json``'s nested
+    ``image_processor``, as transformers 5 saves them), the video settings likewise."""
+    from pathlib import Path
+
+    root = Path(folder)
+    config = _read(root / "config.json") or {}
+    processor = _read(root / "processor_config.json") or {}
+    image = processor.get("image_processor") if isinstance(
+        processor.get("image_processor"), dict) else _read(root / "preprocessor_config.json")
+    video = processor.get("video_processor") if isinstance(
+        processor.get("video_processor"), dict) else _read(
+        root / "video_preprocessor_config.json")
+    if image is None:
+        raise SpecError(f"{root}: no preprocessor_config.json; point the model at a Qwen-VL "
+                        "checkpoint folder or a hub id")
+    keys = (config.get("model_type"), processor.get("processor_class"),
+            image.get("processor_class"))
+    generation = next((GENERATION_OF[k] for k in keys if k in GENERATION_OF), None)
+    if generation is None:
+        raise SpecError(f"{root}: not a Qwen-VL checkpoint (model_type {keys[0]!r}, processor "
+                        f"class {keys[1] or keys[2]!r})")
+    return qwen_spec_from_configs(name or str(root), generation, image, video,
+                                  where=f"folder {root}")
+
+
+class QwenFamily:
+    """Qwen2-VL, Qwen2.5-VL and Qwen3-VL (see :mod:`pytest_tokenguard.families.base`)."""
+
+    name = "qwen-vl"
+    model_types = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl"})
+    processor_classes = frozenset({"Qwen2VLProcessor", "Qwen2_5_VLProcessor",
+                                   "Qwen3VLProcessor"})
+    placeholders: Mapping[str, str] = {"image": VISION_START + IMAGE_PAD + VISION_END,
+                                       "video": VISION_START + VIDEO_PAD + VISION_END}
+    wrappers = (VISION_START, VISION_END)
+
+    def known_models(self) -> tuple[str, ...]:
+        return tuple(KNOWN_QWEN_SPECS)
+
+    def spec(self, model: str, folder: Any) -> QwenSpec:
+        if folder is not None:
+            return qwen_spec_from_folder(folder, name=model)
+        spec = KNOWN_QWEN_SPECS.get(model)
+        if spec is None:
+            raise SpecError(f"no Qwen-VL settings are known for {model!r}; point the model at "
+                            "a checkpoint folder")
+        return spec
+
+    def call_settings(self, kwargs: Mapping[str, object]) -> QwenSettings:
+        return qwen_settings_from_kwargs(kwargs)
+
+    def image_cost(self, spec: QwenSpec, width: int, height: int,
+                   settings: QwenSettings | None = None) -> QwenImageCost:
+        return count_qwen_image(width, height, spec, settings or NO_SETTINGS)
+
+    def video_cost(self, spec: QwenSpec, info: VideoInfo, *, num_frames: int | None = None,
+                   fps: float | None = None,
+                   text: Callable[[str], int] | None = None) -> QwenVideoCost:
+        # a --num-frames/--fps is a call that samples: do_sample_frames=True, as
+        # apply_chat_template sets it
+        sample = True if num_frames is not None or fps is not None else None
+        return count_qwen_video(info, spec, num_frames=num_frames, fps=fps,
+                                do_sample_frames=sample, text=text)
+
+    def text_counter(self, model: str, folder: Any) -> Callable[[str], int]:
+        """The folder's ``tokenizer.json``; Qwen's tokenizer is not shipped with tokenguard
+        (README, "Models"), so without a folder text is refused by name."""
+        from ..errors import TokenizerUnavailable
+
+        path = None if folder is None else folder / "tokenizer.json"
+        if path is None or not path.is_file():
+            raise TokenizerUnavailable(model)
+        from ..specs import tokenizer_counter
+
+        counter: Callable[[str], int] = tokenizer_counter(path)
+        return counter
+
+
+FAMILY = QwenFamily()
