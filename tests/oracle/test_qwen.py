@@ -203,3 +203,29 @@ def test_qwen3_video_text_needs_a_tokenizer() -> None:
     assert cost.tokens is None
     assert cost.video_tokens > 0
     assert len(cost.text) == cost.grid_t
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_transformers_helper_agrees_on_images(model: str) -> None:
+    """The README's comparison: ``get_number_of_image_patches`` (what vLLM calls) agrees
+    with tokenguard on Qwen images, refusals included (15,000 sizes there; 2,000 here)."""
+    import random
+
+    rng = random.Random(0)
+    helper, spec = image_processor(model), model_spec(model)
+    for _ in range(2000):
+        w, h = rng.randint(1, 5000), rng.randint(1, 5000)
+        mp = rng.choice([None, 50176, 1003520])
+        try:
+            ours: int | None = count_qwen_image(w, h, spec,
+                                                QwenSettings(None, None, mp)).image_tokens
+        except QwenRefusal:
+            ours = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                theirs: int | None = helper.get_number_of_image_patches(
+                    h, w, {} if mp is None else {"max_pixels": mp}) // 4
+        except ValueError:
+            theirs = None
+        assert ours == theirs, (w, h, mp)
