@@ -659,5 +659,28 @@ class QwenFamily:
         counter: Callable[[str], int] = tokenizer_counter(path)
         return counter
 
+    def memory_architecture(self, model: str, folder: Any) -> Any:
+        """The memory model's architecture (Qwen2.5-VL): the folder's ``config.json``, else
+        the published values of a known hub id (:mod:`.qwen_memory`)."""
+        from ..gpu.model import MemoryModelError
+        from .qwen_memory import QWEN_CONFIGS, qwen_architecture
+
+        path = None if folder is None else folder / "config.json"
+        if path is not None and path.is_file():
+            from ..specs import read_json_object
+
+            return qwen_architecture(read_json_object(path), model, str(path))
+        if model in QWEN_CONFIGS:
+            return qwen_architecture(QWEN_CONFIGS[model], model)
+        raise MemoryModelError(
+            f"{model}: no config.json and no published Qwen-VL architecture known; the memory "
+            f"model knows {', '.join(QWEN_CONFIGS)} (or a checkpoint folder with config.json)")
+
+    def memory_sample(self, spec: QwenSpec, shape: Any) -> tuple[int, int, str]:
+        """``(vision tokens, tokens, setting)`` of one sample of ``shape``."""
+        from .qwen_memory import qwen_sample
+
+        return qwen_sample(spec, shape)
+
 
 FAMILY = QwenFamily()
