@@ -23,9 +23,16 @@ What a family answers:
   :class:`~pytest_tokenguard.errors.TokenizerUnavailable` naming the model: text is never
   guessed.
 
-Not on the seam yet (issue 18): the chat template's rendering of whole conversations, the
-recorder's reading of calls and the memory model's architecture still go through the
-SmolVLM2 modules directly.
+Optional, for the memory model (``tokenguard memory``; a family without them is refused
+by name there): ``memory_architecture(model, folder)`` returns the
+:class:`~pytest_tokenguard.gpu.model.Architecture` of the checkpoint's towers (a subclass
+answering the per-layer hooks: Qwen-VL's is ``families/qwen_memory.py``), and
+``memory_sample(spec, shape)`` the vision tokens and tokens of one sample of a
+:class:`~pytest_tokenguard.gpu.model.StepShape`. SmolVLM2's architecture stays in
+``gpu/model.py`` (the base class), reached by the SmolVLM2 resolver.
+
+Not on the seam yet (issue 18): the chat template's rendering of whole conversations and
+the recorder's reading of calls still go through the SmolVLM2 modules directly.
 
 Only the standard library is imported here.
 """

@@ -117,7 +117,7 @@ def qwen_architecture(config: Mapping[str, Any], name: str, where: str | None = 
                                f"text hidden_size {hidden}; restore config.json")
     merge = _positive(vision, "spatial_merge_size", v)
     tied = config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
-    return _qwen_class()(
+    arch: Architecture = _qwen_class()(
         name=name,
         text_layers=_positive(text, "num_hidden_layers", t),
         text_hidden=hidden,
@@ -137,6 +137,7 @@ def qwen_architecture(config: Mapping[str, Any], name: str, where: str | None = 
         tie_word_embeddings=bool(tied),
         temporal_patch=_positive(vision, "temporal_patch_size", v),
     )
+    return arch
 
 
 _CLASS: list[type] = []
@@ -149,7 +150,7 @@ def _qwen_class() -> type:
         return _CLASS[0]
     from dataclasses import dataclass
 
-    from ..gpu.model import _Linear, _Saver, Architecture
+    from ..gpu.model import Architecture, _Linear, _Saver
 
     @dataclass(frozen=True)
     class QwenArchitecture(Architecture):
@@ -157,6 +158,7 @@ def _qwen_class() -> type:
         a Qwen2 decoder. A "tile" is one patch of ``temporal_patch·patch²`` pixels."""
 
         temporal_patch: int = 2
+        vision_unit = "vision tokens (patches before the 2x2 merge)"
 
         @property
         def patches_per_tile(self) -> int:
@@ -303,6 +305,17 @@ def qwen_sample(spec: Any, shape: StepShape) -> tuple[int, int, str]:
     from ..video import video_info
     from .qwen import QwenSettings, count_qwen_image, count_qwen_video
 
+    refused = [
+        (shape.mixed, f"dtype={shape.dtype} with loop={shape.loop} (mixed precision)",
+         "load the model in bfloat16"),
+        (shape.loop != "trainer", f"loop={shape.loop}", "give loop=trainer"),
+        (shape.gpus > 1, f"gpus={shape.gpus}", "predict one GPU (gpus=1)"),
+    ]
+    for refuse, what, fix in refused:
+        if refuse:
+            raise MemoryModelError(
+                f"{what} is not modelled for {spec.name}: Qwen2.5-VL is measured and modelled "
+                f"in the Trainer's loop with a bf16 model on one GPU; {fix}")
     if shape.longest_edge is not None:
         raise MemoryModelError(
             f"longest_edge={shape.longest_edge} is SmolVLM2's resolution; Qwen-VL resizes by "

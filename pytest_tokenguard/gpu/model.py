@@ -712,6 +712,9 @@ class Architecture:
     def persistent_bytes(self) -> int:
         return LIBRARY_WORKSPACES
 
+    #: what ``tiles_per_sample`` counts, in reports
+    vision_unit = "tiles"
+
     def module_name(self, part: str, index: int, role: str) -> str:
         """The ``named_modules()`` name of layer ``index``'s Linear ``role`` in ``part``."""
         if part == "vision":
@@ -1213,6 +1216,8 @@ class MemoryEstimate:
     sharding: str | None = None
     recipe: str = ""
     sample: str = ""
+    #: what ``tiles_per_sample`` counts: SmolVLM2's tiles, Qwen-VL's patches
+    vision_unit: str = "tiles"
 
     @property
     def peak_gib(self) -> float:
@@ -1264,7 +1269,8 @@ class MemoryEstimate:
         lines = [
             f"{self.model}: predicted peak {format_bytes(self.peak_bytes)}{per_gpu} (torch "
             f"allocated) at {self.phase}",
-            f"  sample: {self.sample or f'batch {self.batch}'}: {self.tiles_per_sample} tiles, "
+            f"  sample: {self.sample or f'batch {self.batch}'}: {self.tiles_per_sample} "
+            f"{self.vision_unit}, "
             f"{self.seq_len} tokens per sample",
             f"  recipe: {self.recipe or self.optimizer_name}; "
             f"{self.parameters / 1e9:.2f}B parameters{trained}",
@@ -1423,6 +1429,7 @@ def estimate_step(
         gpus=shape.gpus,
         sharding=shape.sharding,
         recipe=shape.recipe(),
+        vision_unit=arch.vision_unit,
     )
 
 
