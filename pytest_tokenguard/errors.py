@@ -44,6 +44,7 @@ __all__ = [
     "TemplateError",
     "TokenguardError",
     "TokenguardWarning",
+    "TokenizerUnavailable",
     "VideoItemError",
     "VideoReadError",
     "reword",
@@ -210,6 +211,20 @@ class BaselineError(TokenguardError):
 
 class ProcessorLoadError(TokenguardError, RuntimeError):
     """The processor could not be had; the message says why and what to do."""
+
+
+class TokenizerUnavailable(ProcessorLoadError):
+    """A model's text cannot be counted exactly because its tokenizer is not on this machine
+    (and tokenguard ships none for it); names the model and what to pass. Vision tokens,
+    which need no tokenizer, are still counted."""
+
+    def __init__(self, model: str, what: str = "text") -> None:
+        self.model = model
+        super().__init__(
+            f"{model}: {what} cannot be counted exactly: its tokenizer is not on this machine "
+            "(no tokenizer.json in a local checkpoint folder or the hub cache) and tokenguard "
+            "ships none for it; pass the checkpoint folder as the model, or download the "
+            f"tokenizer once (hf download {model} tokenizer.json tokenizer_config.json)")
 
 
 class GpuUnavailable(TokenguardError, RuntimeError):

@@ -91,12 +91,12 @@ def outside_any_recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The state of a test process between two tests, for the recorder's own tests: no owner
     in this context or in the environment. Under ``--tokenguard`` the suite's own recorder
     has this very test's recording open; the recorder under test must not see it."""
-    from pytest_tokenguard.processor import recording
+    from pytest_tokenguard.processor.recording import owners
 
-    monkeypatch.delenv(recording.ENV_RECORD_TO, raising=False)
-    token = recording._OWNER.set(None)
+    monkeypatch.delenv(owners.ENV_RECORD_TO, raising=False)
+    token = owners.OWNER.set(None)
     yield
-    recording._OWNER.reset(token)
+    owners.OWNER.reset(token)
 
 
 @pytest.fixture(autouse=True)

@@ -418,7 +418,7 @@ def _reservation(case_id: str) -> float:
     estimate = estimate_step(
         KNOWN_ARCHITECTURES[hub], tiles_per_sample=case.images * cost.patches,
         seq_len=case.images * cost.block_tokens + 60, batch=case.batch,
-        gradient_checkpointing=case.gradient_checkpointing,
+        gradient_checkpointing=case.gradient_checkpointing, loop="manual",
         dtype="float32" if case.precision == "mixed" else "bfloat16")
     return estimate.peak_gib * (1.1 if case.gradient_checkpointing else 1.25) + 2.5
 

@@ -44,6 +44,13 @@ FIT_CASES: dict[str, frozenset[str] | None] = {
         "256M-le1536-nogc-b1-i4-640x480-trainer-noamp",
         "2.2B-le768-nogc-b1-i4-640x480-trainer", "2.2B-le768-nogc-b1-i4-640x480-trainer-noamp",
     }),
+    # issue 18's Qwen2.5-VL steps and issue 20's mixed precision: QWEN_PERSISTENT was read
+    # from the first case's step start; the lifetime of autocast's weight copies was
+    # checked on the second's forward (their cache is freed when the forward ends)
+    "results-h100-qwen.json": frozenset({
+        "qwen-3B-full-gc-b1-1x4032x3024-mp4014080",
+        "2.2B-le768-gc-b1-i4-640x480-trainer-mixed",
+    }),
 }
 
 
@@ -71,6 +78,8 @@ def recipe(case: dict[str, Any]) -> dict[str, Any]:
     }
     if case.get("variant") == "noamp":  # bf16=False: no autocast, the fp32 pixel values
         keywords["loop"] = "manual"
+    if case.get("precision") == "mixed":  # an fp32 model under bf16=True
+        keywords["dtype"] = "float32"
     if case.get("lora_rank"):
         keywords.update(lora_rank=case["lora_rank"], lora_dropout=case.get("lora_dropout", 0.0))
     if case.get("freeze"):
@@ -80,8 +89,32 @@ def recipe(case: dict[str, Any]) -> dict[str, Any]:
     return keywords
 
 
+def qwen_keywords(case: dict[str, Any]) -> dict[str, Any]:
+    """``tokenguard memory`` keywords for a recorded Qwen case (``qwen_step.py``)."""
+    keywords: dict[str, Any] = {
+        "gradient_checkpointing": case["gradient_checkpointing"], "batch": case["batch"],
+        "text_tokens": 64, "images": len(case["images"]),
+    }
+    if case["images"]:
+        keywords["image_size"] = [tuple(size) for size in case["images"]]
+    if case["video"]:
+        keywords["video"] = tuple(case["video"])
+    if case["max_pixels"]:
+        keywords["max_pixels"] = case["max_pixels"]
+    if case["recipe"] == "lora":
+        keywords["lora_rank"] = 16
+    if case["recipe"] == "frozen-vision":
+        keywords["freeze"] = ("vision",)
+    return keywords
+
+
 def predict(case: dict[str, Any]) -> MemoryEstimate:
-    """The model's prediction for a recorded case, from the shapes the processor made."""
+    """The model's prediction for a recorded case, from the shapes the processor made
+    (a Qwen case from its images, through ``tokenguard memory``'s own path)."""
+    if case["case"].startswith("qwen-"):
+        from pytest_tokenguard.gpu.model import estimate_for_model
+
+        return estimate_for_model(case["model"], **qwen_keywords(case))
     return estimate_step(
         KNOWN_ARCHITECTURES[f"HuggingFaceTB/{case['model']}"],
         tiles_per_sample=case["tiles_per_sample"],
@@ -164,6 +197,101 @@ def loop_section(path: Path, report: dict[str, Any]) -> list[str]:
         f"{loop} {min(e) * 100:+.1f}% to {max(e) * 100:+.1f}% ({len(e)} cases)"
         for loop, e in sorted(errors.items())) + ".", ""]
     return rows + loop_costs(report)
+
+
+#: Steps predicted but not measured (the device time went to the grid above).
+QWEN_PREDICTED_ONLY: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("Qwen/Qwen2.5-VL-3B-Instruct", "full fine-tuning, gradient checkpointing, one 4032x3024 "
+     "photo at the default max_pixels", {"gradient_checkpointing": True,
+                                         "image_size": (4032, 3024), "images": 1}),
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "full fine-tuning in pure bf16 (bf16 AdamW states), "
+     "gradient checkpointing, one 1024x768 photo",
+     {"gradient_checkpointing": True, "image_size": (1024, 768), "images": 1}),
+)
+
+
+def qwen_section(path: Path, report: dict[str, Any]) -> list[str]:
+    """Issue 18's Qwen2.5-VL steps and issue 20's mixed precision (``qwen_step.py``)."""
+    from pytest_tokenguard.gpu.model import estimate_for_model
+
+    env = report["environment"]
+    rows = [
+        f"## Qwen2.5-VL in the Trainer, and mixed precision ({report['card']})",
+        "",
+        f"`{path.name}`: {report['card']} ({report['total_memory'] / GIB:.1f} GiB), torch "
+        f"{env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']} (carried as "
+        f"a wheel), peft {env.get('peft')}, Python {env['python']}. Measured by "
+        "`benchmarks/gpu/qwen_step.py`: `Qwen2_5_VLForConditionalGeneration` built from the",
+        "published `config.json` values with random weights in bf16, `sdpa`; pixel values from",
+        "`Qwen2VLImageProcessor` / `Qwen2VLVideoProcessor` at the published `min_pixels` and",
+        "`max_pixels` (or the case's `mp`), `input_ids` written with one `<|image_pad|>` per",
+        "merged patch inside `<|vision_start|>`/`<|vision_end|>` and 64 text tokens,",
+        "`labels = input_ids`; `Trainer(bf16=True)` with its defaults (`adamw_torch_fused`,",
+        "clipping). LoRA: peft r=16 on q/k/v/o/gate/up/down_proj (the vision MLP's too).",
+        "*predicted* is `tokenguard memory --model Qwen/... --image-size WxH ...`.",
+        "",
+        "| case | set | grad. ckpt | batch | images / video | max_pixels | vision tokens "
+        "| tokens/sample | torch peak allocated | torch peak reserved | predicted | error |",
+        "|---|---|:---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    errors: dict[str, list[float]] = {}
+    for case in report["cases"]:
+        if not case["case"].startswith("qwen-") or "steady" not in case:
+            continue
+        estimate, measured = predict(case), case["steady"]["torch_allocated"]
+        holdout = is_holdout(path.name, case["case"])
+        if holdout:
+            errors.setdefault("Qwen2.5-VL", []).append((estimate.peak_bytes - measured)
+                                                       / measured)
+        inputs = ", ".join(f"{w}x{h}" for w, h in case["images"]) or "video {}x{}x{}".format(
+            *case["video"])
+        rows.append(
+            f"| {case['case']} | {'holdout' if holdout else 'fit'} | "
+            f"{'yes' if case['gradient_checkpointing'] else 'no'} | {case['batch']} | "
+            f"{inputs} | {case['max_pixels'] or 'default'} | {case['patches_per_sample']} | "
+            f"{case['seq_len']} | {measured / GIB:.2f} GiB | "
+            f"{case['steady']['torch_reserved'] / GIB:.2f} GiB | {estimate.peak_gib:.2f} GiB | "
+            f"{_pct(estimate.peak_bytes, measured)} |")
+    rows += ["", "Predicted, not measured (7B full fine-tuning with fp32 AdamW states, as mixed",
+             "precision keeps them, needs 16 bytes a parameter, 124 GiB before any activation:",
+             "it does not fit 80 GB, and the model refuses mixed precision on Qwen, unmeasured):",
+             ""]
+    for model, what, keywords in QWEN_PREDICTED_ONLY:
+        estimate = estimate_for_model(model, **keywords)
+        rows.append(f"- {model}, {what}: {estimate.peak_gib:.1f} GiB ({estimate.phase}).")
+    rows += [
+        "",
+        "### Mixed precision: an fp32 model under `Trainer(bf16=True)`",
+        "",
+        "SmolVLM2 loaded in fp32 (`loop_step.py`'s `-mixed` cases; transformers 5.17 crashed",
+        "in `inputs_merger` on fp32 weights, 5.25 casts there): fp32 weights, gradients and",
+        "AdamW states, the forward under bf16 autocast. *predicted* is `tokenguard memory",
+        "--dtype float32` (the Trainer's loop). The bf16 row is the same step on a bf16 model,",
+        f"re-measured with transformers {env['transformers']} (recorded at 19.42 GiB with 5.17).",
+        "",
+        "| case | set | longest_edge | grad. ckpt | batch x images | image | tiles/sample | "
+        "tokens/sample | torch peak allocated | predicted | error | phase |",
+        "|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for case in report["cases"]:
+        if case["case"].startswith("qwen-") or "steady" not in case:
+            continue
+        estimate, measured = predict(case), case["steady"]["torch_allocated"]
+        holdout = is_holdout(path.name, case["case"])
+        if holdout and case.get("precision") == "mixed":
+            errors.setdefault("mixed precision", []).append((estimate.peak_bytes - measured)
+                                                            / measured)
+        rows.append(
+            f"| {case['case']} | {'holdout' if holdout else 'fit'} | {case['longest_edge']} | "
+            f"{'yes' if case['gradient_checkpointing'] else 'no'} | "
+            f"{case['batch']} x {case['images']} | {case['width']}x{case['height']} | "
+            f"{case['tiles_per_sample']} | {case['seq_len']} | {measured / GIB:.2f} GiB | "
+            f"{estimate.peak_gib:.2f} GiB | {_pct(estimate.peak_bytes, measured)} | "
+            f"{estimate.phase} |")
+    rows += ["", "Holdout error vs allocated: " + "; ".join(
+        f"{name} {min(e) * 100:+.1f}% to {max(e) * 100:+.1f}% ({len(e)} cases)"
+        for name, e in sorted(errors.items())) + ".", ""]
+    return rows
 
 
 def recipe_loop(case: dict[str, Any]) -> str:
@@ -363,7 +491,7 @@ def reading(reports: list[dict[str, Any]]) -> list[str]:
 
 def render(paths: list[Path]) -> str:
     out = [
-        "# GPU memory of a SmolVLM2 training step: measured and predicted",
+        "# GPU memory of a SmolVLM2 or Qwen2.5-VL training step: measured and predicted",
         "",
         "Generated by `benchmarks/gpu/make_table.py` from `benchmarks/gpu/results-*.json`",
         "(measured by `benchmarks/gpu/measure_step.py`) and the memory model",
@@ -390,6 +518,10 @@ def render(paths: list[Path]) -> str:
         "",
     ]
     reports = [(path, json.loads(path.read_text(encoding="utf-8"))) for path in paths]
+    qwen = [(p, r) for p, r in reports if p.name == "results-h100-qwen.json"]
+    for path, report in qwen:
+        out += qwen_section(path, report)
+    reports = [(p, r) for p, r in reports if p.name != "results-h100-qwen.json"]
     loops = [(p, r) for p, r in reports if any("loop" in c for c in r["cases"])]
     for path, report in loops:
         out += loop_section(path, report)

@@ -46,6 +46,7 @@ from .common import (
     reader_left,
     streams,
 )
+from .family_count import add_family_options, route
 
 __all__ = ["add_count_parser", "json_row", "plural", "positive_float", "positive_int",
            "run_count", "spec_for_model", "video_counter_for_model", "video_json_row"]
@@ -188,6 +189,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     # a header of 100+ megapixels is counted like any other; PIL's warning is about decoding
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    routed = route(model_or_default(args.model), args, out, err)  # another model family
+    if routed is not None:
+        return routed
     try:
         spec = spec_for_model(model_or_default(args.model))
         counters = [
@@ -355,6 +359,7 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     count.add_argument("--json", action="store_true", help="JSON Lines, one object per image "
                        "and resolution and one per video, each with its kind")
+    add_family_options(count)
     count.add_argument("paths", nargs="+", help="image or video files, or folders of them")
     count.set_defaults(func=run_count)
     return count

@@ -59,6 +59,17 @@ def _image_size(text: str) -> tuple[int, int]:
 _size = size
 
 
+def _video(text: str) -> tuple[int, int, int]:
+    try:
+        width, height, frames = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not WIDTHxHEIGHTxFRAMES, e.g. 640x480x16") from None
+    if min(width, height, frames) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every part must be positive")
+    return width, height, frames
+
+
 
 def _model_folder_problem(model: str) -> str | None:
     """Why ``--model`` cannot be a checkpoint folder, worded for this command, or None.
@@ -98,14 +109,22 @@ def _add_option(parser: argparse.ArgumentParser, spec: ShapeField) -> None:
     """One option from a :class:`~pytest_tokenguard.gpu.model.StepShape` field: its name,
     help and accepted values come from the field, its spelling from the field's kind."""
     text = spec.help.replace("%", "%%")
-    shown = ("x" if spec.kind == "size" else ",").join(map(str, spec.default)) if isinstance(
-        spec.default, tuple) else spec.default
+    if spec.kind == "sizes":
+        shown: Any = ", ".join("x".join(map(str, item)) for item in spec.default)
+    elif isinstance(spec.default, tuple):
+        shown = ("x" if spec.kind == "size" else ",").join(map(str, spec.default))
+    else:
+        shown = spec.default
     default_help = f"{text} (default {shown})"
     kinds: dict[str, dict[str, Any]] = {
         "flag": {"action": "store_true", "help": text},
         "count": {"type": _count, "default": spec.default, "help": default_help},
         "positive": {"type": _positive, "default": spec.default, "help": default_help},
         "positive?": {"type": _positive, "default": None, "help": text},
+        "count?": {"type": _count, "default": None, "help": text},
+        "sizes": {"type": _image_size, "action": "append", "default": None,
+                  "help": f"{text}; repeatable, one per image (default {shown})"},
+        "video": {"type": _video, "default": None, "help": text},
         "size": {"type": _image_size, "default": spec.default, "help": default_help},
         "fraction": {"type": float, "default": spec.default, "help": default_help},
         "choice": {"choices": spec.choices, "default": spec.default, "help": default_help},
@@ -123,7 +142,7 @@ def _shape_keywords(args: argparse.Namespace) -> dict[str, Any]:
     keywords: dict[str, Any] = {}
     for spec in shape_fields():
         value = getattr(args, spec.name)
-        if spec.kind == "names" and value is None:
+        if spec.kind in ("names", "sizes") and value is None:
             continue
         keywords[spec.name] = tuple(value) if spec.kind == "choices" else value
     return keywords
@@ -134,7 +153,8 @@ def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "memory",
         help="predicted GPU peak of one training step (no GPU needed)",
-        description="Predict the torch peak allocated memory of one SmolVLM2 training step "
+        description="Predict the torch peak allocated memory of one SmolVLM2 or Qwen2.5-VL "
+        "training step "
         "(forward, backward, optimizer step) in the loop you run (--loop: the Hugging Face "
         "Trainer by default, TRL's SFTTrainer, or a manual loop) from the model's shapes. "
         "Measured on H100 and H200 (README, docs/gpu-memory.md): never more "
@@ -145,7 +165,8 @@ def add_memory_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default=os.environ.get("TOKENGUARD_MODEL", DEFAULT_MODEL),
-        help="checkpoint folder with config.json, or a known hub id (default %(default)s)",
+        help="checkpoint folder with config.json, or a known hub id such as "
+        "Qwen/Qwen2.5-VL-7B-Instruct (default %(default)s)",
     )
     for spec in shape_fields():  # the one definition of a step: StepShape
         _add_option(parser, spec)

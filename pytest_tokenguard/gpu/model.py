@@ -266,11 +266,19 @@ class StepShape:
     longest_edge: int | None = field(default=None, metadata=_meta(
         "processor resolution in pixels (default: the checkpoint's own)",
         "a positive integer, or None for the checkpoint's default", "positive?"))
-    images: int = field(default=4, metadata=_meta(
-        "images per sample", "an integer, 0 or more", "count"))
-    image_size: tuple[int, int] = field(default=(384, 384), metadata=_meta(
-        "WIDTHxHEIGHT of every image", "two positive integers, e.g. (384, 384) or '384x384'",
-        "size"))
+    images: int | None = field(default=None, metadata=_meta(
+        "images per sample (default: one per image size given, or 4 of one size)",
+        "an integer, 0 or more, or None", "count?"))
+    image_size: tuple[tuple[int, int], ...] = field(default=((384, 384),), metadata=_meta(
+        "WIDTHxHEIGHT of the images: one size for every image, or one size per image",
+        "a size such as (384, 384) or '384x384', or a list of them, one per image", "sizes"))
+    max_pixels: int | None = field(default=None, metadata=_meta(
+        "Qwen-VL: the processor's max_pixels (default: the checkpoint's)",
+        "a positive integer, or None for the checkpoint's", "positive?"))
+    video: tuple[int, int, int] | None = field(default=None, metadata=_meta(
+        "Qwen-VL: one video per sample, WIDTHxHEIGHTxFRAMES (the frames handed to the "
+        "processor)", "three positive integers, e.g. (640, 480, 16) or '640x480x16'",
+        "video"))
     text_tokens: int = field(default=64, metadata=_meta(
         "text tokens per sample besides the image blocks", "an integer, 0 or more", "count"))
     batch: int = field(default=1, metadata=_meta(
@@ -314,10 +322,29 @@ class StepShape:
         for spec in fields(self):
             check = _CHECKS[spec.name]
             object.__setattr__(self, spec.name, check(spec.name, getattr(self, spec.name)))
+        sizes = len(self.image_size)
+        if self.images is None:
+            object.__setattr__(self, "images", sizes if sizes > 1 else 4)
+        elif sizes > 1 and self.images != sizes:
+            raise MemoryModelError(
+                f"image_size gives {sizes} sizes, one per image, but images={self.images}; "
+                "drop images, or give one size for every image")
         self._check_combination()
 
+    @property
+    def image_count(self) -> int:
+        """Images per sample (``images`` once resolved)."""
+        return self.images if self.images is not None else 4
+
+    @property
+    def image_sizes(self) -> tuple[tuple[int, int], ...]:
+        """The size of each image of a sample, in order."""
+        if len(self.image_size) > 1:
+            return self.image_size
+        return self.image_size * self.image_count
+
     def _check_combination(self) -> None:
-        if self.images == 0 and self.text_tokens == 0:
+        if self.images == 0 and self.text_tokens == 0 and self.video is None:
             raise MemoryModelError(
                 "images=0 and text_tokens=0: a sample of nothing has nothing to train on; "
                 "give images or text tokens (1 or more)")
@@ -331,12 +358,17 @@ class StepShape:
             raise MemoryModelError(
                 "freeze=vision,text freezes everything but the connector: not a modelled "
                 "recipe; freeze one of vision, text")
-        if LOOP_TABLE[self.loop].autocast and self.dtype not in ("bfloat16", "bf16"):
+        if LOOP_TABLE[self.loop].autocast and self.dtype in ("float16", "fp16"):
             raise MemoryModelError(
                 f"loop={self.loop} with dtype={self.dtype}: bf16=True on a model loaded in "
-                f"{self.dtype} (autocast over {self.dtype} master weights) is not modelled; "
-                "load the model in bfloat16, or give loop=manual for a pure "
+                f"{self.dtype} is not modelled; load the model in bfloat16, or in float32 for "
+                "mixed precision (fp32 master weights), or give loop=manual for a pure "
                 f"{self.dtype} step")
+        if self.mixed and LOOP_TABLE[self.loop].fused_lm_head:
+            raise MemoryModelError(
+                f"loop={self.loop} with dtype={self.dtype}: mixed precision is measured and "
+                "modelled for the Trainer's loop only (loop=trainer); TRL's fused LM head over "
+                "fp32 weights is not; load the model in bfloat16 for sft-trainer")
         if self.gpus > 1 and self.sharding is None:
             raise MemoryModelError(f"gpus={self.gpus} needs sharding: ddp or fsdp")
         if self.gpus == 1 and self.sharding is not None:
@@ -344,9 +376,16 @@ class StepShape:
                 f"sharding={self.sharding} with gpus=1: sharding is modelled on 2 GPUs or "
                 "more; give gpus 2 or more, or drop sharding")
 
+    @property
+    def mixed(self) -> bool:
+        """Mixed precision: an fp32 model (master weights, gradients and optimizer states in
+        fp32) under a loop that runs the forward in bf16 autocast (``bf16=True``)."""
+        return LOOP_TABLE[self.loop].autocast and DTYPE_BYTES[self.dtype] == 4
+
     def recipe(self) -> str:
         """The recipe in a few words, for reports."""
-        parts = [self.loop, self.dtype, self.optimizer]
+        dtype = "mixed precision (fp32 weights, bf16 autocast)" if self.mixed else self.dtype
+        parts = [self.loop, dtype, self.optimizer]
         if self.lora_rank is None:
             parts.append("full fine-tuning")
         else:
@@ -359,12 +398,21 @@ class StepShape:
             parts.append(f"{self.sharding.upper()} on {self.gpus} GPUs, per GPU")
         return ", ".join(parts)
 
-    def sample(self, longest_edge: int) -> str:
-        """The sample predicted, named in full: a prediction never hides its shape."""
-        width, height = self.image_size
-        images = f"{self.images} image{'' if self.images == 1 else 's'}"
-        return (f"batch {self.batch} x ({images} of {width}x{height} at "
-                f"longest_edge={longest_edge} + {self.text_tokens} text tokens)")
+    def sample(self, longest_edge: int | None = None, resolution: str | None = None) -> str:
+        """The sample predicted, named in full: a prediction never hides its shape.
+        ``resolution`` names the processor setting (``longest_edge=N`` by default)."""
+        setting = resolution or f"longest_edge={longest_edge}"
+        sizes = self.image_sizes
+        if len(set(sizes)) <= 1:
+            width, height = self.image_size[0]
+            images = (f"{self.image_count} image{'' if self.image_count == 1 else 's'} "
+                      f"of {width}x{height}")
+        else:
+            images = f"{len(sizes)} images of " + ", ".join(f"{w}x{h}" for w, h in sizes)
+        video = "" if self.video is None else " + a video of {}x{}x{} frames".format(
+            *self.video)
+        return (f"batch {self.batch} x ({images} at {setting}{video} + {self.text_tokens} "
+                "text tokens)")
 
 
 @dataclass(frozen=True)
@@ -451,6 +499,32 @@ def _choice(choices: tuple[str, ...], aliases: Mapping[str, str] | None = None,
     return check
 
 
+def _image_sizes(name: str, value: object) -> tuple[tuple[int, int], ...]:
+    """One size (``(w, h)``, ``"WxH"``) or a list of them, one per image."""
+    if isinstance(value, str) or (isinstance(value, (tuple, list)) and len(value) == 2
+                                  and all(isinstance(v, int) for v in value)):
+        return (_image_size(name, value),)
+    if not isinstance(value, (tuple, list)) or not value:
+        raise _bad(name, value, "a size such as (384, 384) or '384x384', or a list of them")
+    return tuple(_image_size(name, item) for item in value)
+
+
+def _video(name: str, value: object) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        with contextlib.suppress(ValueError):
+            if len(parts) == 3 and all(part.strip().isdigit() for part in parts):
+                value = tuple(int(part) for part in parts)
+    if (not isinstance(value, (tuple, list)) or len(value) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_CONFIG_INT
+                       for v in value)):
+        raise _bad(name, value, "WIDTHxHEIGHTxFRAMES, three positive integers, e.g. "
+                   "(640, 480, 16) or '640x480x16'")
+    return int(value[0]), int(value[1]), int(value[2])
+
+
 def _image_size(name: str, value: object) -> tuple[int, int]:
     if isinstance(value, str):
         parts = value.lower().split("x")
@@ -492,8 +566,10 @@ def _freeze(name: str, value: object) -> tuple[str, ...]:
 
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "longest_edge": _optional_positive,
-    "images": _integer(0),
-    "image_size": _image_size,
+    "images": lambda name, value: None if value is None else _integer(0)(name, value),
+    "image_size": _image_sizes,
+    "max_pixels": _optional_positive,
+    "video": _video,
     "text_tokens": _integer(0),
     "batch": _integer(1),
     "gradient_checkpointing": _boolean,
@@ -629,6 +705,60 @@ class Architecture:
         h, i = self.vision_hidden, self.vision_intermediate
         return 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h
 
+    # What differs between the families' towers: SmolVLM2's answers here, another family's
+    # architecture (Qwen-VL: families/qwen_memory.py) overrides them.
+
+    #: bytes torch holds beyond weights, states and inputs before a step (library
+    #: workspaces; see :data:`LIBRARY_WORKSPACES`)
+    @property
+    def persistent_bytes(self) -> int:
+        return LIBRARY_WORKSPACES
+
+    #: what ``tiles_per_sample`` counts, in reports
+    vision_unit = "tiles"
+
+    def module_name(self, part: str, index: int, role: str) -> str:
+        """The ``named_modules()`` name of layer ``index``'s Linear ``role`` in ``part``."""
+        if part == "vision":
+            group = "self_attn" if role.endswith("proj") else "mlp"
+            return f"model.vision_model.encoder.layers.{index}.{group}.{role}"
+        group = "mlp" if role in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+        return f"model.text_model.layers.{index}.{group}.{role}"
+
+    def vision_layer(self, saver: _Saver, lin: Callable[[str], _Linear], norms: bool,
+                     live: bool) -> bool:
+        """Add what one vision layer saves per vision token; whether its output needs grad."""
+        return _vision_layer(self, saver, lin, norms, live)
+
+    def text_layer(self, saver: _Saver, lin: Callable[[str], _Linear], norms: bool,
+                   live: bool) -> bool:
+        return _text_layer(self, saver, lin, norms, live)
+
+    def vision_live_at_start(self, shape: StepShape, trains: bool) -> bool:
+        """Whether the vision tower's first layer input needs grad: the patch embedding
+        trains with the tower."""
+        return trains
+
+    def vision_outside(self, saver: _Saver, full: Mapping[str, bool], vision_end: bool,
+                       adapted: set[str]) -> bool:
+        """What the tower saves outside its layers, per vision token, and whether the
+        connector's output needs grad."""
+        hv = self.vision_hidden
+        if vision_end or full["vision"]:  # post_layernorm, and the connector's pixel shuffle
+            # keeps one more copy of the tower's output (measured: b·hv per vision token)
+            saver.layer_norm(hv)
+            saver.bytes += saver.b * hv
+        return saver.linears(
+            hv, [_Linear(full["connector"],
+                         "model.connector.modality_projection.proj" in adapted)],
+            vision_end or full["vision"])
+
+    def input_bytes(self, tiles: int, pixel_bytes: int) -> int:
+        """The processor's vision inputs on the GPU for ``tiles`` tiles: 3 channels of
+        ``pixel_bytes`` and the int64 pixel attention mask per pixel (measured 14 bytes per
+        pixel with bf16 pixel values)."""
+        return tiles * self.image_size**2 * (3 * pixel_bytes + 8)
+
     @property
     def text_layer_parameters(self) -> int:
         h, i, d = self.text_hidden, self.text_intermediate, self.head_dim
@@ -750,12 +880,37 @@ def _model_error(exc: TokenguardError) -> MemoryModelError:
     return error
 
 
-def resolve_model(model: str) -> tuple[Architecture, ModelSpec]:
-    """The architecture and token spec of ``model``, through the one model resolver
+def _family_model(model: str) -> tuple[Architecture, Any, Any] | None:
+    """``(architecture, spec, family)`` of a model of another family than SmolVLM2, which
+    supplies its memory architecture on the seam (``memory_architecture``); None for
+    SmolVLM2 and for a model no family claims (the SmolVLM2 resolver then answers)."""
+    from ..errors import SpecError
+    from ..families import resolve_family
+
+    try:
+        resolved = resolve_family(model)
+        if resolved is None or resolved.family.name == "smolvlm":
+            return None
+        build = getattr(resolved.family, "memory_architecture", None)
+        if build is None:
+            raise MemoryModelError(f"{model}: the {resolved.family.name} family supplies no "
+                                   "memory architecture; the memory model cannot predict it")
+        return build(model, resolved.folder), resolved.spec(), resolved.family
+    except SpecError as exc:
+        raise _model_error(exc) from None
+
+
+def resolve_model(model: str) -> tuple[Architecture, Any]:
+    """The architecture and token spec of ``model``: a family's own (Qwen-VL, by the family
+    seam), else through the SmolVLM2 model resolver
     (:func:`~pytest_tokenguard.processor.source.resolve_source`, never the network): a
     checkpoint folder's ``config.json``, or the published architecture of a known hub id."""
     from ..errors import ProcessorLoadError, SpecError
     from ..processor.source import resolve_source
+
+    other = _family_model(model)
+    if other is not None:
+        return other[0], other[1]
 
     try:
         source = resolve_source(model, network_timeout=None)
@@ -828,8 +983,11 @@ class _Linear:
 class _Saver:
     """Bytes per token autograd saves along one layer, following which values need grad."""
 
-    def __init__(self, b: int, rank: int, dropout: bool, autocast: bool = False) -> None:
+    def __init__(self, b: int, rank: int, dropout: bool, autocast: bool = False,
+                 mixed: bool = False) -> None:
         self.b, self.rank, self.dropout, self.autocast = b, rank, dropout, autocast
+        #: mixed precision: fp32 residual stream and norms, bf16 (``b``) Linear outputs
+        self.mixed = mixed
         self.bytes = 0
 
     def layer_norm(self, h: int) -> None:
@@ -849,10 +1007,16 @@ class _Saver:
         elif any(user.base for user in users) and not input_saved:
             self.bytes += self.b * fan_in
         for user in users:
-            if user.lora:
-                shared = self.b == 4 and not self.dropout and not any(u.base for u in users)
-                self.bytes += (0 if shared else 4 * fan_in) + 4 * self.rank
-                self.bytes += fan_in if self.dropout else 0
+            if not user.lora:
+                continue
+            if self.autocast:
+                # peft casts the input to the adapter's fp32, autocast casts it back for
+                # lora_A's matmul, which saves that bf16 copy; lora_B saves its bf16 input
+                self.bytes += 2 * fan_in + 2 * self.rank + (fan_in if self.dropout else 0)
+                continue
+            shared = self.b == 4 and not self.dropout and not any(u.base for u in users)
+            self.bytes += (0 if shared else 4 * fan_in) + 4 * self.rank
+            self.bytes += fan_in if self.dropout else 0
         return live or any(user.base or user.lora for user in users)
 
 
@@ -881,16 +1045,20 @@ def _text_layer(arch: Architecture, saver: _Saver, lin: Callable[[str], _Linear]
     h, i, b, d = arch.text_hidden, arch.text_intermediate, saver.b, arch.head_dim
 
     def rms_norm(live: bool) -> bool:
-        if live or norms:  # the fp32 upcast and rsqrt; the bf16 normalised value for the weight
-            saver.bytes += 4 * h + 4 + (b * h if norms else 0)
+        if live or norms:  # the fp32 upcast and rsqrt; the normalised value for the weight
+            # (bf16, or fp32 under mixed precision, where the norm's output stays fp32)
+            saver.bytes += 4 * h + 4 + ((4 if saver.mixed else b) * h if norms else 0)
         return live or norms
 
-    attn = saver.linears(h, [lin("q_proj"), lin("k_proj"), lin("v_proj")], rms_norm(live))
+    # under mixed precision the norm's fp32 output is cast by each Linear apart
+    attn = saver.linears(h, [lin("q_proj"), lin("k_proj"), lin("v_proj")], rms_norm(live),
+                         fp32_input=saver.mixed)
     if attn:
         saver.bytes += b * (2 * arch.text_heads + 2 * arch.text_kv_heads) * d
         saver.bytes += 4 * arch.text_heads
     live = saver.linears(arch.text_heads * d, [lin("o_proj")], attn, input_saved=attn) or live
-    mlp = saver.linears(h, [lin("gate_proj"), lin("up_proj")], rms_norm(live))
+    mlp = saver.linears(h, [lin("gate_proj"), lin("up_proj")], rms_norm(live),
+                        fp32_input=saver.mixed)
     if mlp:  # SiLU's input, its output and up_proj's output (the product saves both)
         saver.bytes += 3 * b * i
     return saver.linears(i, [lin("down_proj")], mlp) or live
@@ -915,11 +1083,15 @@ class _Plan:
     text_live: tuple[bool, ...]
     text_outside: int
     embedding_trains: bool
+    vision_casts: int = 0  # mixed precision: bf16 copies of the vision tower's weights
+    text_casts: int = 0  # ... of the connector's, the text model's and lm_head's
 
 
 def _plan(arch: Architecture, shape: StepShape) -> _Plan:
     b = DTYPE_BYTES[shape.dtype]
     autocast = LOOP_TABLE[shape.loop].autocast
+    # what autograd saves is in the activations' dtype: bf16 under mixed precision
+    ba = 2 if shape.mixed else b
     adapters = lora_modules(arch, shape)
     lora = shape.lora_rank is not None
     rank = shape.lora_rank or 0
@@ -953,45 +1125,46 @@ def _plan(arch: Architecture, shape: StepShape) -> _Plan:
     def run(part: str, layer_fn: Any, count: int, live: bool) -> tuple[list[int], list[bool]]:
         saved, lives = [], []
         for index in range(count):
-            saver = _Saver(b, rank, shape.lora_dropout > 0, autocast)
-            stem = "model.vision_model.encoder.layers" if part == "vision" else \
-                "model.text_model.layers"
+            saver = _Saver(ba, rank, shape.lora_dropout > 0, autocast, shape.mixed)
 
-            def lin(role: str, index: int = index, stem: str = stem) -> _Linear:
-                group = "mlp" if role in ("fc1", "fc2", "gate_proj", "up_proj",
-                                          "down_proj") else "self_attn"
-                name = f"{stem}.{index}.{group}.{role}"
-                return _Linear(base=full[part], lora=name in adapted)
+            def lin(role: str, index: int = index) -> _Linear:
+                return _Linear(base=full[part],
+                               lora=arch.module_name(part, index, role) in adapted)
 
-            live = layer_fn(arch, saver, lin, full[part], live)
+            live = layer_fn(saver, lin, full[part], live)
             saved.append(saver.bytes)
             lives.append(live)
         return saved, lives
 
-    # the patch embedding trains with the tower: then every vision value needs grad
-    vision_saved, vision_live = run("vision", _vision_layer, arch.vision_layers,
-                                    full["vision"])
-    vision_end = vision_live[-1] if vision_live else full["vision"]
-    hv = arch.vision_hidden
-    outside = _Saver(b, rank, shape.lora_dropout > 0, autocast)
-    if vision_end or full["vision"]:  # post_layernorm, and the connector's pixel shuffle
-        # keeps one more copy of the tower's output (measured: b·hv per vision token)
-        outside.layer_norm(hv)
-        outside.bytes += b * hv
-    connector_live = outside.linears(
-        hv, [_Linear(full["connector"], "model.connector.modality_projection.proj" in adapted)],
-        vision_end or full["vision"])
+    start = arch.vision_live_at_start(shape, full["vision"])
+    vision_saved, vision_live = run("vision", arch.vision_layer, arch.vision_layers, start)
+    vision_end = vision_live[-1] if vision_live else start
+    outside = _Saver(ba, rank, shape.lora_dropout > 0, autocast, shape.mixed)
+    connector_live = arch.vision_outside(outside, full, vision_end, adapted)
     # merged embeddings need grad when image features do, or the embedding table trains
     text_in = connector_live or full["text"]
-    text_saved, text_live = run("text", _text_layer, arch.text_layers, text_in)
+    text_saved, text_live = run("text", arch.text_layer, arch.text_layers, text_in)
     text_end = text_live[-1] if text_live else text_in
     h = arch.text_hidden
-    text_outside = _Saver(b, rank, shape.lora_dropout > 0, autocast)
+    text_outside = _Saver(ba, rank, shape.lora_dropout > 0, autocast, shape.mixed)
     if text_end or full["text"]:  # the final RMSNorm
-        text_outside.bytes += 4 * h + 4 + (b * h if full["text"] else 0)
+        text_outside.bytes += 4 * h + 4 + ((4 if shape.mixed else ba) * h if full["text"] else 0)
     text_outside.linears(h, [_Linear(full["text"], "lm_head" in adapted)], text_end)
+    # mixed precision: autocast's bf16 copies of the Linear (and convolution) weights, which
+    # each Linear saves for its backward; the vision tower's when its values need grad
+    casts = {"vision": 0, "text": 0}
+    if shape.mixed:
+        for m in arch.linear_modules():
+            part = "vision" if m.part == "vision" else "text"
+            casts[part] += 2 * (m.fan_in + 1) * m.fan_out
+        casts["vision"] += 2 * 3 * arch.patch_size**2 * arch.vision_hidden * getattr(
+            arch, "temporal_patch", 1)
+        if not (any(vision_live) or full["vision"]):
+            casts["vision"] = 0
     return _Plan(
         weights=arch.parameters * b + lora_params * 4,
+        vision_casts=casts["vision"],
+        text_casts=casts["text"],
         trained=trained,
         trained_vision=trained_vision,
         trained_root=root_trained * b + root_lora * 4,
@@ -1053,6 +1226,8 @@ class MemoryEstimate:
     sharding: str | None = None
     recipe: str = ""
     sample: str = ""
+    #: what ``tiles_per_sample`` counts: SmolVLM2's tiles, Qwen-VL's patches
+    vision_unit: str = "tiles"
 
     @property
     def peak_gib(self) -> float:
@@ -1101,11 +1276,14 @@ class MemoryEstimate:
         rows.append((f"transient at {self.phase}", self.transient))
         trained = (f", {self.trained_parameters / 1e6:.1f}M trained"
                    if self.trained_parameters != self.parameters else "")
+        # "tile" for one (SmolVLM2); a family's own unit (Qwen-VL's vision tokens) is never one
+        unit = ("tile" if (self.vision_unit, self.tiles_per_sample) == ("tiles", 1)
+                else self.vision_unit)
         lines = [
             f"{self.model}: predicted peak {format_bytes(self.peak_bytes)}{per_gpu} (torch "
             f"allocated) at {self.phase}",
             f"  sample: {self.sample or f'batch {self.batch}'}: {self.tiles_per_sample} "
-            f"tile{'' if self.tiles_per_sample == 1 else 's'}, "
+            f"{unit}, "
             f"{self.seq_len} tokens per sample",
             f"  recipe: {self.recipe or self.optimizer_name}; "
             f"{self.parameters / 1e9:.2f}B parameters{trained}",
@@ -1182,14 +1360,18 @@ def estimate_step(
         # gradients of the residual stream while the vision tower runs backward
         vision_recompute = vision_tokens * 2 * b * hv if any(plan.vision_live) else 0
         text_recompute = 0
-    head = _head_terms(arch, loop, b, text_tokens, plan.embedding_trains)
-    pixels = tiles * arch.image_size**2
-    # measured: 14 bytes per pixel on the GPU with bf16 pixel values (their 6, and the
-    # processor's int64 pixel attention mask, 8); a loop that hands the processor's fp32
-    # pixel values to the model adds 2 bytes per channel (the model casts them itself);
-    # three int64 tensors per token (ids, mask, labels)
+    # the logits are bf16 under mixed precision (lm_head runs in autocast)
+    head = _head_terms(arch, loop, 2 if shape.mixed else b, text_tokens, plan.embedding_trains)
+    # mixed precision: the forward ends holding autocast's bf16 weight copies (its cache, and
+    # what each Linear saved); under checkpointing they go with the cache, else each stays
+    # until its layer's backward
+    casts = plan.vision_casts + plan.text_casts
+    kept_casts = 0 if shape.gradient_checkpointing else casts
+    vision_casts = 0 if shape.gradient_checkpointing else plan.vision_casts
+    # a loop that hands the processor's fp32 pixel values to the model keeps them (the model
+    # casts them itself); three int64 tensors per token (ids, mask, labels)
     pixel_bytes = loop.pixel_bytes or b
-    inputs = pixels * (3 * pixel_bytes + 8) + text_tokens * 8 * 3
+    inputs = arch.input_bytes(tiles, pixel_bytes) + text_tokens * 8 * 3
     weights = _shard(plan.weights, shards)
     gradients = _shard(plan.trained, shards)
     optimizer = _shard(states, shards)
@@ -1200,7 +1382,7 @@ def estimate_step(
     root_grads = plan.trained_root - _shard(plan.trained_root, shards) if fsdp else 0
     grads_not_vision = _shard(plan.trained - plan.trained_vision, shards) + root_grads
 
-    held = weights + optimizer + inputs + buckets + LIBRARY_WORKSPACES
+    held = weights + optimizer + inputs + buckets + arch.persistent_bytes
     saved = vision_saved + text_saved + head.kept
     # the embedding table's backward runs last; a frozen vision tower's checkpointed
     # inputs are still held then
@@ -1208,10 +1390,10 @@ def estimate_step(
                  if plan.embedding_trains else 0)
     vision_held = 0 if any(plan.vision_live) else vision_saved
     moments = {
-        "end of forward": held + gathered + vision_saved + text_saved + head.forward,
-        "start of backward": held + gathered + saved + head.backward,
+        "end of forward": held + gathered + vision_saved + text_saved + head.forward + casts,
+        "start of backward": held + gathered + saved + head.backward + kept_casts,
         "start of vision backward": held + gathered + vision_saved + grads_not_vision
-        + max(text_recompute, vision_recompute),
+        + max(text_recompute, vision_recompute) + vision_casts,
         "end of backward": held + gathered + gradients + root_grads + vision_recompute,
         "embedding backward": held + gathered + gradients + root_grads + vision_held
         + embedding,
@@ -1260,6 +1442,7 @@ def estimate_step(
         gpus=shape.gpus,
         sharding=shape.sharding,
         recipe=shape.recipe(),
+        vision_unit=arch.vision_unit,
     )
 
 
@@ -1333,13 +1516,27 @@ def estimate_for_model(model: str, shape: StepShape | None = None,
         shape = validate(**kwargs)
     elif kwargs:
         raise MemoryModelError("give the sample as shape= or as keywords, not both")
-    arch, spec = resolve_model(model)
-    edge = spec.default_longest_edge if shape.longest_edge is None else shape.longest_edge
-    tiles, seq_len = sample_shape(spec, edge, shape.images, shape.text_tokens,
-                                  shape.image_size)
-    estimate = estimate_step(arch, tiles_per_sample=tiles, seq_len=seq_len, shape=shape)
     from dataclasses import replace
 
+    other = _family_model(model)
+    if other is not None:
+        arch, spec, family = other
+        tiles, seq_len, setting = family.memory_sample(spec, shape)
+        estimate = estimate_step(arch, tiles_per_sample=tiles, seq_len=seq_len, shape=shape)
+        return replace(estimate, sample=shape.sample(resolution=setting))
+    for name in ("video", "max_pixels"):
+        if getattr(shape, name) is not None:
+            raise MemoryModelError(
+                f"{name} is a Qwen-VL option; {model} (SmolVLM2) takes longest_edge and images "
+                f"(a SmolVLM2 video is priced as its frames: give them as images)")
+    arch, spec = resolve_model(model)
+    edge = spec.default_longest_edge if shape.longest_edge is None else shape.longest_edge
+    tiles = seq_len = 0
+    for width, height in (shape.image_sizes if shape.image_count else ()):
+        image_tiles, tokens = sample_shape(spec, edge, 1, 0, (width, height))
+        tiles, seq_len = tiles + image_tiles, seq_len + tokens
+    estimate = estimate_step(arch, tiles_per_sample=tiles, seq_len=seq_len + shape.text_tokens,
+                             shape=shape)
     return replace(estimate, sample=shape.sample(edge))
 
 

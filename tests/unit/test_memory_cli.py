@@ -283,8 +283,13 @@ def test_loop_defaults_to_the_trainer_and_each_loop_is_priced() -> None:
     assert peaks["trainer"] == pytest.approx(37.3, rel=0.02)
 
 
-def test_mixed_precision_is_refused_with_the_option_named() -> None:
-    code, _, err = run("--dtype", "float32")
+def test_mixed_precision_is_predicted_and_fp16_autocast_refused() -> None:
+    """Issue 20: ``bf16=True`` on an fp32 model is a recipe (measured:
+    results-h100-qwen.json); ``bf16=True`` on an fp16 model is not."""
+    code, out, _ = run("--dtype", "float32", "--json")
+    assert code == 0
+    assert json.loads(out)["recipe"].startswith("trainer, mixed precision")
+    code, _, err = run("--dtype", "float16")
     assert code == 2
-    assert "--loop trainer with --dtype float32" in err
+    assert "--loop trainer with --dtype float16" in err
     assert "--loop manual" in err

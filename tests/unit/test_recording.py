@@ -81,7 +81,7 @@ def test_recorder_uninstall_restores_everything(processor: Any) -> None:
     recorder.install()
     assert cls.__dict__.get("__call__") is not before["__call__"]
     # the propagating wrapper (shared with the suite's own recorder under --tokenguard)
-    assert threading.Thread.start.__qualname__.startswith("_Propagation._patch.")
+    assert threading.Thread.start.__qualname__.startswith("Propagation._patch.")
     assert os.environ.get("PYTHONPATH") != path
     recorder.uninstall()
     assert {name: cls.__dict__.get(name) for name in names} == before
@@ -108,12 +108,12 @@ def test_the_owner_is_named_in_the_environment_only_while_a_recording_is_open(
 
 def test_a_call_the_recorder_cannot_read_still_returns_and_is_named(
         recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_tokenguard.processor import recording as module
+    from pytest_tokenguard.processor.recording import smolvlm as module
 
     def broken(image: Any) -> tuple[int, int]:
         raise TypeError("an image type the recorder does not know")
 
-    monkeypatch.setattr(module, "_image_size", broken)
+    monkeypatch.setattr(module, "image_size", broken)
     plain = at_384()(text=["<image>"], images=[[image(384, 384)]])
     with recorder.record("t") as recording:
         out = at_384()(text=["<image>"], images=[[image(384, 384)]])

@@ -1,0 +1,102 @@
+"""Real transformers Qwen-VL processors, built offline from the published settings.
+
+The hub cannot be reached, so the image and video processors are constructed directly
+from the values of each checkpoint's ``preprocessor_config.json`` and
+``video_preprocessor_config.json`` (:data:`PUBLISHED`), and the processor gets a
+*stand-in tokenizer*: one token per character plus the Qwen special tokens. It is not
+Qwen's vocabulary and is used only to read what the processor writes: the expanded text
+(decoded back exactly, a character a token) and the number of ``<|image_pad|>`` and
+``<|video_pad|>`` tokens, which do not depend on the vocabulary.
+"""
+
+from __future__ import annotations
+
+import string
+import warnings
+from functools import cache
+from typing import Any
+
+from pytest_tokenguard.families.qwen import KNOWN_QWEN_SPECS, QwenSpec
+
+#: What each checkpoint publishes (preprocessor_config.json, video_preprocessor_config.json
+#: or None where none is published), trimmed to the keys that decide sizes and sampling.
+QWEN2_IMAGE = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+               "temporal_patch_size": 2, "merge_size": 2}
+QWEN3_IMAGE = {"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+               "temporal_patch_size": 2, "merge_size": 2}
+QWEN3_VIDEO = {"size": {"longest_edge": 25165824, "shortest_edge": 4096}, "patch_size": 16,
+               "temporal_patch_size": 2, "merge_size": 2, "do_sample_frames": True, "fps": 2,
+               "min_frames": 4, "max_frames": 768}
+PUBLISHED: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "Qwen/Qwen2-VL-2B-Instruct": (QWEN2_IMAGE, None),
+    "Qwen/Qwen2.5-VL-3B-Instruct": (QWEN2_IMAGE, None),
+    "Qwen/Qwen2.5-VL-7B-Instruct": (QWEN2_IMAGE, None),
+    "Qwen/Qwen3-VL-4B-Instruct": (QWEN3_IMAGE, QWEN3_VIDEO),
+    "Qwen/Qwen3-VL-8B-Instruct": (QWEN3_IMAGE, QWEN3_VIDEO),
+}
+#: one checkpoint of each generation
+GENERATIONS = {"qwen2_vl": "Qwen/Qwen2-VL-2B-Instruct",
+               "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct",
+               "qwen3_vl": "Qwen/Qwen3-VL-8B-Instruct"}
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+           "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+@cache
+def char_tokenizer() -> Any:
+    """A fast tokenizer with one token per printable ASCII character and Qwen's special
+    tokens (ids from 1000 on): a stand-in to read the processor's expansion."""
+    from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(string.printable)}
+    vocab["[UNK]"] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+
+
+def image_processor(model: str) -> Any:
+    from transformers import Qwen2VLImageProcessor
+
+    return Qwen2VLImageProcessor(**PUBLISHED[model][0])
+
+
+def video_processor(model: str) -> Any:
+    image, video = PUBLISHED[model]
+    if model_spec(model).generation == "qwen3_vl":
+        from transformers import Qwen3VLVideoProcessor
+
+        return Qwen3VLVideoProcessor(**(video or {}))
+    from transformers import Qwen2VLVideoProcessor
+
+    return Qwen2VLVideoProcessor(**(video or image))
+
+
+@cache
+def processor(model: str) -> Any:
+    """The checkpoint's processor class over the real image and video processors and the
+    stand-in tokenizer."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
+
+    cls = {"qwen2_vl": Qwen2VLProcessor, "qwen2_5_vl": Qwen2_5_VLProcessor,
+           "qwen3_vl": Qwen3VLProcessor}[model_spec(model).generation]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls(image_processor=image_processor(model), tokenizer=char_tokenizer(),
+                   video_processor=video_processor(model))
+
+
+def model_spec(model: str) -> QwenSpec:
+    return KNOWN_QWEN_SPECS[model]
+
+
+def expand(proc: Any, text: str, **kwargs: Any) -> tuple[list[int], str, Any]:
+    """``proc(text=[text], **kwargs)``: its ids, the text they spell, and the output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = proc(text=[text], return_tensors="pt", **kwargs)
+    ids = [int(i) for i in out["input_ids"][0]]
+    return ids, "".join(proc.tokenizer.convert_ids_to_tokens(ids)), out
