@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .audit import add_audit_parser
 from .count import add_count_parser
 from .memory import add_memory_parser
 from .split import add_split_parser
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_count_parser(sub)
     add_split_parser(sub)
     add_memory_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 
