@@ -45,7 +45,8 @@ from typing import Any, NamedTuple
 from ..errors import TokenguardError
 from .media import ImageSizer
 
-__all__ = ["AuditSettings", "Auditor", "SampleResult", "candidate_edges", "trl_messages"]
+__all__ = ["COLUMNS", "AuditSettings", "Auditor", "SampleResult", "candidate_edges",
+           "default_base_dir", "from_columns", "trl_messages"]
 
 #: ``num_frames`` values the "what fits" answer tries for videos (those up to the
 #: checkpoint's ``max_frames``)

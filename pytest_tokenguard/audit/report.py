@@ -99,12 +99,14 @@ class AuditReport:
         """The terminal summary, one line each."""
         s = self.summary
         t = s.tokens()
-        out = [f"tokenguard audit: {s.samples:,} samples, {self.model} at longest_edge="
+        out = [f"tokenguard audit: {s.samples:,} sample{'s' * (s.samples != 1)}, {self.model} "
+               f"at longest_edge="
                f"{s.longest_edge}; {s.rules.describe()}"]
         if self.trainer:
             out.append(f"  trainer: {self.trainer}")
         out.append(f"  tokens: p50 {t['p50']:,}  p90 {t['p90']:,}  p99 {t['p99']:,}  "
-                   f"max {t['max']:,}   ({s.images:,} images, {s.videos:,} videos, "
+                   f"max {t['max']:,}   ({s.images:,} image{'s' * (s.images != 1)}, "
+                   f"{s.videos:,} video{'s' * (s.videos != 1)}, "
                    f"{s.image_tokens:,} <image> tokens)")
         limit = s.rules.max_length
         if limit is not None:
