@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import TokenguardError
@@ -247,7 +248,7 @@ class Auditor:
                 messages = row["messages"]
             from ..conversation import parse_conversation
 
-            parsed = parse_conversation(messages, base_dir=self.settings.base_dir)
+            parsed = parse_conversation(messages, base_dir=state["base_dir"])
             if not parsed:
                 raise ValueError("'messages' is empty")
             return self._priced(ident, parsed, state)
@@ -475,6 +476,7 @@ def _prepare(settings: AuditSettings) -> dict[str, Any]:
         "split": pattern.split,
         "specials": frozenset(added) - {"<image>", "<video>"},
         "sizer": ImageSizer(settings.base_dir),
+        "base_dir": None if settings.base_dir is None else Path(settings.base_dir),
         "side": _truncation_side(source, counter.processor),
         "edges": edges,
         "edge_counters": [counter.with_settings(longest_edge=e) for e in edges],

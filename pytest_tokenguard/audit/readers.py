@@ -4,8 +4,10 @@ Formats, chosen by what ``DATA`` is:
 
 * a ``.jsonl`` file (or ``-`` lines on standard input are not supported: give a file),
   one JSON object per line, blank lines skipped; a ``.json`` file holding one array of
-  objects (read whole: one JSON document cannot be streamed; use JSON Lines for large
-  sets) or JSON Lines under a ``.json`` name;
+  objects (parsed incrementally, one element at a time, with the standard library's
+  ``json.JSONDecoder.raw_decode`` over chunks: memory holds one chunk and one row, never
+  the file; one process reads it, as an array cannot be cut into parts without parsing
+  it, so ``--workers`` needs JSON Lines) or JSON Lines under a ``.json`` name;
 * a ``datasets`` ``save_to_disk`` folder (``state.json`` and ``*.arrow`` files, read
   memory-mapped) or one of its split folders;
 * a ``.parquet`` file, or a folder of them (sorted by name, as ``load_dataset("parquet",
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +34,16 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Part", "RowError", "data_files", "plan", "read_part"]
+__all__ = ["Part", "RowError", "data_files", "json_array", "plan", "read_part"]
 
 #: rows converted to Python objects at once from an Arrow batch (image bytes included)
 SLICE_ROWS = 64
-#: target size of one JSON Lines part
-PART_BYTES = 4 << 20
+#: target size of one JSON Lines part: small enough that ``--workers`` processes end
+#: together (the last part is the only one a worker may wait for), large enough that a
+#: part's results are worth sending
+PART_BYTES = 1 << 20
+#: characters of a JSON array read at once
+JSON_CHUNK = 1 << 18
 
 
 class RowError(str):
@@ -101,7 +108,7 @@ def data_files(data: str | os.PathLike[str]) -> tuple[str, list[Path]]:
         return "arrow", [path]
     if suffix == ".json":
         with open(path, "rb") as fp:
-            head = fp.read(4096).lstrip()
+            head = fp.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
         if head.startswith(b"["):
             return "json", [path]
     return "jsonl", [path]
@@ -181,6 +188,93 @@ def _json_row(line: bytes) -> Any:
     return row
 
 
+_SPACE = re.compile(r"[ \t\n\r]*")
+#: what may follow a number, true, false or null in an array
+_AFTER_SCALAR = frozenset(",] \t\n\r")
+
+
+def json_array(path: str, chunk: int | None = None) -> Iterator[Any]:
+    """The elements of the JSON array in ``path``, one at a time: the text is read in
+    chunks and each element decoded with :meth:`json.JSONDecoder.raw_decode` as soon as
+    the chunks hold it whole, so memory holds a chunk and the element being decoded. An
+    :class:`InputError` naming the file and the character where the JSON breaks."""
+    base = size = chunk or JSON_CHUNK
+    decode = json.JSONDecoder().raw_decode
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fp:
+            buffer, done, position, consumed = "", False, 0, 0
+
+            def more(grow: bool = False) -> bool:
+                """Read the next chunk (``grow``: twice as large as the last, so an
+                element larger than a chunk is decoded a logarithmic number of times)."""
+                nonlocal buffer, done, position, consumed, size
+                if done:
+                    return False
+                size = size * 2 if grow else size
+                text = fp.read(size)
+                if not text:
+                    done = True
+                    return False
+                if position > len(buffer) // 2:  # drop what was decoded, once in a while
+                    consumed += position
+                    buffer, position = buffer[position:], 0
+                buffer += text
+                return True
+
+            def skip() -> str:
+                """The next non-space character (not consumed), or "" at the end."""
+                nonlocal position
+                while True:
+                    position = _SPACE.match(buffer, position).end()  # type: ignore[union-attr]
+                    if position < len(buffer):
+                        return buffer[position]
+                    if not more():
+                        return ""
+
+            def broken(what: str) -> InputError:
+                return InputError(f"{path}: not a JSON array of rows ({what} at character "
+                                  f"{consumed + position}); fix the file, or write JSON Lines")
+
+            if skip() != "[":
+                raise broken("no '[' opening the array")
+            position += 1
+            if skip() == "]":
+                return
+            while True:
+                if not skip():
+                    raise broken("the array never closes")
+                tries = 0
+                while True:
+                    try:
+                        value, end = decode(buffer, position)
+                    except ValueError as exc:
+                        tries += 1
+                        if more(grow=tries > 1):
+                            continue
+                        raise broken(str(exc).split(":")[0]) from None
+                    if (isinstance(value, dict | list | str)
+                            or (end < len(buffer) and buffer[end] in _AFTER_SCALAR)
+                            or done or not more()):
+                        break  # a number ("-0." of "-0.5") may go on in the next chunk
+                size = base
+                position = end
+                yield value
+                following = skip()
+                if following == ",":
+                    position += 1
+                elif following == "]":
+                    position += 1
+                    if skip():
+                        raise broken("text after the array")
+                    return
+                else:
+                    raise broken(f"{following!r} where ',' or ']' belongs" if following
+                                 else "the array never closes")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a "
+                         "chunk); save it as UTF-8") from None
+
+
 def read_part(part: Part) -> Iterator[Any]:
     """The rows of ``part`` in order: dicts, or :class:`RowError` for a row that cannot be
     read (the rest goes on)."""
@@ -199,14 +293,7 @@ def read_part(part: Part) -> Iterator[Any]:
                     yield _json_row(line)
         return
     if part.kind == "json":
-        try:
-            with open(part.path, "rb") as fp:
-                rows = json.load(fp)
-        except ValueError as exc:
-            raise InputError(f"{part.path}: not JSON ({exc}); fix the file") from None
-        if not isinstance(rows, list):
-            raise InputError(f"{part.path}: the JSON is not an array of rows")
-        for row in rows:
+        for row in json_array(part.path):
             yield (row if isinstance(row, Mapping)
                    else RowError("not an object with 'messages'"))
         return

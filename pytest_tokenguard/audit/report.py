@@ -8,11 +8,14 @@ matplotlib is imported only by :func:`histogram_png`.
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from ..units import format_bytes
 from .fits import WorstBatch
+from .ids import IdList
 from .summary import Fit, Summary
 
 __all__ = ["AuditReport", "histogram_png"]
@@ -21,9 +24,21 @@ __all__ = ["AuditReport", "histogram_png"]
 SHOWN = 10
 
 
-def _ids(ids: list[Any], shown: int = SHOWN) -> str:
+def _ids(ids: IdList, shown: int = SHOWN) -> str:
     text = ", ".join(str(i) for i in ids[:shown])
     return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
+class _Lazy:
+    """An id list of the JSON report, read when written (pairs as ``{"id", key}``)."""
+
+    def __init__(self, ids: IdList, key: str = "") -> None:
+        self.ids, self.key = ids, key
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.key:
+            return ({"id": i, self.key: r} for i, r in self.ids)
+        return iter(self.ids)
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,27 @@ class AuditReport:
                     or (self.worst is not None and not self.worst.fits))
 
     def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object, id lists read whole into memory (the command itself
+        streams them: :meth:`write_json`)."""
+        return {key: list(value) if isinstance(value, _Lazy) else value
+                for key, value in self._fields().items()}
+
+    def write_json(self, stream: TextIO) -> None:
+        """``json.dumps(self.to_json())`` written to ``stream`` with the id lists streamed
+        from their temporary files: memory holds no list whole."""
+        stream.write("{")
+        for index, (key, value) in enumerate(self._fields().items()):
+            stream.write((", " if index else "") + json.dumps(key) + ": ")
+            if isinstance(value, _Lazy):
+                stream.write("[")
+                for number, entry in enumerate(value):
+                    stream.write((", " if number else "") + json.dumps(entry))
+                stream.write("]")
+            else:
+                stream.write(json.dumps(value))
+        stream.write("}\n")
+
+    def _fields(self) -> dict[str, Any]:
         s = self.summary
         data: dict[str, Any] = {
             "samples": s.samples,
@@ -61,11 +97,11 @@ class AuditReport:
             "image_tokens": s.image_tokens,
             "images": s.images,
             "videos": s.videos,
-            "over_max_length": s.over_max_length,
-            "cut_inside_media": s.cut_inside_media,
-            "cut_media_wrapper": s.cut_media_wrapper,
-            "refused": [{"id": i, "reason": r} for i, r in s.refused],
-            "errors": [{"id": i, "error": e} for i, e in s.errors],
+            "over_max_length": _Lazy(s.over_max_length),
+            "cut_inside_media": _Lazy(s.cut_inside_media),
+            "cut_media_wrapper": _Lazy(s.cut_media_wrapper),
+            "refused": _Lazy(s.refused, "reason"),
+            "errors": _Lazy(s.errors, "error"),
             "worst_samples": [{"id": i, "tokens": t} for i, t in s.worst_samples()],
             "keep": self.keep,
             "fits": [self._fit_json(f) for f in self.fits],

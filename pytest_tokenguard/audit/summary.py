@@ -1,8 +1,10 @@
 """Per-sample results folded into one summary, and what fits.
 
-:class:`Summary` keeps what the report needs and nothing per sample but the ids it
-names: a count of samples per length (exact percentiles in memory that does not grow
-with the number of samples), the ids over the limit and cut inside media, the worst
+:class:`Summary` keeps what the report needs and nothing per sample: a count of
+samples per length (exact percentiles in memory that does not grow with the number of
+samples), the ids over the limit, cut inside media, refused and unreadable (each an
+:class:`~pytest_tokenguard.audit.ids.IdList`: its first entries in memory, the rest in a
+temporary file, so a set where every sample fails stays bounded too), the worst
 samples, and per candidate ``longest_edge`` / ``num_frames`` the lengths and the most
 tiled samples. Results are folded in row order whatever process measured them, so
 ``--workers N`` gives the report one process gives. Pure Python.
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ids import IdList
 from .measure import SampleResult
 from .trainer import Cut, TrainerRules, cut
 
@@ -61,11 +64,11 @@ class Summary:
     image_tokens: int = 0
     images: int = 0
     videos: int = 0
-    over_max_length: list[Any] = field(default_factory=list)
-    cut_inside_media: list[Any] = field(default_factory=list)
-    cut_media_wrapper: list[Any] = field(default_factory=list)
-    refused: list[tuple[Any, str]] = field(default_factory=list)
-    errors: list[tuple[Any, str]] = field(default_factory=list)
+    over_max_length: IdList = field(default_factory=IdList)
+    cut_inside_media: IdList = field(default_factory=IdList)
+    cut_media_wrapper: IdList = field(default_factory=IdList)
+    refused: IdList = field(default_factory=lambda: IdList(pairs=True))  # (id, reason)
+    errors: IdList = field(default_factory=lambda: IdList(pairs=True))  # (id, error)
     worst: list[tuple[int, int, Any]] = field(default_factory=list)  # (tokens, -order, id)
     edge_lengths: list[Counter[int]] = field(default_factory=list)
     edge_tiles: list[list[int]] = field(default_factory=list)  # min-heaps of the top tiles
@@ -125,6 +128,12 @@ class Summary:
     def add_all(self, results: Iterable[SampleResult]) -> None:
         for result in results:
             self.add(result)
+
+    def close(self) -> None:
+        """Delete the id lists' temporary files (their first entries stay)."""
+        for ids in (self.over_max_length, self.cut_inside_media, self.cut_media_wrapper,
+                    self.refused, self.errors):
+            ids.close()
 
     # ------------------------------------------------------------------ figures
 

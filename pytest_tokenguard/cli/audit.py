@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..errors import CLI_WORDING, InputError, TokenguardError
@@ -159,10 +160,8 @@ def run_audit_command(args: argparse.Namespace, out: TextIO | None = None,
                       err: TextIO | None = None) -> int:
     """Run ``tokenguard audit``; 0, 1 (a sample fails, or the worst batch passes the GPU,
     or an input cannot be read) or 2 (usage)."""
-    from ..audit.fits import what_fits, worst_batch
     from ..audit.measure import Auditor, AuditSettings, default_base_dir
     from ..audit.readers import data_files
-    from ..audit.report import AuditReport, histogram_png
     from ..audit.run import Progress, run_audit
     from ..audit.trainer import TrainerRules
     from ..errors import MemoryModelError, SpecError
@@ -176,7 +175,11 @@ def run_audit_command(args: argparse.Namespace, out: TextIO | None = None,
 
     try:
         max_length, origins, batch, checkpointing, trainer = _rules_and_recipe(args)
-        data_files(args.data)
+        kind, _ = data_files(args.data)
+        if kind == "json" and args.workers > 1:
+            print(f"tokenguard audit: {args.data} is one JSON array, which one process reads "
+                  "(it cannot be cut into parts unparsed); for --workers, write it as JSON "
+                  "Lines", file=err)
         for target in (args.per_sample, args.histogram):
             if target is not None:
                 if os.path.isdir(target):
@@ -212,6 +215,21 @@ def run_audit_command(args: argparse.Namespace, out: TextIO | None = None,
                                 progress=Progress(err))
     except TokenguardError as exc:
         return fail(" ".join(str(exc).split()), EXIT_FAILED)
+    try:
+        return _report(args, summary, plan, max_length, batch, checkpointing, trainer, out,
+                       err, fail)
+    finally:
+        summary.close()
+
+
+def _report(args: argparse.Namespace, summary: Any, plan: Any, max_length: int | None,
+            batch: int, checkpointing: bool, trainer: str, out: TextIO, err: TextIO,
+            fail: Callable[[str, int], int]) -> int:
+    """The report of a finished run: histogram, step summary, the terminal or JSON."""
+    from ..audit.fits import what_fits, worst_batch
+    from ..audit.report import AuditReport, histogram_png
+    from ..files import AtomicFile
+
     worst = None
     if plan is not None and summary.priced:
         worst = worst_batch(summary, plan, summary.longest_edge, max_length, batch)
@@ -234,7 +252,7 @@ def run_audit_command(args: argparse.Namespace, out: TextIO | None = None,
                   f"({exc.strerror or exc})", file=err)
     try:
         if args.json:
-            print(json.dumps(report.to_json()), file=out)
+            report.write_json(out)
         else:
             print("\n".join(report.lines()), file=out)
         out.flush()
