@@ -26,6 +26,7 @@ import collections
 import itertools
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -46,9 +47,20 @@ _AUDITOR: Auditor | None = None
 
 def _init(auditor: Auditor) -> None:
     """A worker's auditor: with ``fork`` the parent's own, tokenizer loaded; with
-    ``spawn`` a copy of its settings, which loads its tokenizer on first use."""
+    ``spawn`` a copy of its settings, which loads its tokenizer on first use.
+
+    A forked worker also inherits the parent's signal handlers, among them those of an
+    open :class:`~pytest_tokenguard.files.AtomicFile` (``--per-sample``), which turn
+    ``SIGTERM`` into an exception: the pool's shutdown then waited forever on a worker
+    that had survived its ``SIGTERM``. A worker dies by ``SIGTERM`` and ``SIGHUP`` as
+    the default action says, and leaves Ctrl-C (sent to the whole process group) to the
+    parent, which stops the pool and removes its own temporary file."""
     global _AUDITOR
     _AUDITOR = auditor
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _measure_part(part: Part) -> list[tuple[SampleResult, bool]]:

@@ -137,3 +137,59 @@ def test_trainer_trl_names_the_values_used(tmp_path: Path,
            "gradient_checkpointing=True" in out
     assert "truncation_side='left'" in out
     assert "worst batch: 8 x" in out
+
+
+def test_workers_die_by_sigterm_whatever_the_parent_writes(tmp_path: Path) -> None:
+    """A forked worker does not keep the parent's AtomicFile signal handlers (which turn
+    SIGTERM into an exception): with them, the pool's shutdown at the end of a
+    ``--per-sample`` run waited forever on a worker now and then."""
+    import signal
+
+    from pytest_tokenguard.audit.measure import Auditor, AuditSettings
+    from pytest_tokenguard.audit.run import _pool
+    from pytest_tokenguard.files import AtomicFile
+    from tests.helpers import model_ref
+
+    auditor = Auditor(AuditSettings(model_ref("2.2B")))
+    with AtomicFile(tmp_path / "out.jsonl") as handle:
+        handle.write(b"")
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        with _pool(2, auditor) as pool:
+            seen = {pool.apply(signal.getsignal, (number,)) for number in
+                    (signal.SIGTERM, signal.SIGTERM, signal.SIGTERM, signal.SIGTERM)}
+            interrupt = pool.apply(signal.getsignal, (signal.SIGINT,))
+    assert seen == {signal.SIG_DFL}
+    assert interrupt == signal.SIG_IGN
+
+
+def test_a_terminated_run_leaves_no_file_and_no_worker(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO, model_ref
+
+    data = _write(tmp_path / "d.jsonl", _rows(400) * 20)
+    out = tmp_path / "per-sample.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_tokenguard.cli", "audit", str(data), "--model",
+         model_ref("2.2B"), "--workers", "2", "--per-sample", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".per-sample.jsonl.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the temporary output exists: the run is under way
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]  # nothing half-written
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # no worker left in the run's process group
+        os.killpg(process.pid, 0)
