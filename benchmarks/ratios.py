@@ -82,8 +82,9 @@ def audit_figures(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         **{f"workers_{w}_samples_per_s": round(samples / runs[w]["median"]) for w in (1, 2)},
         "speedup_2_over_1": round(runs[1]["median"] / runs[2]["median"], 2),
         **{f"workers_{w}_peak_tree_bound_mb": info[w].get("peak_tree_bound_mb") for w in (1, 2)},
-        **{f"workers_{w}_cpu_s": round(info[w].get("cpu_parent_s", 0)
-                                       + info[w].get("cpu_workers_s", 0), 2) for w in (1, 2)},
+        **{f"workers_{w}_cpu_s": [info[w].get("cpu_parent_s"), info[w].get("cpu_workers_s")]
+           for w in (1, 2)},
+        **{f"workers_{w}_load": info[w].get("load_1min_before") for w in (1, 2)},
     }
 
 
@@ -147,10 +148,14 @@ def table(summary: dict[str, Any]) -> str:
     if audit:
         lines += ["", f"tokenguard audit, {audit['input_mb']} MB of JSON Lines "
                       f"({audit['samples']:,} samples):",
-                  "| | samples/s | peak memory (process tree, bound) |", "| --- | --- | --- |",
-                  f"| bare loop (read + json.loads) | {audit['bare_loop_samples_per_s']:,} | |"]
-        lines.extend(f"| --workers {w} | {audit[f'workers_{w}_samples_per_s']:,} | "
-                     f"{audit[f'workers_{w}_peak_tree_bound_mb']} MB |" for w in (1, 2))
+                  "| | samples/s | peak memory (process tree, bound) | CPU s (command + workers) "
+                  "| load before |", "| --- | --- | --- | --- | --- |",
+                  f"| bare loop (read + json.loads) | {audit['bare_loop_samples_per_s']:,} | | | |"]
+        for w in (1, 2):
+            cpu = audit.get(f"workers_{w}_cpu_s") or [None, None]
+            lines.append(f"| --workers {w} | {audit[f'workers_{w}_samples_per_s']:,} | "
+                         f"{audit[f'workers_{w}_peak_tree_bound_mb']} MB | {cpu[0]} + {cpu[1]} | "
+                         f"{audit.get(f'workers_{w}_load')} |")
         lines.append(f"--workers 2 over 1: {audit['speedup_2_over_1']}×")
     return "\n".join(lines)
 

@@ -295,15 +295,37 @@ class Auditor:
         result = self.measure(example, index)
         return {"audit_" + key: value for key, value in _columns(result).items()}
 
-    def batch(self, batch: Mapping[str, Sequence[Any]],
-              indices: Sequence[int] | None = None) -> dict[str, list[Any]]:
+    def batch(self, batch: Any, indices: Sequence[int] | None = None) -> dict[str, list[Any]]:
         """For ``Dataset.map(auditor.batch, batched=True, with_indices=True)`` and Ray Data's
-        ``map_batches(auditor.batch)``: columns in, one row of figures per sample out
-        (``id``, ``tokens``, ``image_tokens``, ...; see :func:`columns`)."""
-        names = list(batch)
-        size = len(batch[names[0]]) if names else 0
-        rows = [{name: _plain(batch[name][i]) for name in names} for i in range(size)]
-        numbers = list(indices) if indices is not None else list(range(size))
+        ``map_batches(auditor.batch, batch_format="pyarrow")``: columns in (a mapping of
+        columns, or a pyarrow table), one row of figures per sample out (``id``,
+        ``tokens``, ``image_tokens``, ...; see :data:`COLUMNS`).
+
+        Rows are read as their JSON lines would be (:func:`~.readers.clean_row`). A row's
+        id is its ``id``, else its number from ``indices``; without ``indices`` (Ray Data
+        numbers no rows) a row without ``id`` is refused, as its number in the batch is no
+        row number. Ray's default numpy batches turn integers of a column with gaps into
+        floats (``384.0``), which are refused as sizes: use ``batch_format="pyarrow"``."""
+        from .readers import clean_row, table_rows
+
+        if hasattr(batch, "to_pylist") and hasattr(batch, "num_rows"):
+            rows = list(table_rows(batch))
+        else:
+            names = list(batch)
+            size = len(batch[names[0]]) if names else 0
+            rows = [clean_row({name: _plain(batch[name][i]) for name in names})
+                    for i in range(size)]
+        if indices is None:
+            missing = next((i for i, row in enumerate(rows) if "id" not in row), None)
+            if missing is not None:
+                from ..errors import InputError
+
+                raise InputError(f"row {missing} of this batch has no 'id' and no row numbers "
+                                 "were given: pass with_indices=True (datasets.Dataset.map), "
+                                 "or give every row an 'id' (Ray Data numbers no rows)")
+            numbers = list(range(len(rows)))
+        else:
+            numbers = list(indices)
         out: dict[str, list[Any]] = {key: [] for key in COLUMNS}
         for row, number in zip(rows, numbers, strict=True):
             for key, value in _columns(self.measure(row, number)).items():

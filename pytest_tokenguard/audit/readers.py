@@ -34,7 +34,8 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Part", "RowError", "data_files", "json_array", "plan", "read_part"]
+__all__ = ["Part", "RowError", "clean_row", "data_files", "json_array", "plan", "read_part",
+           "table_rows"]
 
 #: rows converted to Python objects at once from an Arrow batch (image bytes included)
 SLICE_ROWS = 64
@@ -167,14 +168,26 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _table_rows(batch: Any) -> Iterator[Any]:
-    for offset in range(0, batch.num_rows, SLICE_ROWS):
-        for row in batch.slice(offset, SLICE_ROWS).to_pylist():
-            # image cells keep their None fields: {"bytes": None, "path": ...} is datasets'
-            images = {k: row.pop(k) for k in ("images", "image") if k in row}
-            row = _clean(row)
-            row.update(images)
-            yield row
+def clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row from a columnar table (Arrow, ``datasets``, Ray Data) as its JSON line would
+    read: the None fields a column gives a row that lacks them are dropped (an image item
+    has no ``text``, a row no ``id``), except in image cells, where ``{"bytes": None,
+    "path": ...}`` is ``datasets``' own form."""
+    images = {k: row.pop(k) for k in ("images", "image") if k in row}
+    row = _clean(row)
+    row.update(images)
+    return row
+
+
+def table_rows(table: Any) -> Iterator[dict[str, Any]]:
+    """The rows of a pyarrow ``Table`` or ``RecordBatch``, cleaned (:func:`clean_row`),
+    converted a slice at a time."""
+    for offset in range(0, table.num_rows, SLICE_ROWS):
+        for row in table.slice(offset, SLICE_ROWS).to_pylist():
+            yield clean_row(row)
+
+
+_table_rows = table_rows
 
 
 def _json_row(line: bytes) -> Any:

@@ -109,5 +109,5 @@ def test_audit_figures_and_a_merged_rerun(tmp_path: Path) -> None:
     assert written["audit"] == new["audit"]
     text = table(written)
     assert "| bare loop (read + json.loads) | 48,000 | |" in text
-    assert "| --workers 2 | 10,667 | 230.0 MB |" in text
+    assert "| --workers 2 | 10,667 | 230.0 MB | 6.0 + 0.0 | None |" in text
     assert text.endswith("--workers 2 over 1: 1.78×")
