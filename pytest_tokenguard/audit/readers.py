@@ -173,10 +173,10 @@ def clean_row(row: dict[str, Any]) -> dict[str, Any]:
     read: the None fields a column gives a row that lacks them are dropped (an image item
     has no ``text``, a row no ``id``), except in image cells, where ``{"bytes": None,
     "path": ...}`` is ``datasets``' own form."""
-    images = {k: row.pop(k) for k in ("images", "image") if k in row}
-    row = _clean(row)
-    row.update(images)
-    return row
+    images: dict[str, Any] = {k: row.pop(k) for k in ("images", "image") if k in row}
+    cleaned: dict[str, Any] = _clean(row)
+    cleaned.update(images)
+    return cleaned
 
 
 def table_rows(table: Any) -> Iterator[dict[str, Any]]:
