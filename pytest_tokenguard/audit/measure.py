@@ -52,6 +52,9 @@ __all__ = ["COLUMNS", "AuditSettings", "Auditor", "SampleResult", "candidate_edg
 #: ``num_frames`` values the "what fits" answer tries for videos (those up to the
 #: checkpoint's ``max_frames``)
 FRAME_CANDIDATES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+#: sampling ``fps`` values the "what fits" answer tries for videos (at the ``num_frames``
+#: cap the videos are audited with)
+FPS_CANDIDATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 TRL_ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
@@ -84,8 +87,10 @@ class SampleResult(NamedTuple):
     ``edge_tokens``/``edge_tiles`` are the same at each of the auditor's candidate
     ``longest_edge`` values (:attr:`Auditor.edges`), ``frame_tokens`` the length at each
     candidate ``num_frames`` (:attr:`Auditor.frame_candidates`) for a sample with videos,
-    else empty. ``error`` is why the sample could not be priced, ``refused`` why TRL's
-    collator refuses it whatever its length; both None for a priced sample."""
+    else empty, and ``fps_tokens`` the length at each candidate sampling ``fps``
+    (:attr:`Auditor.fps_candidates`). ``error`` is why the sample could not be priced,
+    ``refused`` why TRL's collator refuses it whatever its length; both None for a priced
+    sample."""
 
     id: Any
     tokens: int = 0
@@ -100,6 +105,7 @@ class SampleResult(NamedTuple):
     frame_tokens: tuple[int, ...] = ()
     error: str | None = None
     refused: str | None = None
+    fps_tokens: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The ``--per-sample`` line: ``id``, ``tokens``, ``image_tokens`` and the rest."""
@@ -220,6 +226,11 @@ class Auditor:
         return self._ready()["frames"]  # type: ignore[no-any-return]
 
     @property
+    def fps_candidates(self) -> tuple[float, ...]:
+        """The candidate sampling ``fps`` of :attr:`SampleResult.fps_tokens`."""
+        return self._ready()["rates"]  # type: ignore[no-any-return]
+
+    @property
     def truncation_side(self) -> str:
         """The tokenizer's ``truncation_side``: the end TRL's collator cuts."""
         return str(self._ready()["side"])
@@ -277,17 +288,20 @@ class Auditor:
             edge_tokens.append(walk.tokens - image_blocks + sum(c.block_tokens for c in costs))
             edge_tiles.append(walk.tiles - walk.image_tiles + sum(c.patches for c in costs))
         frame_tokens: list[int] = []
+        fps_tokens: list[int] = []
         if videos_of(parsed):
+            # the same conversation at each candidate sampling, priced by the same walk
+            # (the counter's own per-call video costs), so it follows the counter
             for frames in state["frames"]:
-                variant = tuple(
-                    replace(m, content=tuple(replace(item, num_frames=frames)
-                                             if type(item) is VideoItem else item
-                                             for item in m.content)) for m in parsed)
-                frame_tokens.append(_walk(variant, state["counter"], state).tokens)
+                frame_tokens.append(_walk(_resampled(parsed, num_frames=frames),
+                                          state["counter"], state).tokens)
+            for rate in state["rates"]:
+                fps_tokens.append(_walk(_resampled(parsed, sample_fps=rate),
+                                        state["counter"], state).tokens)
         return SampleResult(
             ident, walk.tokens, walk.image_tokens, len(sizes), walk.videos, walk.tiles,
             walk.first_image, walk.after_last_image, tuple(edge_tokens), tuple(edge_tiles),
-            tuple(frame_tokens))
+            tuple(frame_tokens), fps_tokens=tuple(fps_tokens))
 
     def __call__(self, example: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
         """For ``Dataset.map(auditor, with_indices=True)``: the sample's figures as new
@@ -337,9 +351,20 @@ class Auditor:
             yield self.measure(row, start + offset)
 
 
+def _resampled(parsed: Any, **sampling: Any) -> Any:
+    """``parsed`` with every video sampled at ``sampling`` (``num_frames=`` or
+    ``sample_fps=``; the other setting as the video had it)."""
+    from ..conversation import VideoItem
+
+    return tuple(replace(m, content=tuple(replace(item, **sampling)
+                                          if type(item) is VideoItem else item
+                                          for item in m.content)) for m in parsed)
+
+
 #: the columns :meth:`Auditor.batch` returns
 COLUMNS = ("id", "tokens", "image_tokens", "images", "videos", "tiles", "first_image",
-           "after_last_image", "edge_tokens", "edge_tiles", "frame_tokens", "error", "refused")
+           "after_last_image", "edge_tokens", "edge_tiles", "frame_tokens", "error", "refused",
+           "fps_tokens")
 
 
 def _columns(result: SampleResult) -> dict[str, Any]:
@@ -349,7 +374,7 @@ def _columns(result: SampleResult) -> dict[str, Any]:
     data["refused"] = result.refused or ""
     data["first_image"] = -1 if result.first_image is None else result.first_image
     data["after_last_image"] = -1 if result.after_last_image is None else result.after_last_image
-    for key in ("edge_tokens", "edge_tiles", "frame_tokens"):
+    for key in ("edge_tokens", "edge_tiles", "frame_tokens", "fps_tokens"):
         data[key] = list(data[key])
     return data
 
@@ -364,7 +389,8 @@ def from_columns(row: Mapping[str, Any]) -> SampleResult:
         int(row["videos"]), int(row["tiles"]), optional(row["first_image"]),
         optional(row["after_last_image"]), tuple(int(v) for v in row["edge_tokens"]),
         tuple(int(v) for v in row["edge_tiles"]), tuple(int(v) for v in row["frame_tokens"]),
-        row["error"] or None, row["refused"] or None)
+        row["error"] or None, row["refused"] or None,
+        tuple(int(v) for v in row.get("fps_tokens") or ()))
 
 
 def _plain(value: Any) -> Any:
@@ -503,6 +529,7 @@ def _prepare(settings: AuditSettings) -> dict[str, Any]:
         "edges": edges,
         "edge_counters": [counter.with_settings(longest_edge=e) for e in edges],
         "frames": tuple(f for f in FRAME_CANDIDATES if f <= max_frames),
+        "rates": FPS_CANDIDATES,
     }
 
 

@@ -112,6 +112,8 @@ class AuditReport:
             limit = s.rules.max_length
             data["largest_num_frames"] = (None if limit is None
                                           else s.largest_frames_within(limit, self.keep))
+            data["largest_fps"] = (None if limit is None or not s.rates
+                                   else s.largest_fps_within(limit, self.keep))
         if self.worst is not None:
             data["worst_batch"] = {
                 "batch": self.worst.batch, "tiles": self.worst.tiles,
@@ -174,8 +176,11 @@ class AuditReport:
                        f"predicted GPU peak {format_bytes(w.peak_bytes)}{verdict}")
         if limit is not None and s.frames and any(s.frame_lengths):
             frames = s.largest_frames_within(limit, self.keep)
+            rate = s.largest_fps_within(limit, self.keep) if s.rates else None
             out.append(f"  videos: largest num_frames that fits {self.keep:.0%}: "
-                       f"{frames if frames is not None else 'none'}")
+                       f"{frames if frames is not None else 'none'}; largest fps: "
+                       f"{'none' if rate is None else f'{rate:g}'} (the processor call's "
+                       "num_frames= and fps=)")
         if not self.failed and not s.over_max_length:
             out.append("  fits: every sample trains uncut at these settings")
         elif self.fits:

@@ -59,6 +59,8 @@ class Summary:
     edges: tuple[int, ...]
     frames: tuple[int, ...]
     batch: int = 1
+    #: the auditor's candidate sampling fps (:attr:`~.measure.Auditor.fps_candidates`)
+    rates: tuple[float, ...] = ()
     samples: int = 0
     lengths: Counter[int] = field(default_factory=Counter)
     image_tokens: int = 0
@@ -74,6 +76,7 @@ class Summary:
     edge_tiles: list[list[int]] = field(default_factory=list)  # min-heaps of the top tiles
     edge_image_tokens: list[int] = field(default_factory=list)
     frame_lengths: list[Counter[int]] = field(default_factory=list)
+    rate_lengths: list[Counter[int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.edge_lengths:
@@ -81,6 +84,8 @@ class Summary:
             self.edge_tiles = [[] for _ in self.edges]
         if not self.frame_lengths:
             self.frame_lengths = [Counter() for _ in self.frames]
+        if not self.rate_lengths:
+            self.rate_lengths = [Counter() for _ in self.rates]
 
     @property
     def priced(self) -> int:
@@ -124,6 +129,8 @@ class Summary:
                 heapq.heapreplace(heap, tiles)
         for index, tokens in enumerate(result.frame_tokens):
             self.frame_lengths[index][tokens] += 1
+        for index, tokens in enumerate(result.fps_tokens[:len(self.rate_lengths)]):
+            self.rate_lengths[index][tokens] += 1
 
     def add_all(self, results: Iterable[SampleResult]) -> None:
         for result in results:
@@ -175,6 +182,15 @@ class Summary:
         for frames, lengths in zip(self.frames, self.frame_lengths, strict=True):
             if lengths and _share_within(lengths, max_length) >= keep:
                 best = frames
+        return best
+
+    def largest_fps_within(self, max_length: int, keep: float) -> float | None:
+        """The largest candidate sampling ``fps`` at which ``keep`` of the samples with
+        videos fit ``max_length`` uncut (at their ``num_frames`` cap), or None."""
+        best = None
+        for rate, lengths in zip(self.rates, self.rate_lengths, strict=True):
+            if lengths and _share_within(lengths, max_length) >= keep:
+                best = rate
         return best
 
     def share_within(self, max_length: int | None, edge: int | None = None) -> float:
