@@ -21,8 +21,9 @@ from typing import IO, Any
 
 __all__ = ["IN_MEMORY", "IdList"]
 
-#: entries of a list kept in memory before the rest spill to a temporary file
-IN_MEMORY = 10_000
+#: entries of a list kept in memory before the rest spill to a temporary file (50,000 ids
+#: are a few MB; the five lists of a set where every sample fails stay under 30 MB)
+IN_MEMORY = 50_000
 
 
 class IdList:

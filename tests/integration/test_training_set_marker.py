@@ -142,3 +142,21 @@ def test_a_missing_data_file_fails_the_test_naming_it(suite: pytest.Pytester) ->
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*training set data/nowhere.jsonl: data/nowhere.jsonl: no such "
                                  "file or folder*"])
+
+
+def test_the_readme_quotes_the_markers_message(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_tokenguard.audit.gate import check_training_set, gate_from_marker
+    from tests.helpers import ROOT
+
+    section = ROOT.joinpath("README.md").read_text(encoding="utf-8").split(
+        "**In pytest**")[1].split("**Past one machine**")[0]
+    quoted = section.split("```text\n")[1].split("```")[0].strip()
+    (tmp_path / "data").mkdir()
+    _write(tmp_path / "data" / "train.jsonl",
+           [_row(5, "short-0"), _row(400, "long-1"), _row(20), _row(500, "long-3")])
+    monkeypatch.chdir(tmp_path)
+    verdict = check_training_set(gate_from_marker(MODEL, "data/train.jsonl", max_length=300,
+                                                  longest_edge=384))
+    assert not verdict.passed
+    assert verdict.message == quoted
