@@ -160,3 +160,18 @@ def test_the_readme_quotes_the_markers_message(tmp_path: Path,
                                                   longest_edge=384))
     assert not verdict.passed
     assert verdict.message == quoted
+
+
+def test_figures_travel_from_xdist_workers(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_train=SUITE.format(name="fits") + """
+
+@pytest.mark.training_set_fits("data/fits.jsonl", max_length=1000, longest_edge=384)
+def test_again():
+    pass
+""")
+    result = suite.runpytest_subprocess("-n", "2", "--tokenguard", f"--tokenguard-model={MODEL}",
+                                        "--tokenguard-update", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    tests = json.loads((suite.path / BASELINE).read_text())["tests"]
+    assert tests["test_train.py::test_training_set"]["audit"]["max_length"] == 300
+    assert tests["test_train.py::test_again"]["audit"]["max_length"] == 1000
