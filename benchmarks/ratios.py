@@ -3,12 +3,19 @@
     pytest tests/benchmarks --benchmark-enable --benchmark-json=benchmarks/raw/cpu.json
     python benchmarks/ratios.py benchmarks/raw/cpu.json --summary benchmarks/summary-cpu.json
     python benchmarks/ratios.py benchmarks/summary-cpu.json      # the table again
+    pytest tests/benchmarks/test_bench_audit.py --benchmark-enable \
+        --benchmark-json=benchmarks/raw/audit.json
+    python benchmarks/ratios.py benchmarks/raw/audit.json --summary benchmarks/summary-cpu.json \
+        --merge                                         # one file's benchmarks rerun
 
 pytest-benchmark's JSON keeps every timing sample (tens of MB for these benchmarks), so
 it is written under ``benchmarks/raw/``, which git ignores. ``--summary`` reduces it to
 what the README reports (the machine, each benchmark's median and spread, the ratios) in
 a few KB, and that summary is what the repository keeps; the table is printed from
 either file. Ratios are of medians measured in the same run, on the same machine.
+``--merge`` replaces, in an existing summary, only the benchmarks of the new run (its
+date, commit and machine are kept under ``merged`` beside them), so one benchmark file
+can be rerun without the hour of the others.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     cpu = machine.get("cpu", {})
     benchmarks = {
         bench["name"]: {"group": bench.get("group"),
-                        **{key: bench["stats"][key] for key in KEPT_STATS}}
+                        **{key: bench["stats"][key] for key in KEPT_STATS},
+                        **({"extra_info": bench["extra_info"]} if bench.get("extra_info")
+                           else {})}
         for bench in raw["benchmarks"]
     }
     return {
@@ -50,7 +59,47 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         },
         "benchmarks": benchmarks,
         "ratios": ratios(benchmarks),
+        **({"audit": audit} if (audit := audit_figures(benchmarks)) else {}),
     }
+
+
+def audit_figures(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``tokenguard audit``'s samples per second against the bare loop, and the speed-up
+    of 2 workers over 1 (medians of the same run), when those benchmarks ran."""
+    bare = benchmarks.get("test_bench_audit_bare_loop")
+    runs = {w: benchmarks[name] for w in (1, 2)
+            if (name := f"test_bench_audit_workers[{w}]") in benchmarks}
+    if bare is None or len(runs) < 2:
+        return {}
+    info = {w: run.get("extra_info", {}) for w, run in runs.items()}
+    samples = info[1].get("samples")
+    if not samples:
+        return {}
+    return {
+        "input_mb": info[1].get("input_mb"),
+        "samples": samples,
+        "bare_loop_samples_per_s": round(samples / bare["median"]),
+        **{f"workers_{w}_samples_per_s": round(samples / runs[w]["median"]) for w in (1, 2)},
+        "speedup_2_over_1": round(runs[1]["median"] / runs[2]["median"], 2),
+        **{f"workers_{w}_peak_tree_bound_mb": info[w].get("peak_tree_bound_mb") for w in (1, 2)},
+        **{f"workers_{w}_cpu_s": [info[w].get("cpu_parent_s"), info[w].get("cpu_workers_s")]
+           for w in (1, 2)},
+        **{f"workers_{w}_load": info[w].get("load_1min_before") for w in (1, 2)},
+    }
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the benchmarks of ``new`` in place of its own of the same name."""
+    benchmarks = {**old["benchmarks"], **new["benchmarks"]}
+    merged = [entry for entry in old.get("merged", [])
+              if set(entry["benchmarks"]) - set(new["benchmarks"])]
+    merged.append({"datetime": new["datetime"], "commit": new["commit"],
+                   "machine": new["machine"], "benchmarks": sorted(new["benchmarks"])})
+    out = {**old, "benchmarks": benchmarks, "ratios": ratios(benchmarks), "merged": merged}
+    audit = audit_figures(benchmarks)
+    if audit:
+        out["audit"] = audit
+    return out
 
 
 def ratios(benchmarks: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -95,6 +144,19 @@ def table(summary: dict[str, Any]) -> str:
         lines.append("")
     lines.extend(f"tokenguard count, 1000 frames, {mode}: median {median * 1e3:.1f} ms"
                  for mode, median in counts)
+    audit = summary.get("audit")
+    if audit:
+        lines += ["", f"tokenguard audit, {audit['input_mb']} MB of JSON Lines "
+                      f"({audit['samples']:,} samples):",
+                  "| | samples/s | peak memory (process tree, bound) | CPU s (command + workers) "
+                  "| load before |", "| --- | --- | --- | --- | --- |",
+                  f"| bare loop (read + json.loads) | {audit['bare_loop_samples_per_s']:,} | | | |"]
+        for w in (1, 2):
+            cpu = audit.get(f"workers_{w}_cpu_s") or [None, None]
+            lines.append(f"| --workers {w} | {audit[f'workers_{w}_samples_per_s']:,} | "
+                         f"{audit[f'workers_{w}_peak_tree_bound_mb']} MB | {cpu[0]} + {cpu[1]} | "
+                         f"{audit.get(f'workers_{w}_load')} |")
+        lines.append(f"--workers 2 over 1: {audit['speedup_2_over_1']}×")
     return "\n".join(lines)
 
 
@@ -115,8 +177,14 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="pytest-benchmark JSON, or a summary")
     parser.add_argument("--summary", type=Path, help="write the compact summary here")
+    parser.add_argument("--merge", action="store_true", help="replace only this run's "
+                        "benchmarks in the existing --summary file")
     args = parser.parse_args(argv)
     summary = load_summary(args.path)
+    if args.merge:
+        if args.summary is None or not args.summary.is_file():
+            raise SystemExit("ratios.py: --merge needs an existing --summary file")
+        summary = merge(load_summary(args.summary), summary)
     if args.summary is not None:
         write_atomic(args.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     print(table(summary))

@@ -643,7 +643,7 @@ def parse_message(
             f"{where}: 'content' is empty; the chat template reads its first item, so give "
             "at least one text or image item (or drop the message)"
         )
-    base = Path(base_dir) if base_dir is not None else None
+    base = base_dir if base_dir is None or isinstance(base_dir, Path) else Path(base_dir)
     items = tuple(parse_item(item, f"{where}, item {i}", base) for i, item in enumerate(content))
     return Message(role, items)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .processor.recording import Recording
 
 __all__ = [
+    "AuditFigure",
     "GpuFigure",
     "ImageFigure",
     "ResolutionFigures",
@@ -142,6 +143,49 @@ class GpuFigure:
         return {"gpu_peak_bytes": self.peak_bytes, "gpu_measure": self.measure}
 
 
+@dataclass(frozen=True)
+class AuditFigure:
+    """What ``@pytest.mark.training_set_fits`` found in a training set: ``data`` as the
+    marker names it, the settings it was audited at, the sample count, the length
+    percentiles and how many samples were over ``max_length``, cut inside media,
+    refused or unreadable. Deterministic, like the token figures: any change is one."""
+
+    data: str
+    samples: int
+    max_length: int | None
+    longest_edge: int
+    p50: int
+    p90: int
+    p99: int
+    max: int
+    over_max_length: int
+    cut_inside_media: int
+    refused: int = 0
+    errors: int = 0
+
+    #: the figures compared and stored, in the baseline's order
+    FIELDS = ("data", "samples", "max_length", "longest_edge", "p50", "p90", "p99", "max",
+              "over_max_length", "cut_inside_media", "refused", "errors")
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditFigure:
+        """Trusted data (the wire); the baseline validates first."""
+        return cls(**{name: data.get(name, 0 if name in ("refused", "errors") else None)
+                      for name in cls.FIELDS})
+
+    def line(self) -> str:
+        """One line for the summary: ``data: N samples, p50/p99/max, over, cut``."""
+        limit = "no max_length" if self.max_length is None else f"max_length {self.max_length}"
+        return (f"{self.data}: {self.samples:,} samples at longest_edge {self.longest_edge}, "
+                f"tokens p50 {self.p50:,} p99 {self.p99:,} max {self.max:,}; {limit}: "
+                f"{self.over_max_length:,} over, {self.cut_inside_media:,} cut inside media"
+                + (f", {self.refused:,} refused" if self.refused else "")
+                + (f", {self.errors:,} unreadable" if self.errors else ""))
+
+
 def _edge_key(entry: ResolutionFigures) -> tuple[bool, int]:
     return entry.longest_edge is None, entry.longest_edge or 0
 
@@ -154,13 +198,15 @@ class TestFigures:
 
     resolutions: tuple[ResolutionFigures, ...] = ()
     gpu: GpuFigure | None = None
+    #: the training set a ``training_set_fits`` marker audited (optional ``audit`` key)
+    audit: AuditFigure | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resolutions", tuple(sorted(self.resolutions, key=_edge_key)))
 
     @property
     def empty(self) -> bool:
-        return not self.resolutions and self.gpu is None
+        return not self.resolutions and self.gpu is None and self.audit is None
 
     def resolution(self, longest_edge: int | None) -> ResolutionFigures | None:
         for entry in self.resolutions:
@@ -173,13 +219,15 @@ class TestFigures:
         memory-model prediction, and of two of the same kind the later is kept."""
         if self.gpu is not None and figure.predicted and not self.gpu.predicted:
             return self
-        return TestFigures(self.resolutions, figure)
+        return TestFigures(self.resolutions, figure, self.audit)
 
     def to_json(self, *, patches: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "resolutions": [r.to_json(patches=patches) for r in self.resolutions]}
         if self.gpu is not None:
             data["gpu"] = self.gpu.to_json()
+        if self.audit is not None:
+            data["audit"] = self.audit.to_json()
         return data
 
 

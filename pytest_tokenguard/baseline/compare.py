@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Literal
 
-from ..figures import GpuFigure, ResolutionFigures, TestFigures
+from ..figures import AuditFigure, GpuFigure, ResolutionFigures, TestFigures
 from ..units import format_bytes, parse_size
 
 __all__ = [
@@ -98,10 +98,10 @@ class Change:
     fails: bool = True  # a GPU peak that dropped is reported but passes
     #: where the figure is now, when the test's only resolution moved (384 -> 512)
     now_edge: int | None = None
-    kind: Literal["tokens", "gpu"] = "tokens"
+    kind: Literal["tokens", "gpu", "audit"] = "tokens"
 
     def where(self) -> str:
-        if self.kind == "gpu":
+        if self.kind != "tokens":
             return ""
         if self.longest_edge is None:
             return " in sequences without an image"
@@ -112,7 +112,7 @@ class Change:
         return f"{self.figure} changed{self.where()}: {self.baseline} -> {self.now}{moved}"
 
     def edge_column(self) -> str:
-        if self.kind == "gpu" or self.longest_edge is None:
+        if self.kind != "tokens" or self.longest_edge is None:
             return "-"
         if self.now_edge is not None:
             return f"{self.longest_edge} -> {self.now_edge}"
@@ -141,7 +141,8 @@ class Comparison:
 def compare(baseline: TestFigures | None, now: TestFigures, tolerance: GpuTolerance) -> Comparison:
     """Compare what a test measured now with its baseline entry (``None``: no entry)."""
     if baseline is None:
-        new = (["tokens"] if now.resolutions else []) + (["gpu"] if now.gpu else [])
+        new = ((["tokens"] if now.resolutions else []) + (["gpu"] if now.gpu else [])
+               + (["audit"] if now.audit else []))
         return Comparison(Status.NEW, new_figures=tuple(new))
     changes: list[Change] = []
     new_figures: list[str] = []
@@ -157,6 +158,13 @@ def compare(baseline: TestFigures | None, now: TestFigures, tolerance: GpuTolera
         new_figures.append("gpu")
     else:
         changes.extend(_gpu_changes(baseline.gpu, now.gpu, tolerance))
+    if now.audit is not None:
+        if baseline.audit is None:
+            new_figures.append("audit")
+        else:
+            changes.extend(_audit_changes(baseline.audit, now.audit))
+    elif baseline.audit is not None:
+        notes.append("no training set was audited in this run; the baseline's figures are kept")
     status = Status.CHANGED if changes else Status.NEW if new_figures else Status.UNCHANGED
     return Comparison(status, tuple(changes), tuple(new_figures), tuple(notes))
 
@@ -252,6 +260,13 @@ def _gpu_changes(old: GpuFigure, new: GpuFigure, tolerance: GpuTolerance) -> lis
                    fails=delta > 0, kind="gpu")]
 
 
+def _audit_changes(old: AuditFigure, new: AuditFigure) -> list[Change]:
+    """Every audit figure that moved (token counts: deterministic, any change is one)."""
+    return [Change(None, f"training set {name.replace('_', ' ')}", str(getattr(old, name)),
+                   str(getattr(new, name)), kind="audit")
+            for name in AuditFigure.FIELDS if getattr(old, name) != getattr(new, name)]
+
+
 def merge(old: TestFigures | None, now: TestFigures, only_new: bool = False) -> TestFigures | None:
     """The entry an update writes; ``None`` removes it.
 
@@ -266,8 +281,9 @@ def merge(old: TestFigures | None, now: TestFigures, only_new: bool = False) -> 
             base,
             resolutions=base.resolutions or now.resolutions,
             gpu=base.gpu or now.gpu,
+            audit=base.audit or now.audit,
         )
-    merged = TestFigures(now.resolutions, now.gpu or (old.gpu if old else None))
+    merged = TestFigures(now.resolutions, now.gpu or (old.gpu if old else None), now.audit)
     return None if merged.empty else merged
 
 
@@ -324,4 +340,6 @@ def summary_lines(entry: TestFigures) -> list[str]:
                      f"tokens, longest sequence {resolution.longest_sequence}")
     if entry.gpu is not None:
         lines.append(f"  gpu peak {format_bytes(entry.gpu.peak_bytes)} ({entry.gpu.measure})")
+    if entry.audit is not None:
+        lines.append(f"  training set {entry.audit.line()}")
     return lines

@@ -68,7 +68,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import BaselineError as BaselineError
-from ..figures import GpuFigure, ImageFigure, ResolutionFigures, TestFigures, VideoFigure
+from ..figures import (
+    AuditFigure,
+    GpuFigure,
+    ImageFigure,
+    ResolutionFigures,
+    TestFigures,
+    VideoFigure,
+)
 
 _R = TypeVar("_R")
 
@@ -345,7 +352,7 @@ def _parse_entry(data: object) -> TestFigures:
         if not isinstance(measure, str) or not measure:
             raise _SchemaError(".gpu.gpu_measure", f"expected a counter name, got {measure!r}")
         gpu = GpuFigure(_count(raw_gpu, "gpu_peak_bytes", ".gpu"), measure)
-    return TestFigures(tuple(resolutions), gpu)
+    return TestFigures(tuple(resolutions), gpu, _parse_audit(entry))
 
 
 def _check_totals(figures: ResolutionFigures, where: str) -> None:
@@ -416,3 +423,21 @@ def locked(path: Path, timeout: float, display: str | None = None) -> Iterator[N
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _parse_audit(entry: Mapping[str, Any]) -> AuditFigure | None:
+    """The optional ``audit`` object of an entry (``training_set_fits``; added in 0.2
+    without a version bump: older files have none)."""
+    if "audit" not in entry:
+        return None
+    raw = _object(entry["audit"], ".audit")
+    data = raw.get("data")
+    if not isinstance(data, str) or not data:
+        raise _SchemaError(".audit.data", f"expected the data set's path, got {data!r}")
+    limit = raw.get("max_length")
+    if limit is not None:
+        limit = _count(raw, "max_length", ".audit")
+    counts = {name: _count(raw, name, ".audit") for name in AuditFigure.FIELDS
+              if name not in ("data", "max_length")}
+    return AuditFigure(data=data, max_length=limit, **counts)
+

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ..errors import TokenguardWarning
+from .audit import add_audit_parser
 from .count import add_count_parser
 from .memory import add_memory_parser
 from .split import add_split_parser
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_count_parser(sub)
     add_split_parser(sub)
     add_memory_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 

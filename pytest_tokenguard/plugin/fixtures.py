@@ -10,6 +10,7 @@ them is parametrized over the configured resolutions (ids ``le384``, ``le512``..
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PARAMETRIZED",
     "ProcessorCache",
+    "tokenguard_audit",
     "tokenguard_check_splitter",
     "tokenguard_counter",
     "tokenguard_loaded",
@@ -160,3 +162,26 @@ def tokenguard_check_splitter(request: pytest.FixtureRequest) -> SplitterChecker
     from .session import session_of
 
     return SplitterChecker(cache.get, resolutions=session_of(request.config).settings.resolutions)
+
+
+@pytest.fixture(scope="session")
+def tokenguard_audit(tokenguard_model: str) -> Callable[..., Any]:
+    """Audit a training set as ``tokenguard audit`` does, with the configured model::
+
+        def test_training_set(tokenguard_audit):
+            report = tokenguard_audit("data/train.jsonl", max_length=2048, longest_edge=768)
+            assert not report.summary.cut_inside_media, report.lines()
+
+    Returns the typed ``AuditReport`` (``report.summary``: samples, ``tokens()``
+    percentiles, ``over_max_length`` and ``cut_inside_media`` ids; ``report.fits``: the
+    settings that fit; ``report.to_json()``), computed once per process for the same
+    file and settings. Takes ``@pytest.mark.training_set_fits``' arguments; that marker
+    is the gate whose figures go into the baseline.
+    """
+    def audit(data: Any, **settings: Any) -> Any:
+        from ..audit.gate import audit_training_set, gate_from_marker
+
+        model = settings.pop("model", tokenguard_model)
+        return audit_training_set(gate_from_marker(model, data, **settings))
+
+    return audit

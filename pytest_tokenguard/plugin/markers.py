@@ -348,6 +348,37 @@ def _limit_predicted_gpu_memory(where: Where, size: int | str, **shape: Any) -> 
     return check_predicted_for_model(size, where.model, **shape)
 
 
+def _training_set_fits(where: Where, data: str, *, max_length: int | None = None,
+                       longest_edge: int | None = None, trainer: str | None = None,
+                       keep: float = 1.0, num_frames: int | None = None,
+                       fps: float | None = None, workers: int = 1,
+                       image_root: str | None = None) -> Any:
+    """audit the training set at data (JSON Lines, JSON, Parquet or a datasets folder, as
+    tokenguard audit reads it) with the configured model and fail if a sample would be
+    cut inside an image by the trainer's truncation (TRL's collator raises), is refused
+    or unreadable, or if fewer than keep of the samples fit max_length (trainer='trl':
+    the installed TRL's SFTConfig default); the failure names the samples by id and the
+    settings that fit; longest_edge defaults to the test's tokenguard_longest_edge
+    parameter, else the checkpoint's own; the figures go into the baseline"""
+    from ..audit.gate import gate_from_marker
+
+    if longest_edge is None and where.longest_edge is not None:
+        longest_edge = where.longest_edge
+    if max_length is None and trainer is None:
+        raise ValueError("give max_length=N (SFTConfig.max_length) or trainer='trl' (the "
+                         "installed TRL's default)")
+    return gate_from_marker(where.model, data, max_length=max_length,
+                            longest_edge=longest_edge, trainer=trainer, keep=keep,
+                            num_frames=num_frames, fps=fps, workers=workers,
+                            image_root=image_root)
+
+
+def _check_training_set(gate: Any, context: Context) -> Verdict:
+    from ..audit.gate import check_training_set
+
+    return check_training_set(gate)  # the data set, not what the test did
+
+
 @dataclass(frozen=True)
 class MarkerDef:
     """One marker: name, signature (from its function), validation and check."""
@@ -444,5 +475,7 @@ MARKERS: dict[str, MarkerDef] = {
         MarkerDef("limit_predicted_gpu_memory", _limit_predicted_gpu_memory, _check_predicted,
                   needs_where=True, signature_of=_predicted_signature),
         MarkerDef("tokenguard_no_baseline", _tokenguard_no_baseline),
+        MarkerDef("training_set_fits", _training_set_fits, _check_training_set,
+                  needs_where=True),
     )
 }

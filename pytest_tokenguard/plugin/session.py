@@ -17,12 +17,14 @@ are gated too.
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..audit.gate import AuditResult
 from ..errors import BaselineError, MemoryModelError, ProcessorLoadError, SpecError
-from ..figures import GpuFigure, TestFigures, figures_from_recording
+from ..figures import AuditFigure, GpuFigure, TestFigures, figures_from_recording
 from ..verdict import LimitResult, Verdict, longrepr
 from . import wire
 from .fixtures import ProcessorCache
@@ -67,6 +69,7 @@ class TokenguardSession:
         self._recorder: Recorder | None = None
         self._gpu_reasons: dict[str, str] = {}
         self.rows: list[Row] = []
+        self.audits: list[tuple[str, AuditFigure]] = []  # training_set_fits
         self.gpu_checks: list[tuple[str, wire.GpuCheck]] = []
         self.deselected = 0
         self.collect_errors = 0
@@ -292,6 +295,8 @@ class TokenguardSession:
                 continue
             verdict = definition.check(params, context)
             verdicts.append(verdict)
+            if isinstance(verdict, AuditResult) and verdict.figure is not None:
+                figures = replace(figures, audit=verdict.figure)  # training_set_fits
             if isinstance(verdict, LimitResult):
                 figures = figures.with_gpu(
                     GpuFigure(verdict.peak_bytes, verdict.measure.replace(" ", "_")))
@@ -371,6 +376,8 @@ class TokenguardSession:
             return
         self.rows.extend(Row(report.nodeid, r) for r in record.figures.resolutions)
         self.gpu_checks.extend((report.nodeid, check) for check in record.gpu_checks)
+        if record.figures.audit is not None:
+            self.audits.append((report.nodeid, record.figures.audit))
         self.gate.record(report.nodeid, record.figures, report.passed, record.excluded)
 
     @pytest.hookimpl(optionalhook=True)
@@ -431,7 +438,11 @@ class TokenguardSession:
 
             for line in format_table(self.rows, mark):
                 write(line)
-        else:
+        if self.audits:
+            write("training sets (training_set_fits):")
+            for nodeid, audit in sorted(self.audits, key=lambda pair: pair[0]):
+                write(f"  {nodeid}: {audit.line()}")
+        if not self.rows and not self.audits:
             write("no SmolVLM processor call was recorded (call the processor inside tests, "
                   "e.g. through the tokenguard_processor fixture)")
         if self._recorder is not None:

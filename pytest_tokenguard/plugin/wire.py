@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..figures import GpuFigure, TestFigures, resolution_from_json
+from ..figures import AuditFigure, GpuFigure, TestFigures, resolution_from_json
 
 __all__ = ["NAME", "GpuCheck", "WireRecord", "publish", "read"]
 
@@ -91,6 +91,8 @@ def read(properties: Iterable[tuple[str, object]]) -> WireRecord:
             )
             if data.get("gpu") is not None:
                 figures = figures.with_gpu(_gpu(data["gpu"]))
+            if data.get("audit") is not None:  # a training_set_fits marker's figures
+                figures = replace(figures, audit=AuditFigure.from_json(data["audit"]))
             excluded = value.get("excluded")
             checks.extend(GpuCheck(c["measure"], int(c["peak_bytes"]), int(c["limit_bytes"]),
                                    tuple((int(i), int(b)) for i, b in c.get("devices", ())))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from benchmarks.ratios import SUMMARY_FORMAT, load_summary, main, summarise, table
+from benchmarks.ratios import SUMMARY_FORMAT, load_summary, main, merge, summarise, table
 from tests.helpers import REPO
 
 MiB = 1024 * 1024
@@ -70,7 +71,43 @@ def test_summary_keeps_medians_and_ratios_not_samples(tmp_path: Path) -> None:
 
 def test_committed_summary_is_small_and_complete() -> None:
     path = REPO / "benchmarks" / "summary-cpu.json"
-    assert path.stat().st_size < 16 * 1024
+    assert path.stat().st_size < 24 * 1024
     summary = load_summary(path)
     assert set(summary["ratios"]) == {"384", "512", "768", "1024", "1536"}
     assert summary["machine"]["cores"] == 2
+
+
+def test_audit_figures_and_a_merged_rerun(tmp_path: Path) -> None:
+    """The audit's samples per second and speed-up come from its benchmarks' medians, and
+    ``--merge`` replaces only the rerun file's benchmarks."""
+    old = summarise(_raw_report())
+    raw = _raw_report()
+    info: dict[str, object] = {"input_mb": 60, "samples": 48000, "peak_tree_bound_mb": 90.0,
+            "cpu_parent_s": 6.0, "cpu_workers_s": 0.0}
+
+    def bench(name: str, median: float, extra: Mapping[str, object]) -> dict[str, object]:
+        return {"name": name, "group": "audit", "extra_info": extra,
+                "stats": {"median": median, "min": median, "max": median, "mean": median,
+                          "stddev": 0.0, "iqr": 0.0, "rounds": 3}}
+
+    raw["benchmarks"] = [bench("test_bench_audit_bare_loop", 1.0, {"samples": 48000}),
+                         bench("test_bench_audit_workers[1]", 8.0, info),
+                         bench("test_bench_audit_workers[2]", 4.5,
+                               {**info, "peak_tree_bound_mb": 230.0})]
+    raw["datetime"] = "2026-12-06T12:00:00"
+    new = summarise(raw)
+    assert new["audit"]["workers_1_samples_per_s"] == 6000
+    assert new["audit"]["speedup_2_over_1"] == pytest.approx(1.78)
+    merged = merge(old, new)
+    assert merged["benchmarks"]["test_processor[384]"] == old["benchmarks"]["test_processor[384]"]
+    assert merged["ratios"] == old["ratios"]
+    assert merged["merged"][-1]["datetime"] == "2026-12-06T12:00:00"
+    (tmp_path / "summary.json").write_text(json.dumps(old), encoding="utf-8")
+    (tmp_path / "raw.json").write_text(json.dumps(raw), encoding="utf-8")
+    main([str(tmp_path / "raw.json"), "--summary", str(tmp_path / "summary.json"), "--merge"])
+    written = load_summary(tmp_path / "summary.json")
+    assert written["audit"] == new["audit"]
+    text = table(written)
+    assert "| bare loop (read + json.loads) | 48,000 | |" in text
+    assert "| --workers 2 | 10,667 | 230.0 MB | 6.0 + 0.0 | None |" in text
+    assert text.endswith("--workers 2 over 1: 1.78×")
