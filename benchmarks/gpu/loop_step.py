@@ -292,7 +292,7 @@ def _run_trainer(folder: Path, case: LoopCase, device: Any, marks: _Marks,
             train_dataset=_ListDataset(rows), data_collator=collate,
             callbacks=[Marker()])
     else:
-        from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+        from trl import SFTConfig, SFTTrainer
 
         train = _dataset(rows)
         trainer = SFTTrainer(
@@ -344,7 +344,7 @@ class _ListDataset:
 def _dataset(rows: list[dict[str, Any]]) -> Any:
     """A ``datasets.Dataset`` of ``rows``; the stub's list-backed one where ``datasets``
     is not installed (the GPU machine has no pyarrow; TRL only iterates the rows)."""
-    import datasets  # type: ignore[import-untyped]
+    import datasets
 
     if hasattr(datasets.Dataset, "from_list") and not getattr(datasets, "STUB", False):
         # real datasets cannot hold PIL images in a list column without features; keep rows
