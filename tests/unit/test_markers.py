@@ -49,7 +49,7 @@ def test_image_tokens_pass_and_empty() -> None:
     assert check_image_tokens([record(384, 384, 384, 0, 0)], 81).passed
     empty = check_image_tokens([], 81)
     assert not empty.passed
-    assert "no SmolVLM processor call processed an image" in empty.message
+    assert "no SmolVLM or Qwen-VL processor call processed an image" in empty.message
 
 
 def test_max_sequence_names_the_longest_offender() -> None:
@@ -181,7 +181,7 @@ def test_video_tokens_when_no_sampling_fits_or_nothing_was_seen() -> None:
     assert f"even one sampled frame costs {video.by_num_frames[0]} tokens" in result.message
     empty = check_video_tokens([], 4096)
     assert not empty.passed
-    assert "no SmolVLM processor call processed a video" in empty.message
+    assert "no SmolVLM or Qwen-VL processor call processed a video" in empty.message
 
 
 def test_video_tokens_per_frame() -> None:
