@@ -582,10 +582,11 @@ def count_qwen_video(
 class MaxPixelsFit(NamedTuple):
     """The ``max_pixels`` values around a wanted token count for one image (the rest of the
     call's settings kept): ``max_pixels`` is the largest that gives at most ``wanted``
-    tokens (``None``: every value gives more, which cannot happen for ``wanted >= 1``),
-    ``cost`` what it gives; ``unbounded`` says that every larger value gives the same."""
+    tokens, ``cost`` what it gives; ``unbounded`` says that every larger value gives the
+    same. ``max_pixels`` is ``None`` when every value gives more (a side so short that it
+    rounds to nothing, which ``min_pixels`` scales up): ``cost`` is then the fewest."""
 
-    max_pixels: int
+    max_pixels: int | None
     cost: QwenImageCost
     unbounded: bool
 
@@ -605,6 +606,8 @@ def largest_max_pixels(width: int, height: int, vision: QwenVision, wanted: int)
 
     factor = vision.factor
     top = max(round(height / factor) * factor * round(width / factor) * factor, 1)
+    if cost(1).image_tokens > wanted:
+        return MaxPixelsFit(None, cost(1), False)
     if cost(top).image_tokens <= wanted:  # no max_pixels changes it from here on
         low, high = 1, top  # the smallest value that gives what ``top`` gives
         final = cost(top).image_tokens
@@ -642,6 +645,11 @@ def qwen_image_fix(record: Any, expected: int) -> str:
     vision = QwenVision(record.min_pixels, record.max_pixels, record.patch_size,
                         record.merge_size)
     fit = largest_max_pixels(record.width, record.height, vision, expected)
+    if fit.max_pixels is None:
+        return (f"no max_pixels gives as few as {_tokens(expected)} for a {record.width}×"
+                f"{record.height} image: it costs at least {_tokens(fit.cost.image_tokens)} "
+                f"(min_pixels={record.min_pixels} scales it up); lower min_pixels (size "
+                '"shortest_edge")')
     how = (f"pass max_pixels={fit.max_pixels} to the processor call (or size="
            f'{{"shortest_edge": {record.min_pixels}, "longest_edge": {fit.max_pixels}}})')
     grid = f"{fit.cost.grid_h}×{fit.cost.grid_w} patches"
