@@ -23,8 +23,8 @@ What a family answers:
   its module loads, importing nothing itself); ``call_reader`` names the module that reads
   what one of their calls wrote (``read_images``, ``read_videos``, ``text_call_edge``, as
   :mod:`pytest_tokenguard.processor.recording.smolvlm` does), imported on the first call;
-* ``describe_image`` / ``image_fix``: how a failing ``image_tokens`` marker describes a
-  recorded image's cost, and the setting that gives the declared count;
+* ``describe_image`` / ``image_fix`` / ``video_fix``: how a failing token marker describes a
+  recorded image's cost, and the setting that gives the declared count or the limit;
 * ``text_counter``: the checkpoint's tokenizer as ``str -> int``, or
   :class:`~pytest_tokenguard.errors.TokenizerUnavailable` naming the model: text is never
   guessed.
@@ -110,6 +110,10 @@ class Family(Protocol):
 
     def image_fix(self, record: Any, expected: int) -> str:
         """The setting that makes a recorded image cost ``expected`` tokens (or why none)."""
+        ...
+
+    def video_fix(self, record: Any, limit: int) -> str:
+        """What makes a recorded video cost at most ``limit`` tokens."""
         ...
 
     def text_counter(self, model: str, folder: Path | None) -> Callable[[str], int]:

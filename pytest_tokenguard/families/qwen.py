@@ -735,6 +735,13 @@ class QwenFamily:
     def image_fix(self, record: Any, expected: int) -> str:
         return qwen_image_fix(record, expected)
 
+    def video_fix(self, record: Any, limit: int) -> str:
+        """Not a computed value yet (issue 18): what lowers a Qwen video's cost."""
+        return ("sample fewer frames (do_sample_frames=True with a lower fps= or num_frames=; "
+                "on Qwen3-VL num_frames needs fps=None) or lower the video processor's "
+                'max_pixels (size "longest_edge"); tokenguard count --model prices each '
+                "setting exactly")
+
     def spec(self, model: str, folder: Any) -> QwenSpec:
         if folder is not None:
             return qwen_spec_from_folder(folder, name=model)

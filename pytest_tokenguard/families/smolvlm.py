@@ -27,7 +27,13 @@ from ..specs import (
 )
 from ..video import VideoInfo
 
-__all__ = ["FAMILY", "SmolVLMFamily", "describe_smolvlm_image", "suggest_longest_edge"]
+__all__ = [
+    "FAMILY",
+    "SmolVLMFamily",
+    "describe_smolvlm_image",
+    "suggest_longest_edge",
+    "suggest_sampling",
+]
 
 
 def _patches(n: int) -> str:
@@ -74,6 +80,39 @@ def suggest_longest_edge(image: Any, expected: int) -> str:
     return f'size={{"longest_edge": {best}}} gives {_patches(best_patches)} ({expected} tokens)'
 
 
+def _rate(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def suggest_sampling(video: Any, limit: int) -> str:
+    """The fix for a video that costs more than ``limit`` tokens: the largest
+    ``num_frames`` (the processor's ``video_sampling.max_frames`` per call) and the
+    largest sampling ``fps`` whose exact cost fits, read off the costs the recorder
+    computed (:func:`pytest_tokenguard.video.largest_within`)."""
+    from ..video import largest_within
+
+    if not video.by_num_frames:
+        return ("its metadata has no frame rate or duration, so no sampling can be "
+                "suggested: pass video_metadata with fps and duration, or fewer frames")
+    cap = largest_within(video.by_num_frames, limit)
+    if cap is None:
+        return (f"even one sampled frame costs {video.by_num_frames[0]} tokens: raise the "
+                "limit, or send the frame as an image")
+    rate = f", at fps={_rate(video.sample_fps)}" if video.sample_fps is not None else ""
+    fix = (f"num_frames={cap} fits ({video.by_num_frames[cap - 1]} tokens{rate}; "
+           f"processor(..., num_frames={cap}, do_sample_frames=True), apply_chat_template"
+           f"(..., num_frames={cap}), or video_sampling max_frames={cap})")
+    fitting = [(fps, tokens) for fps, tokens in video.by_fps if tokens <= limit]
+    if fitting:
+        fps, tokens = fitting[-1]
+        fix += f"; or fps={_rate(fps)} ({tokens} tokens)"
+    if not video.sampled:
+        fix = ("this call kept every frame (do_sample_frames is off by default in a direct "
+               f"processor call): pass do_sample_frames=True; {fix}")
+    return fix
+
+
+
 class SmolVLMFamily:
     """The SmolVLM2 / Idefics3 family (see :mod:`pytest_tokenguard.families.base`)."""
 
@@ -98,6 +137,9 @@ class SmolVLMFamily:
 
     def image_fix(self, record: Any, expected: int) -> str:
         return suggest_longest_edge(record, expected)
+
+    def video_fix(self, record: Any, limit: int) -> str:
+        return suggest_sampling(record, limit)
 
     def spec(self, model: str, folder: Path | None) -> ModelSpec:
         if folder is not None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..families.smolvlm import suggest_longest_edge
+from ..families.smolvlm import suggest_longest_edge, suggest_sampling
 from ..verdict import PASSED, CheckResult, LimitResult, Verdict
 
 if TYPE_CHECKING:
@@ -141,34 +141,6 @@ def _rate(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-def suggest_sampling(video: VideoRecord, limit: int) -> str:
-    """The fix for a video that costs more than ``limit`` tokens: the largest
-    ``num_frames`` (the processor's ``video_sampling.max_frames`` per call) and the
-    largest sampling ``fps`` whose exact cost fits, read off the costs the recorder
-    computed (:func:`pytest_tokenguard.video.largest_within`)."""
-    from ..video import largest_within
-
-    if not video.by_num_frames:
-        return ("its metadata has no frame rate or duration, so no sampling can be "
-                "suggested: pass video_metadata with fps and duration, or fewer frames")
-    cap = largest_within(video.by_num_frames, limit)
-    if cap is None:
-        return (f"even one sampled frame costs {video.by_num_frames[0]} tokens: raise the "
-                "limit, or send the frame as an image")
-    rate = f", at fps={_rate(video.sample_fps)}" if video.sample_fps is not None else ""
-    fix = (f"num_frames={cap} fits ({video.by_num_frames[cap - 1]} tokens{rate}; "
-           f"processor(..., num_frames={cap}, do_sample_frames=True), apply_chat_template"
-           f"(..., num_frames={cap}), or video_sampling max_frames={cap})")
-    fitting = [(fps, tokens) for fps, tokens in video.by_fps if tokens <= limit]
-    if fitting:
-        fps, tokens = fitting[-1]
-        fix += f"; or fps={_rate(fps)} ({tokens} tokens)"
-    if not video.sampled:
-        fix = ("this call kept every frame (do_sample_frames is off by default in a direct "
-               f"processor call): pass do_sample_frames=True; {fix}")
-    return fix
-
-
 def _describe_video(video: VideoRecord) -> str:
     what = f"Video {video.label!r}"
     if video.total_frames is not None:
@@ -195,7 +167,7 @@ def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
     if over:
         worst = max(over, key=lambda video: video.tokens)
         message = (f"{_describe_video(worst)} cost {worst.tokens} tokens, over the declared "
-                   f"{limit} by {worst.tokens - limit}; {suggest_sampling(worst, limit)}")
+                   f"{limit} by {worst.tokens - limit}; {_family(worst).video_fix(worst, limit)}")
     else:
         worst = heavy[0]
         message = (f"{_describe_video(worst)} costs {worst.block_tokens // worst.frames} "
