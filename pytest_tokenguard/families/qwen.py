@@ -68,6 +68,7 @@ __all__ = [
     "qwen_settings_from_kwargs",
     "qwen_spec_from_configs",
     "qwen_spec_from_folder",
+    "qwen_video_fix",
     "sample_qwen_frames",
     "smart_resize",
     "smart_resize_video",
@@ -671,6 +672,28 @@ def qwen_image_fix(record: Any, expected: int) -> str:
             f"({_tokens(above.image_tokens)})")
 
 
+def qwen_video_fix(record: Any, limit: int) -> str:
+    """The fix for a recorded Qwen video over ``limit`` tokens: the largest ``num_frames``
+    whose exact cost fits, read off the costs the recorder computed (``by_num_frames``, a
+    refused value never chosen); without them (no frame rate or frame size known), what
+    lowers the cost."""
+    fitting = [n for n, tokens in enumerate(record.by_num_frames, 1) if tokens <= limit]
+    fewest = min(record.by_num_frames, default=None)
+    if not fitting and fewest is not None and fewest < 2**62:
+        return (f"even the fewest frames cost {_tokens(fewest)}: lower the video processor's "
+                'max_pixels (size "longest_edge"), or raise the limit')
+    if not fitting:
+        return ("sample fewer frames (do_sample_frames=True with a lower fps= or num_frames=) "
+                'or lower the video processor\'s max_pixels (size "longest_edge")'
+                + ("" if record.by_num_frames else
+                   "; pass video_metadata with fps, or frames whose size is known, for the "
+                   "value that fits"))
+    cap = fitting[-1]
+    extra = ", fps=None" if record.processor.startswith("Qwen3") else ""
+    return (f"num_frames={cap} fits ({_tokens(record.by_num_frames[cap - 1])}; "
+            f"processor(..., videos=..., do_sample_frames=True, num_frames={cap}{extra}))")
+
+
 # ------------------------------------------------------------------- the family on the seam
 
 
@@ -736,11 +759,7 @@ class QwenFamily:
         return qwen_image_fix(record, expected)
 
     def video_fix(self, record: Any, limit: int) -> str:
-        """Not a computed value yet (issue 18): what lowers a Qwen video's cost."""
-        return ("sample fewer frames (do_sample_frames=True with a lower fps= or num_frames=; "
-                "on Qwen3-VL num_frames needs fps=None) or lower the video processor's "
-                'max_pixels (size "longest_edge"); tokenguard count --model prices each '
-                "setting exactly")
+        return qwen_video_fix(record, limit)
 
     def spec(self, model: str, folder: Any) -> QwenSpec:
         if folder is not None:

@@ -11,6 +11,7 @@ timestamp text equal what the processor wrote in place of its placeholder.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from pytest_tokenguard.families.qwen import (
     qwen_settings_from_kwargs,
 )
 from pytest_tokenguard.processor.recording import Recorder, Recording
+from pytest_tokenguard.processor.recording.qwen import REFUSED
 from pytest_tokenguard.testing.profiles import processor_examples
 from pytest_tokenguard.video import video_info
 from tests.qwen_helpers import GENERATIONS, model_spec, processor
@@ -156,3 +158,58 @@ def test_recorded_videos_equal_the_processor(qwen_recorder: Recorder, model: str
     assert video.frames == ours.frames
     assert video.family == "qwen-vl"
 
+    # the cost at every num_frames, which a failing video_tokens marker reads its fix from,
+    # is what the processor writes at that num_frames (or refuses)
+    assert len(video.by_num_frames) == min(total, spec.sampling.max_frames)
+    for n in sorted({1, 2, 3, total // 2, total}):
+        kwargs_n: dict[str, Any] = {"do_sample_frames": True, "num_frames": n}
+        if spec.timestamps:
+            kwargs_n["fps"] = None  # the processor's own fps=2 would clash
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                real = proc(text=[f"x{VIDEO_BLOCK}y"], videos=[frames],
+                            video_metadata=[metadata], **kwargs_n)
+        except (ValueError, ZeroDivisionError, TypeError):
+            assert video.by_num_frames[n - 1] == REFUSED, n
+            continue
+        assert video.by_num_frames[n - 1] == len(real["input_ids"][0]) - 2, n
+
+
+
+class Samples:
+    """A map-style dataset of sample indices (module level: workers must pickle it)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def collate(batch: list[int], model: str) -> Any:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return processor(model)(text=[f"{IMAGE_BLOCK} sample {i}" for i in batch],
+                                images=[[Image.new("RGB", (1024, 768))] for _ in batch],
+                                images_kwargs={"max_pixels": 200704}, padding=True,
+                                return_tensors="pt")["input_ids"]
+
+
+def test_forked_dataloader_workers_record_qwen_calls(qwen_recorder: Recorder) -> None:
+    """A worker's Qwen records travel back whole (their family, bounds and grid)."""
+    torch_data = pytest.importorskip("torch.utils.data")
+    model = GENERATIONS["qwen2_5_vl"]
+    with qwen_recorder.record("in process") as here:
+        collate([0], model)
+    with qwen_recorder.record("t") as recording:
+        loader = torch_data.DataLoader(Samples(), batch_size=2, num_workers=2,
+                                       collate_fn=functools.partial(collate, model=model),
+                                       multiprocessing_context="fork")
+        assert len(list(loader)) == 2
+    assert recording.unseen == []
+    assert recording.calls == 2
+    assert recording.images == here.images * 4
+    assert all(" process " in s.name for s in recording.sequences)

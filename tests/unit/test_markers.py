@@ -228,3 +228,20 @@ def test_a_qwen_video_over_its_limit_names_what_lowers_it() -> None:
     result = check_video_tokens([video], 300)
     assert not result.passed
     assert "cost 402 tokens, over the declared 300 by 102; sample fewer frames" in result.message
+
+
+def test_a_qwen_video_names_the_largest_num_frames_that_fits() -> None:
+    from pytest_tokenguard.processor.recording.qwen import REFUSED
+
+    video = VideoRecord(name="clip.mp4", frames=8, image_tokens=400, block_tokens=402,
+                        tokens=402, total_frames=8, fps=4.0, duration=2.0, sampled=False,
+                        num_frames=None, sample_fps=None, max_frames=768,
+                        processor="Qwen3VLProcessor", family="qwen-vl",
+                        by_num_frames=(REFUSED, 110, 110, 210, 210, 310, 310, 402))
+    result = check_video_tokens([video], 300)
+    assert result.message.endswith(
+        "num_frames=5 fits (210 tokens; processor(..., videos=..., do_sample_frames=True, "
+        "num_frames=5, fps=None))")
+    assert check_video_tokens([video], 100).message.endswith(
+        "even the fewest frames cost 110 tokens: lower the video processor's max_pixels "
+        '(size "longest_edge"), or raise the limit')
