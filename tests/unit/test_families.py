@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -220,3 +221,24 @@ def test_the_qwen_fix_names_the_largest_max_pixels_or_why_none() -> None:
     assert qwen_image_fix(record(10, 10, 3136), 1) == (
         "no max_pixels gives as few as 1 token for a 10×10 image: it costs at least 4 "
         'tokens (min_pixels=3136 scales it up); lower min_pixels (size "shortest_edge")')
+
+
+def test_a_third_party_family_with_a_reader_is_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry-point family's processor classes are patched like the built-in ones; one
+    that declares no reader (written before the recorder read families) is left alone."""
+    from pytest_tokenguard.processor.recording import patching
+
+    class Toy:
+        name = "toy"
+        processor_modules = MappingProxyType({"toy_package.processing_toy": "ToyProcessor"})
+        call_reader = "toy_package.tokenguard_reader"
+
+    class Old:
+        name = "old"
+
+    monkeypatch.setattr(registry, "_plugins", {"toy": Toy(), "old": Old()})
+    monkeypatch.setattr(registry, "_loaded", {})
+    monkeypatch.setattr(patching, "_WATCHED", [])
+    assert patching.watched()["toy_package.processing_toy"] == patching.Watched(
+        "ToyProcessor", "toy_package.tokenguard_reader")
+    assert len(patching.watched()) == 6  # five built-in classes and the toy's

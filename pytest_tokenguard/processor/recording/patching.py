@@ -51,9 +51,11 @@ def watched() -> dict[str, Watched]:
     if not _WATCHED:
         from ...families import all_families
 
+        # a family registered without these (before the recorder read them) is not watched
         _WATCHED.append({module: Watched(class_name, family.call_reader)
-                         for family in all_families()
-                         for module, class_name in family.processor_modules.items()})
+                         for family in all_families() if hasattr(family, "call_reader")
+                         for module, class_name in
+                         getattr(family, "processor_modules", {}).items()})
     return _WATCHED[0]
 
 
