@@ -20,8 +20,13 @@ import pytest
 
 # pytester's in-process runs drop modules first imported inside them; numpy cannot be
 # imported twice in one process, so the heavy modules are imported here, once.
-pytest.importorskip("transformers.models.qwen2_5_vl.processing_qwen2_5_vl")
-pytest.importorskip("transformers.models.qwen2_vl.image_processing_qwen2_vl")
+# The planted helper imports every Qwen processor class: a class first imported inside would
+# stay cached on the `transformers` module while its module is dropped from sys.modules,
+# where a later recorder in this process could no longer find it to patch.
+for _module in ("qwen2_vl.processing_qwen2_vl", "qwen2_5_vl.processing_qwen2_5_vl",
+                "qwen3_vl.processing_qwen3_vl", "qwen2_vl.image_processing_qwen2_vl",
+                "qwen2_vl.video_processing_qwen2_vl", "qwen3_vl.video_processing_qwen3_vl"):
+    pytest.importorskip(f"transformers.models.{_module}")
 pytest.importorskip("PIL.Image")
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"

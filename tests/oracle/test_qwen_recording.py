@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenguard.families.qwen import (
@@ -49,18 +50,24 @@ CALL_SETTINGS = st.sampled_from([
 ])
 
 
-@pytest.fixture(scope="module")
-def qwen_recorder() -> Iterator[Recorder]:
+@contextmanager
+def recording_of(name: str) -> Iterator[Recording]:
+    """A recorder of its own for one block, installed and removed inside it: recorders
+    must be removed in the reverse order of their installation (the suite's own, under
+    --tokenguard, outlives it), which a fixture shared across tests cannot promise."""
     recorder = Recorder()
     recorder.install()
-    yield recorder
-    recorder.uninstall()
+    try:
+        with recorder.record(name) as recording:
+            yield recording
+    finally:
+        recorder.uninstall()
 
 
-def _call(recorder: Recorder, proc: Any, **kwargs: Any) -> tuple[Recording, Any]:
+def _call(proc: Any, **kwargs: Any) -> tuple[Recording, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with recorder.record("t") as recording:
+        with recording_of("t") as recording:
             out = proc(return_tensors="pt", **kwargs)
     return recording, out
 
@@ -72,14 +79,15 @@ def _call(recorder: Recorder, proc: Any, **kwargs: Any) -> tuple[Recording, Any]
 @example(sizes=[(4032, 3024)], call={})  # a phone photo at the defaults
 @example(sizes=[(1024, 768), (20, 20)], call={"max_pixels": 1003520})
 def test_recorded_images_and_sequences_equal_the_processor(
-        qwen_recorder: Recorder, model: str, sizes: list[tuple[int, int]],
+        model: str, sizes: list[tuple[int, int]],
         call: dict[str, Any]) -> None:
     from PIL import Image
 
+    assume(all(max(size) / min(size) <= 200 for size in sizes))  # else the processor raises
     proc = processor(model)
     images = [Image.new("RGB", size, (90, 120, 30)) for size in sizes]
     texts = [f"sample {i} {IMAGE_BLOCK} end" for i in range(len(sizes))]
-    recording, out = _call(qwen_recorder, proc, text=texts, images=[[i] for i in images],
+    recording, out = _call(proc, text=texts, images=[[i] for i in images],
                            padding=True, **call)
     assert recording.unseen == []
     grids = out["image_grid_thw"].tolist()
@@ -103,13 +111,13 @@ def test_recorded_images_and_sequences_equal_the_processor(
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_a_refused_setting_is_named_never_priced(qwen_recorder: Recorder, model: str) -> None:
+def test_a_refused_setting_is_named_never_priced(model: str) -> None:
     """``do_resize=False`` patches the image at its own size, which tokenguard does not
     count: the call goes on, and is named as unrecorded."""
     from PIL import Image
 
     proc = processor(model)
-    recording, out = _call(qwen_recorder, proc, text=[IMAGE_BLOCK],
+    recording, out = _call(proc, text=[IMAGE_BLOCK],
                            images=[Image.new("RGB", (224, 224))], do_resize=False)
     assert "input_ids" in out
     assert recording.images == []
@@ -123,8 +131,8 @@ def test_a_refused_setting_is_named_never_priced(qwen_recorder: Recorder, model:
     (30, 10.0, {"do_sample_frames": True, "num_frames": 6}),
     (8, 4.0, {}),
 ])
-def test_recorded_videos_equal_the_processor(qwen_recorder: Recorder, model: str, total: int,
-                                             rate: float, kwargs: dict[str, Any]) -> None:
+def test_recorded_videos_equal_the_processor(model: str, total: int, rate: float,
+                                             kwargs: dict[str, Any]) -> None:
     import numpy as np
 
     proc = processor(model)
@@ -136,7 +144,7 @@ def test_recorded_videos_equal_the_processor(qwen_recorder: Recorder, model: str
     metadata: dict[str, Any] = {"total_num_frames": total, "fps": rate, "duration": total / rate}
     if spec.timestamps and not kwargs.get("do_sample_frames", True):
         metadata["frames_indices"] = list(range(total))
-    recording, out = _call(qwen_recorder, proc, text=[f"x{VIDEO_BLOCK}y"], videos=[frames],
+    recording, out = _call(proc, text=[f"x{VIDEO_BLOCK}y"], videos=[frames],
                            video_metadata=[metadata], **kwargs)
     assert recording.unseen == []
     [video] = recording.videos
@@ -198,13 +206,13 @@ def collate(batch: list[int], model: str) -> Any:
                                 return_tensors="pt")["input_ids"]
 
 
-def test_forked_dataloader_workers_record_qwen_calls(qwen_recorder: Recorder) -> None:
+def test_forked_dataloader_workers_record_qwen_calls() -> None:
     """A worker's Qwen records travel back whole (their family, bounds and grid)."""
     torch_data = pytest.importorskip("torch.utils.data")
     model = GENERATIONS["qwen2_5_vl"]
-    with qwen_recorder.record("in process") as here:
+    with recording_of("in process") as here:
         collate([0], model)
-    with qwen_recorder.record("t") as recording:
+    with recording_of("t") as recording:
         loader = torch_data.DataLoader(Samples(), batch_size=2, num_workers=2,
                                        collate_fn=functools.partial(collate, model=model),
                                        multiprocessing_context="fork")
