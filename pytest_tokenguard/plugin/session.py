@@ -432,7 +432,8 @@ class TokenguardSession:
             for line in format_table(self.rows, mark):
                 write(line)
         else:
-            write("no SmolVLM processor call was recorded (call the processor inside tests, "
+            write("no SmolVLM or Qwen-VL processor call was recorded (call the processor "
+                  "inside tests, "
                   "e.g. through the tokenguard_processor fixture)")
         if self._recorder is not None:
             for stray in self._recorder.strays():
