@@ -18,7 +18,13 @@ What a family answers:
   :class:`~pytest_tokenguard.errors.CountingError` with its reason;
 * ``placeholders`` / ``wrappers``: the tokens the chat template writes for an item and the
   ones the processor expands;
-* ``processor_classes``: the transformers classes the recorder watches;
+* ``processor_classes``: the transformers classes the recorder watches, and
+  ``processor_modules`` the modules that define them (the recorder patches a class when
+  its module loads, importing nothing itself); ``call_reader`` names the module that reads
+  what one of their calls wrote (``read_images``, ``read_videos``, ``text_call_edge``, as
+  :mod:`pytest_tokenguard.processor.recording.smolvlm` does), imported on the first call;
+* ``describe_image`` / ``image_fix`` / ``video_fix``: how a failing token marker describes a
+  recorded image's cost, and the setting that gives the declared count or the limit;
 * ``text_counter``: the checkpoint's tokenizer as ``str -> int``, or
   :class:`~pytest_tokenguard.errors.TokenizerUnavailable` naming the model: text is never
   guessed.
@@ -32,7 +38,7 @@ answering the per-layer hooks: Qwen-VL's is ``families/qwen_memory.py``), and
 ``gpu/model.py`` (the base class), reached by the SmolVLM2 resolver.
 
 Not on the seam yet (issue 18): the chat template's rendering of whole conversations and
-the recorder's reading of calls still go through the SmolVLM2 modules directly.
+splitting still go through the SmolVLM2 modules directly.
 
 Only the standard library is imported here.
 """
@@ -76,6 +82,12 @@ class Family(Protocol):
     placeholders: Mapping[str, str]
     #: the tokens the processor writes around an item's placeholder tokens
     wrappers: tuple[str, ...]
+    #: module -> class name of each processor class the recorder watches
+    processor_modules: Mapping[str, str]
+    #: the module that reads a watched call's images, videos and resolution
+    call_reader: str
+    #: the token the processor writes once per image token (``<image>``, ``<|image_pad|>``)
+    image_token: str
 
     def known_models(self) -> Iterable[str]:
         """The hub ids whose published settings the family carries (work offline)."""
@@ -97,6 +109,18 @@ class Family(Protocol):
                    fps: float | None = None,
                    text: Callable[[str], int] | None = None) -> Any:
         """The exact cost of a video from its metadata, sampled as the processor samples."""
+        ...
+
+    def describe_image(self, record: Any) -> str:
+        """``cost N <placeholder> tokens (grid, settings)`` of a recorded image."""
+        ...
+
+    def image_fix(self, record: Any, expected: int) -> str:
+        """The setting that makes a recorded image cost ``expected`` tokens (or why none)."""
+        ...
+
+    def video_fix(self, record: Any, limit: int) -> str:
+        """What makes a recorded video cost at most ``limit`` tokens."""
         ...
 
     def text_counter(self, model: str, folder: Path | None) -> Callable[[str], int]:

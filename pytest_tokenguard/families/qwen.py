@@ -49,6 +49,7 @@ __all__ = [
     "VIDEO_PAD",
     "VISION_END",
     "VISION_START",
+    "MaxPixelsFit",
     "QwenFamily",
     "QwenGeneration",
     "QwenImageCost",
@@ -58,11 +59,16 @@ __all__ = [
     "QwenSpec",
     "QwenVideoCost",
     "QwenVision",
+    "call_bounds",
     "count_qwen_image",
     "count_qwen_video",
+    "describe_qwen_image",
+    "largest_max_pixels",
+    "qwen_image_fix",
     "qwen_settings_from_kwargs",
     "qwen_spec_from_configs",
     "qwen_spec_from_folder",
+    "qwen_video_fix",
     "sample_qwen_frames",
     "smart_resize",
     "smart_resize_video",
@@ -322,7 +328,7 @@ class QwenImageCost(NamedTuple):
         return f"{self.grid_h}×{self.grid_w}"
 
 
-def _bounds(vision: QwenVision, settings: QwenSettings) -> tuple[int, int]:
+def call_bounds(vision: QwenVision, settings: QwenSettings) -> tuple[int, int]:
     """``(min_pixels, max_pixels)`` of a call, as ``Qwen2VLImageProcessor._standardize_kwargs``
     merges ``size``, ``min_pixels`` and ``max_pixels`` with the processor's own."""
     size = settings.size
@@ -359,7 +365,7 @@ def count_qwen_image(width: int, height: int, spec: QwenSpec | QwenVision,
             raise CountingError(f"{name} must be a positive integer, got {value!r}; pass the "
                                 "image's size in pixels")
     vision = spec.image if isinstance(spec, QwenSpec) else spec
-    low, high = _bounds(vision, settings)
+    low, high = call_bounds(vision, settings)
     factor = vision.factor
     resized_h, resized_w = smart_resize(height, width, factor, low, high)
     grid_h, grid_w = resized_h // vision.patch_size, resized_w // vision.patch_size
@@ -541,7 +547,7 @@ def count_qwen_video(
     if spec.generation == "qwen3_vl":
         # Qwen3-VL's video processor takes no min_pixels/max_pixels: a call's go to images
         settings = QwenSettings(settings.size)
-    low, high = _bounds(vision, settings)
+    low, high = call_bounds(vision, settings)
     factor, tps = vision.factor, vision.temporal_patch_size
     sampling = spec.sampling
     if spec.generation == "qwen3_vl":
@@ -568,6 +574,124 @@ def count_qwen_video(
     return QwenVideoCost(info.total_frames, info.fps, frames, grid_t, w, h, pads, block,
                          pieces, tokens)
 
+
+
+
+# ------------------------------------------------------------------------- the fix to name
+
+
+class MaxPixelsFit(NamedTuple):
+    """The ``max_pixels`` values around a wanted token count for one image (the rest of the
+    call's settings kept): ``max_pixels`` is the largest that gives at most ``wanted``
+    tokens, ``cost`` what it gives; ``unbounded`` says that every larger value gives the
+    same. ``max_pixels`` is ``None`` when every value gives more (a side so short that it
+    rounds to nothing, which ``min_pixels`` scales up): ``cost`` is then the fewest."""
+
+    max_pixels: int | None
+    cost: QwenImageCost
+    unbounded: bool
+
+
+def largest_max_pixels(width: int, height: int, vision: QwenVision, wanted: int) -> MaxPixelsFit:
+    """The largest ``max_pixels`` (``vision.min_pixels`` kept) for which a ``width``×``height``
+    image costs at most ``wanted`` ``<|image_pad|>`` tokens.
+
+    An image's cost never falls as ``max_pixels`` grows (both resized sides are floors of a
+    scale that grows with it, and once ``max_pixels`` reaches the rounded area the resize no
+    longer depends on it), so a binary search over ``1 ..`` that area finds it. What it
+    gives is computed by :func:`count_qwen_image`, never assumed; the processor's refusals
+    (an aspect ratio over 200) are raised as they are.
+    """
+    def cost(max_pixels: int) -> QwenImageCost:
+        return count_qwen_image(width, height, vision, QwenSettings(max_pixels=max_pixels))
+
+    factor = vision.factor
+    top = max(round(height / factor) * factor * round(width / factor) * factor, 1)
+    if cost(1).image_tokens > wanted:
+        return MaxPixelsFit(None, cost(1), False)
+    if cost(top).image_tokens <= wanted:  # no max_pixels changes it from here on
+        low, high = 1, top  # the smallest value that gives what ``top`` gives
+        final = cost(top).image_tokens
+        while low < high:
+            middle = (low + high) // 2
+            if cost(middle).image_tokens >= final:
+                high = middle
+            else:
+                low = middle + 1
+        return MaxPixelsFit(low, cost(low), True)
+    low, high = 1, top  # cost(low) <= wanted < cost(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if cost(middle).image_tokens <= wanted:
+            low = middle
+        else:
+            high = middle
+    return MaxPixelsFit(low, cost(low), False)
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
+def describe_qwen_image(record: Any) -> str:
+    """How a failing ``image_tokens`` marker describes a recorded Qwen image's cost."""
+    return (f"cost {record.image_tokens} {IMAGE_PAD} tokens ({record.rows}×{record.cols} patch "
+            f"grid at min_pixels={record.min_pixels}, max_pixels={record.max_pixels})")
+
+
+def qwen_image_fix(record: Any, expected: int) -> str:
+    """The fix for a recorded Qwen image that costs other than ``expected`` tokens: the
+    largest ``max_pixels`` that gives exactly ``expected`` (the most detail kept), from the
+    call's own ``min_pixels``, patch and merge sizes."""
+    vision = QwenVision(record.min_pixels, record.max_pixels, record.patch_size,
+                        record.merge_size)
+    fit = largest_max_pixels(record.width, record.height, vision, expected)
+    if fit.max_pixels is None:
+        return (f"no max_pixels gives as few as {_tokens(expected)} for a {record.width}×"
+                f"{record.height} image: it costs at least {_tokens(fit.cost.image_tokens)} "
+                f"(min_pixels={record.min_pixels} scales it up); lower min_pixels (size "
+                '"shortest_edge")')
+    how = (f"pass max_pixels={fit.max_pixels} to the processor call (or size="
+           f'{{"shortest_edge": {record.min_pixels}, "longest_edge": {fit.max_pixels}}})')
+    grid = f"{fit.cost.grid_h}×{fit.cost.grid_w} patches"
+    if fit.cost.image_tokens == expected:
+        if fit.unbounded:
+            return (f"max_pixels={fit.max_pixels} or more gives {grid} "
+                    f"({_tokens(expected)}): {how}")
+        return f"max_pixels={fit.max_pixels} gives {grid} ({_tokens(expected)}): {how}"
+    if fit.unbounded:
+        return (f"no max_pixels gives {_tokens(expected)} for a {record.width}×{record.height} "
+                f"image: from max_pixels={fit.max_pixels} on it costs "
+                f"{_tokens(fit.cost.image_tokens)}; raise min_pixels (size "
+                '"shortest_edge") for more')
+    above = count_qwen_image(record.width, record.height, vision,
+                             QwenSettings(max_pixels=fit.max_pixels + 1))
+    return (f"no max_pixels gives exactly {_tokens(expected)} for a {record.width}×"
+            f"{record.height} image; the nearest are max_pixels={fit.max_pixels} "
+            f"({_tokens(fit.cost.image_tokens)}) and max_pixels={fit.max_pixels + 1} "
+            f"({_tokens(above.image_tokens)})")
+
+
+def qwen_video_fix(record: Any, limit: int) -> str:
+    """The fix for a recorded Qwen video over ``limit`` tokens: the largest ``num_frames``
+    whose exact cost fits, read off the costs the recorder computed (``by_num_frames``, a
+    refused value never chosen); without them (no frame rate or frame size known), what
+    lowers the cost."""
+    fitting = [n for n, tokens in enumerate(record.by_num_frames, 1) if tokens <= limit]
+    fewest = min(record.by_num_frames, default=None)
+    if not fitting and fewest is not None and fewest < 2**62:
+        return (f"even the fewest frames cost {_tokens(fewest)}: lower the video processor's "
+                'max_pixels (size "longest_edge"), or raise the limit')
+    if not fitting:
+        return ("sample fewer frames (do_sample_frames=True with a lower fps= or num_frames=) "
+                'or lower the video processor\'s max_pixels (size "longest_edge")'
+                + ("" if record.by_num_frames else
+                   "; pass video_metadata with fps, or frames whose size is known, for the "
+                   "value that fits"))
+    cap = fitting[-1]
+    extra = ", fps=None" if record.processor.startswith("Qwen3") else ""
+    return (f"num_frames={cap} fits ({_tokens(record.by_num_frames[cap - 1])}; "
+            f"processor(..., videos=..., do_sample_frames=True, num_frames={cap}{extra}))")
 
 
 # ------------------------------------------------------------------- the family on the seam
@@ -617,9 +741,25 @@ class QwenFamily:
     placeholders: Mapping[str, str] = {"image": VISION_START + IMAGE_PAD + VISION_END,
                                        "video": VISION_START + VIDEO_PAD + VISION_END}
     wrappers = (VISION_START, VISION_END)
+    processor_modules: Mapping[str, str] = {
+        "transformers.models.qwen2_vl.processing_qwen2_vl": "Qwen2VLProcessor",
+        "transformers.models.qwen2_5_vl.processing_qwen2_5_vl": "Qwen2_5_VLProcessor",
+        "transformers.models.qwen3_vl.processing_qwen3_vl": "Qwen3VLProcessor",
+    }
+    call_reader = "pytest_tokenguard.processor.recording.qwen"
+    image_token = IMAGE_PAD
 
     def known_models(self) -> tuple[str, ...]:
         return tuple(KNOWN_QWEN_SPECS)
+
+    def describe_image(self, record: Any) -> str:
+        return describe_qwen_image(record)
+
+    def image_fix(self, record: Any, expected: int) -> str:
+        return qwen_image_fix(record, expected)
+
+    def video_fix(self, record: Any, limit: int) -> str:
+        return qwen_video_fix(record, limit)
 
     def spec(self, model: str, folder: Any) -> QwenSpec:
         if folder is not None:

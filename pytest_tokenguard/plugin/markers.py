@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..counting import count_image
-from ..specs import MAX_IMAGE_SIZE, ModelSpec
+from ..families.smolvlm import suggest_longest_edge, suggest_sampling
 from ..verdict import PASSED, CheckResult, LimitResult, Verdict
 
 if TYPE_CHECKING:
+    from ..families.base import Family
     from ..gpu.measure import DevicesPeak, GpuPeak
     from ..processor.recording import ImageRecord, Recording, SequenceRecord, VideoRecord
 
@@ -55,46 +55,19 @@ class Context:
 # --------------------------------------------------------------------------- token checks
 
 
-def suggest_longest_edge(image: ImageRecord, expected: int) -> str:
-    """The fix for an image that costs more (or fewer) tokens than declared.
-
-    Searches the ``longest_edge`` values the processor accepts for the largest one
-    (the most detail kept) that gives exactly ``expected`` image tokens.
-    """
-    if image.tile_size < 1:
-        return "set the processor's size to a smaller longest_edge"
-    if getattr(image, "do_image_splitting", True) is False:
-        return ("image splitting is off for this call, so every image costs one tile at any "
-                "longest_edge: change the tile size (max_image_size) or the image count")
-    seq_len = image.image_tokens // max(image.patches, 1)
-    spec = ModelSpec(
-        name="recorded", tile_size=image.tile_size, image_seq_len=max(seq_len, 1),
-        default_longest_edge=image.longest_edge,
-    )
-    best: int | None = None
-    best_patches = 0
-    for edge in range(image.tile_size, MAX_IMAGE_SIZE + 1, image.tile_size):
-        cost = count_image(image.width, image.height, edge, spec)
-        if cost.image_tokens == expected:
-            best, best_patches = edge, cost.patches
-        elif cost.image_tokens > expected:  # costs only grow with the edge
-            break
-    if best is None:
-        one = count_image(image.width, image.height, image.tile_size, spec)
-        return (
-            f"no longest_edge gives exactly {expected} tokens for a {image.width}×{image.height} "
-            f"image; the fewest is size={{\"longest_edge\": {image.tile_size}}} "
-            f"({one.image_tokens} tokens, {_patches(one.patches)})"
-        )
-    return f'size={{"longest_edge": {best}}} gives {_patches(best_patches)} ({expected} tokens)'
-
-
 def _patches(n: int) -> str:
     return f"{n} patch" if n == 1 else f"{n} patches"
 
 
+def _family(record: ImageRecord | VideoRecord) -> Family:
+    from ..families import family_named
+
+    return family_named(getattr(record, "family", "smolvlm"))
+
+
 _NOTHING_SEEN = (
-    "The marker checks what a real SmolVLMProcessor/Idefics3Processor call produced while "
+    "The marker checks what a real SmolVLMProcessor/Idefics3Processor or Qwen2VLProcessor/"
+    "Qwen2_5_VLProcessor/Qwen3VLProcessor call produced while "
     "the test (and its fixtures) ran. Call the processor in the test, or remove the marker: "
     "a marker that checks nothing is a bug."
 )
@@ -102,7 +75,7 @@ _NOTHING_SEEN = (
 
 def _saw_nothing(declared: str, done: str) -> CheckResult:
     """The failure of a token marker whose test made no call it could check."""
-    return CheckResult(False, f"Test declared {declared} but no SmolVLM processor call "
+    return CheckResult(False, f"Test declared {declared} but no SmolVLM or Qwen-VL processor call "
                               f"{done} while it ran", _NOTHING_SEEN)
 
 
@@ -114,17 +87,19 @@ def check_image_tokens(images: Sequence[ImageRecord], expected: int) -> CheckRes
     if not wrong:
         return PASSED
     first = wrong[0]
+    family = _family(first)
     message = (
-        f"Image {first.width}×{first.height} cost {first.image_tokens} <image> tokens "
-        f"({first.grid} grid, {_patches(first.patches)} at longest_edge={first.longest_edge}) "
-        f"but the test declared {expected}; {suggest_longest_edge(first, expected)}"
+        f"Image {first.width}×{first.height} {family.describe_image(first)} "
+        f"but the test declared {expected}; {family.image_fix(first, expected)}"
     )
-    lines = [f"{len(wrong)} of {len(images)} images cost other than {expected} <image> tokens:"]
+    lines = [f"{len(wrong)} of {len(images)} images cost other than {expected} "
+             f"{family.image_token} tokens:"]
     lines.append(f"  {'image':>11}  {'longest_edge':>12}  {'grid':>5}  {'patches':>7}  "
-                 f"{'<image>':>7}  {'block':>6}")
+                 f"{'tokens':>7}  {'block':>6}")
     for image in wrong[:20]:
+        edge = "-" if image.longest_edge is None else str(image.longest_edge)
         lines.append(
-            f"  {f'{image.width}×{image.height}':>11}  {image.longest_edge:>12}  "
+            f"  {f'{image.width}×{image.height}':>11}  {edge:>12}  "
             f"{image.grid:>5}  {image.patches:>7}  {image.image_tokens:>7}  "
             f"{image.block_tokens:>6}"
         )
@@ -154,7 +129,8 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Check
         lines.append(f"  {sequence.name}: {sequence.length} tokens{edge}{note}  "
                      f"{sequence.preview!r}")
     lines.append(
-        "Lower the processor's longest_edge, send fewer images per sample, sample fewer "
+        "Lower the processor's longest_edge (SmolVLM) or max_pixels (Qwen-VL), send fewer "
+        "images per sample, sample fewer "
         "video frames (num_frames=...; @pytest.mark.video_tokens names the value that fits), "
         "or split the sample (pytest_tokenguard.splitting)."
     )
@@ -163,34 +139,6 @@ def check_max_sequence(sequences: Sequence[SequenceRecord], limit: int) -> Check
 
 def _rate(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
-
-
-def suggest_sampling(video: VideoRecord, limit: int) -> str:
-    """The fix for a video that costs more than ``limit`` tokens: the largest
-    ``num_frames`` (the processor's ``video_sampling.max_frames`` per call) and the
-    largest sampling ``fps`` whose exact cost fits, read off the costs the recorder
-    computed (:func:`pytest_tokenguard.video.largest_within`)."""
-    from ..video import largest_within
-
-    if not video.by_num_frames:
-        return ("its metadata has no frame rate or duration, so no sampling can be "
-                "suggested: pass video_metadata with fps and duration, or fewer frames")
-    cap = largest_within(video.by_num_frames, limit)
-    if cap is None:
-        return (f"even one sampled frame costs {video.by_num_frames[0]} tokens: raise the "
-                "limit, or send the frame as an image")
-    rate = f", at fps={_rate(video.sample_fps)}" if video.sample_fps is not None else ""
-    fix = (f"num_frames={cap} fits ({video.by_num_frames[cap - 1]} tokens{rate}; "
-           f"processor(..., num_frames={cap}, do_sample_frames=True), apply_chat_template"
-           f"(..., num_frames={cap}), or video_sampling max_frames={cap})")
-    fitting = [(fps, tokens) for fps, tokens in video.by_fps if tokens <= limit]
-    if fitting:
-        fps, tokens = fitting[-1]
-        fix += f"; or fps={_rate(fps)} ({tokens} tokens)"
-    if not video.sampled:
-        fix = ("this call kept every frame (do_sample_frames is off by default in a direct "
-               f"processor call): pass do_sample_frames=True; {fix}")
-    return fix
 
 
 def _describe_video(video: VideoRecord) -> str:
@@ -219,7 +167,7 @@ def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
     if over:
         worst = max(over, key=lambda video: video.tokens)
         message = (f"{_describe_video(worst)} cost {worst.tokens} tokens, over the declared "
-                   f"{limit} by {worst.tokens - limit}; {suggest_sampling(worst, limit)}")
+                   f"{limit} by {worst.tokens - limit}; {_family(worst).video_fix(worst, limit)}")
     else:
         worst = heavy[0]
         message = (f"{_describe_video(worst)} costs {worst.block_tokens // worst.frames} "

@@ -443,7 +443,8 @@ class TokenguardSession:
             for nodeid, audit in sorted(self.audits, key=lambda pair: pair[0]):
                 write(f"  {nodeid}: {audit.line()}")
         if not self.rows and not self.audits:
-            write("no SmolVLM processor call was recorded (call the processor inside tests, "
+            write("no SmolVLM or Qwen-VL processor call was recorded (call the processor "
+                  "inside tests, "
                   "e.g. through the tokenguard_processor fixture)")
         if self._recorder is not None:
             for stray in self._recorder.strays():

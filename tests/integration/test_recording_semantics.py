@@ -322,8 +322,8 @@ def test_both_markers_fail_when_nothing_was_recorded(pytester: pytest.Pytester) 
     """)
     result = pytester.runpytest("--tokenguard")
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*no SmolVLM processor call returned a sequence*",
-                                 "*no SmolVLM processor call processed an image*"])
+    result.stdout.fnmatch_lines(["*no SmolVLM or Qwen-VL processor call returned a sequence*",
+                                 "*no SmolVLM or Qwen-VL processor call processed an image*"])
 
 
 def test_an_unseen_process_fails_the_marker(pytester: pytest.Pytester, model_path: str) -> None:

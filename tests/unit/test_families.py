@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import pytest_tokenguard.families as registry
 from pytest_tokenguard.counting import count_image
@@ -137,3 +140,105 @@ def test_qwen_call_settings_are_read_as_the_processor_reads_them() -> None:
         family.call_settings({"do_resize": False})
     with pytest.raises(QwenRefusal, match="shortest_edge"):
         family.image_cost(spec, 10, 10, family.call_settings({"size": {"longest_edge": 9}}))
+
+
+def test_each_family_declares_the_classes_the_recorder_watches() -> None:
+    """The recorder patches exactly the families' processor classes, and reads a family's
+    calls with the module it names."""
+    import importlib
+
+    from pytest_tokenguard.processor.recording.patching import watched
+
+    for family in all_families():
+        assert set(family.processor_modules.values()) == set(family.processor_classes)
+        reader = importlib.import_module(family.call_reader)
+        assert all(callable(getattr(reader, name)) for name in
+                   ("read_images", "read_videos", "text_call_edge"))
+    assert {w.class_name for w in watched().values()} == {
+        "SmolVLMProcessor", "Idefics3Processor", "Qwen2VLProcessor", "Qwen2_5_VLProcessor",
+        "Qwen3VLProcessor"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(1, 80), height=st.integers(1, 80),
+       min_pixels=st.sampled_from([1, 3136, 6272]), wanted=st.integers(1, 30),
+       qwen3=st.booleans())
+@example(width=64, height=48, min_pixels=3136, wanted=3, qwen3=False)
+def test_largest_max_pixels_is_the_largest_by_brute_force(
+        width: int, height: int, min_pixels: int, wanted: int, qwen3: bool) -> None:
+    """Every max_pixels from 1 past the rounded area, priced one by one: the search's
+    answer is the largest that costs at most ``wanted``, and (where unbounded) the
+    smallest from which the cost no longer changes."""
+    from pytest_tokenguard.families.qwen import (
+        QwenSettings,
+        QwenVision,
+        count_qwen_image,
+        largest_max_pixels,
+    )
+
+    vision = QwenVision(min_pixels, 10**6, patch_size=16 if qwen3 else 14)
+    try:
+        fit = largest_max_pixels(width, height, vision, wanted)
+    except QwenRefusal:
+        assert max(width, height) / min(width, height) > 200
+        return
+    top = 84 * 84  # past the rounded area of any side up to 80
+    costs = [count_qwen_image(width, height, vision, QwenSettings(max_pixels=m)).image_tokens
+             for m in range(1, top + 1)]
+    assert costs == sorted(costs)  # never falls as max_pixels grows
+    if fit.max_pixels is None:
+        assert costs[0] > wanted
+        assert fit.cost.image_tokens == costs[0]
+        return
+    assert fit.cost.image_tokens == costs[fit.max_pixels - 1]
+    if fit.unbounded:
+        assert costs[-1] <= wanted
+        assert fit.max_pixels == costs.index(costs[-1]) + 1
+    else:
+        assert costs[fit.max_pixels - 1] <= wanted < costs[fit.max_pixels]
+
+
+def test_the_qwen_fix_names_the_largest_max_pixels_or_why_none() -> None:
+    from pytest_tokenguard.families.qwen import qwen_image_fix
+    from pytest_tokenguard.processor.recording import ImageRecord
+
+    def record(width: int, height: int, max_pixels: int) -> ImageRecord:
+        return ImageRecord(width, height, None, 0, 0, 0, 0, 0, "Qwen2_5_VLProcessor",
+                           family="qwen-vl", min_pixels=3136, max_pixels=max_pixels,
+                           patch_size=14, merge_size=2)
+
+    assert qwen_image_fix(record(1024, 768, 1003520), 234).startswith(
+        "max_pixels=204885 gives 26×36 patches (234 tokens): pass max_pixels=204885")
+    assert qwen_image_fix(record(1024, 768, 1003520), 64) == (
+        "no max_pixels gives exactly 64 tokens for a 1024×768 image; the nearest are "
+        "max_pixels=58799 (63 tokens) and max_pixels=58800 (70 tokens)")
+    # at every max_pixels a 100×100 image costs at most 16 tokens (a 4×4 grid of merges)
+    assert qwen_image_fix(record(100, 100, 3136), 20).startswith(
+        "no max_pixels gives 20 tokens for a 100×100 image: from max_pixels=")
+    assert qwen_image_fix(record(100, 100, 3136), 16).startswith(
+        "max_pixels=12544 or more gives 8×8 patches (16 tokens)")
+    # a side that rounds to nothing: min_pixels scales it up, whatever max_pixels
+    assert qwen_image_fix(record(10, 10, 3136), 1) == (
+        "no max_pixels gives as few as 1 token for a 10×10 image: it costs at least 4 "
+        'tokens (min_pixels=3136 scales it up); lower min_pixels (size "shortest_edge")')
+
+
+def test_a_third_party_family_with_a_reader_is_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry-point family's processor classes are patched like the built-in ones; one
+    that declares no reader (written before the recorder read families) is left alone."""
+    from pytest_tokenguard.processor.recording import patching
+
+    class Toy:
+        name = "toy"
+        processor_modules = MappingProxyType({"toy_package.processing_toy": "ToyProcessor"})
+        call_reader = "toy_package.tokenguard_reader"
+
+    class Old:
+        name = "old"
+
+    monkeypatch.setattr(registry, "_plugins", {"toy": Toy(), "old": Old()})
+    monkeypatch.setattr(registry, "_loaded", {})
+    monkeypatch.setattr(patching, "_WATCHED", [])
+    assert patching.watched()["toy_package.processing_toy"] == patching.Watched(
+        "ToyProcessor", "toy_package.tokenguard_reader")
+    assert len(patching.watched()) == 6  # five built-in classes and the toy's

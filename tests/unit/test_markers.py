@@ -49,7 +49,7 @@ def test_image_tokens_pass_and_empty() -> None:
     assert check_image_tokens([record(384, 384, 384, 0, 0)], 81).passed
     empty = check_image_tokens([], 81)
     assert not empty.passed
-    assert "no SmolVLM processor call processed an image" in empty.message
+    assert "no SmolVLM or Qwen-VL processor call processed an image" in empty.message
 
 
 def test_max_sequence_names_the_longest_offender() -> None:
@@ -188,7 +188,7 @@ def test_video_tokens_when_no_sampling_fits_or_nothing_was_seen() -> None:
     assert f"even one sampled frame costs {video.by_num_frames[0]} tokens" in result.message
     empty = check_video_tokens([], 4096)
     assert not empty.passed
-    assert "no SmolVLM processor call processed a video" in empty.message
+    assert "no SmolVLM or Qwen-VL processor call processed a video" in empty.message
 
 
 def test_video_tokens_per_frame() -> None:
@@ -211,3 +211,44 @@ def test_video_tokens_marker_signature_and_arguments() -> None:
         definition.parse((4096,), {"per_frame": "84"}, WHERE)
     with pytest.raises(ValueError, match=r"too many positional arguments"):
         definition.parse((4096, 84), {}, WHERE)
+
+
+def test_a_qwen_image_is_described_and_fixed_by_its_family() -> None:
+    image = ImageRecord(1024, 768, None, 0, 54, 74, 999, 1001, "Qwen2_5_VLProcessor",
+                        do_image_splitting=False, family="qwen-vl", min_pixels=3136,
+                        max_pixels=1003520, patch_size=14, merge_size=2)
+    result = check_image_tokens([image], 234)
+    assert result.message == (
+        "Image 1024×768 cost 999 <|image_pad|> tokens (54×74 patch grid at min_pixels=3136, "
+        "max_pixels=1003520) but the test declared 234; max_pixels=204885 gives 26×36 "
+        "patches (234 tokens): pass max_pixels=204885 to the processor call (or size="
+        '{"shortest_edge": 3136, "longest_edge": 204885})')
+    assert "1 of 1 images cost other than 234 <|image_pad|> tokens:" in result.detail
+    assert "1024×768             -  54×74     3996      999    1001" in result.detail
+
+
+def test_a_qwen_video_over_its_limit_names_what_lowers_it() -> None:
+    video = VideoRecord(name="", frames=8, image_tokens=400, block_tokens=402, tokens=402,
+                        total_frames=8, fps=4.0, duration=2.0, sampled=False, num_frames=None,
+                        sample_fps=None, max_frames=768, processor="Qwen2_5_VLProcessor",
+                        family="qwen-vl")
+    result = check_video_tokens([video], 300)
+    assert not result.passed
+    assert "cost 402 tokens, over the declared 300 by 102; sample fewer frames" in result.message
+
+
+def test_a_qwen_video_names_the_largest_num_frames_that_fits() -> None:
+    from pytest_tokenguard.processor.recording.qwen import REFUSED
+
+    video = VideoRecord(name="clip.mp4", frames=8, image_tokens=400, block_tokens=402,
+                        tokens=402, total_frames=8, fps=4.0, duration=2.0, sampled=False,
+                        num_frames=None, sample_fps=None, max_frames=768,
+                        processor="Qwen3VLProcessor", family="qwen-vl",
+                        by_num_frames=(REFUSED, 110, 110, 210, 210, 310, 310, 402))
+    result = check_video_tokens([video], 300)
+    assert result.message.endswith(
+        "num_frames=5 fits (210 tokens; processor(..., videos=..., do_sample_frames=True, "
+        "num_frames=5, fps=None))")
+    assert check_video_tokens([video], 100).message.endswith(
+        "even the fewest frames cost 110 tokens: lower the video processor's max_pixels "
+        '(size "longest_edge"), or raise the limit')

@@ -507,9 +507,9 @@ def test_collect_reads_the_workers_before_the_recording_closes(recorder: Recorde
 
 def test_unchecked_reason_is_the_same_rule_for_both_markers() -> None:
     empty = Recording(name="t")
-    assert "no SmolVLM processor call processed an image" in str(
+    assert "no SmolVLM or Qwen-VL processor call processed an image" in str(
         unchecked_reason(empty, "image"))
-    assert "no SmolVLM processor call returned a sequence" in str(
+    assert "no SmolVLM or Qwen-VL processor call returned a sequence" in str(
         unchecked_reason(empty, "sequence"))
     seen = Recording(sequences=[SequenceRecord("t call 1 sample 0", 10, "")])
     assert unchecked_reason(seen, "sequence") is None

@@ -13,27 +13,67 @@ its output, and is named as unrecorded.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .reading import Frame
-from .smolvlm import TARGETS, read_images, read_videos
 
 if TYPE_CHECKING:
     from .recorder import Recorder
 
-__all__ = ["STRAY", "TARGETS", "PatchOnImport", "patch_class"]
+__all__ = ["STRAY", "PatchOnImport", "Watched", "patch_class", "watched"]
 
 #: where a call goes that is charged to no test
 STRAY = object()
 
 
-def patch_class(recorder: Recorder, cls: type) -> Callable[[], None]:
-    """Wrap ``cls.__call__`` (and the inner steps it reads) so that each call is read and
-    delivered to ``recorder``; return what undoes it."""
+class Watched(NamedTuple):
+    """A processor class the recorder watches: its name, and the module of its family
+    that reads its calls (:attr:`~pytest_tokenguard.families.base.Family.call_reader`)."""
+
+    class_name: str
+    reader: str
+
+
+_WATCHED: list[dict[str, Watched]] = []
+
+
+def watched() -> dict[str, Watched]:
+    """Module name -> the processor class it defines, for every family's processors (the
+    built-in families and those registered through the entry point group). Read once, by
+    :meth:`Recorder.install` before its import finder is in place: reading it imports
+    family modules and entry points, which must not pass through that finder."""
+    if not _WATCHED:
+        from ...families import all_families
+
+        # a family registered without these (before the recorder read them) is not watched
+        _WATCHED.append({module: Watched(class_name, family.call_reader)
+                         for family in all_families() if hasattr(family, "call_reader")
+                         for module, class_name in
+                         getattr(family, "processor_modules", {}).items()})
+    return _WATCHED[0]
+
+
+def _known() -> dict[str, Watched]:
+    """:func:`watched` once read, else nothing (an import while it is being read)."""
+    return _WATCHED[0] if _WATCHED else {}
+
+
+def patch_class(recorder: Recorder, cls: type, reader_name: str) -> Callable[[], None]:
+    """Wrap ``cls.__call__`` (and the inner steps it reads) so that each call is read, by
+    the family module ``reader_name``, and delivered to ``recorder``; return what undoes
+    it."""
+    readers: list[ModuleType] = []
+
+    def reader() -> ModuleType:
+        if not readers:  # imported on the first call, not when the class loads
+            readers.append(importlib.import_module(reader_name))
+        return readers[0]
     inherited_call = cls.__call__
 
     def observed(name: str, note: Callable[..., None]) -> Any:
@@ -59,11 +99,11 @@ def patch_class(recorder: Recorder, cls: type) -> Callable[[], None]:
 
     def images(frame: Frame, self: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                result: Any) -> None:
-        frame.edge, frame.images = read_images(self, args[0], kwargs, *result)
+        frame.edge, frame.images = reader().read_images(self, args[0], kwargs, *result)
 
     def videos(frame: Frame, self: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                result: Any) -> None:
-        frame.videos = read_videos(self, args[0], kwargs, *result)
+        frame.videos = reader().read_videos(self, args[0], kwargs, *result)
 
     def expanded(frame: Frame, self: Any, args: Any, kwargs: Any, result: Any) -> None:
         if isinstance(result, tuple) and result:
@@ -83,6 +123,7 @@ def patch_class(recorder: Recorder, cls: type) -> Callable[[], None]:
             recorder._stray()
             return output
         frame = Frame()
+        frame.reader = reader()
         local = recorder._local
         outer = getattr(local, "frame", None)
         local.frame = frame
@@ -129,7 +170,7 @@ class PatchOnImport:
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         searching = self._searching.__dict__.setdefault("names", set())
-        if fullname not in TARGETS or fullname in searching:
+        if fullname not in _known() or fullname in searching:
             return None  # re-entered by another recorder's finder: let it go on
         searching.add(fullname)
         try:
@@ -147,17 +188,17 @@ class PatchOnImport:
         loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
-        spec.loader = PatchingLoader(loader, self._recorder, TARGETS[fullname])
+        spec.loader = PatchingLoader(loader, self._recorder, _known()[fullname])
         return spec
 
 
 class PatchingLoader:
     """Runs the real loader, then patches the class the module defines."""
 
-    def __init__(self, loader: Any, recorder: weakref.ref[Recorder], class_name: str) -> None:
+    def __init__(self, loader: Any, recorder: weakref.ref[Recorder], target: Watched) -> None:
         self._loader = loader
         self._recorder = recorder
-        self._class_name = class_name
+        self._target = target
 
     def create_module(self, spec: Any) -> Any:
         return self._loader.create_module(spec)
@@ -165,8 +206,9 @@ class PatchingLoader:
     def exec_module(self, module: Any) -> None:
         self._loader.exec_module(module)
         recorder = self._recorder()
-        if recorder is not None and recorder._installed and hasattr(module, self._class_name):
-            recorder._patch(getattr(module, self._class_name))
+        name = self._target.class_name
+        if recorder is not None and recorder._installed and hasattr(module, name):
+            recorder._patch(getattr(module, name), self._target.reader)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)

@@ -186,9 +186,10 @@ def preview(text: Any) -> str:
 class Frame:
     """What one processor call's inner steps report to its ``__call__`` wrapper."""
 
-    __slots__ = ("edge", "error", "expanded", "images", "text_kwargs", "videos")
+    __slots__ = ("edge", "error", "expanded", "images", "reader", "text_kwargs", "videos")
 
     def __init__(self) -> None:
+        self.reader: Any = None  # the family module that reads this call
         self.error: Exception | None = None
         self.images: list[ImageRecord] = []
         self.videos: list[VideoRecord] = []

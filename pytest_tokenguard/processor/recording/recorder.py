@@ -35,11 +35,10 @@ from typing import Any
 from . import reading
 from .children import SITE_DIR, remove, sitecustomize, write_call
 from .owners import ENV_RECORD_TO, LOCAL_TOKENS, OWNER, current_owner, process_owner
-from .patching import STRAY, TARGETS, PatchOnImport, patch_class
+from .patching import STRAY, PatchOnImport, patch_class, watched
 from .propagation import PROPAGATION
 from .reading import Frame
 from .records import ImageRecord, Recording, SequenceRecord, Stray, VideoRecord
-from .smolvlm import text_call_edge
 
 __all__ = ["Recorder"]
 
@@ -79,13 +78,14 @@ class Recorder:
         """
         if self._installed:
             return
+        targets = watched()  # before the finder: reading it imports family modules
         self._installed = True
         sys.meta_path.insert(0, self._finder)
         self._undo.append(lambda: sys.meta_path.remove(self._finder))
-        for module_name, class_name in TARGETS.items():
+        for module_name, target in targets.items():
             module = sys.modules.get(module_name)
-            if module is not None and hasattr(module, class_name):
-                self._patch(getattr(module, class_name))
+            if module is not None and hasattr(module, target.class_name):
+                self._patch(getattr(module, target.class_name), target.reader)
         if self._child_of is not None:
             return
         PROPAGATION.acquire()
@@ -105,7 +105,7 @@ class Recorder:
         site = os.path.join(self._dir, SITE_DIR)
         os.makedirs(site, exist_ok=True)
         with open(os.path.join(site, "sitecustomize.py"), "w", encoding="utf-8") as handle:
-            handle.write(sitecustomize(tuple(TARGETS)))
+            handle.write(sitecustomize(tuple(targets)))
         before = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = site if not before else site + os.pathsep + before
 
@@ -228,8 +228,8 @@ class Recorder:
 
     # patching -----------------------------------------------------------------------
 
-    def _patch(self, cls: type) -> None:
-        self._undo.append(patch_class(self, cls))
+    def _patch(self, cls: type, reader: str) -> None:
+        self._undo.append(patch_class(self, cls, reader))
 
     # recording ----------------------------------------------------------------------
 
@@ -237,7 +237,7 @@ class Recorder:
                  kwargs: dict[str, Any], output: Any, frame: Frame) -> None:
         edge = frame.edge
         if edge is None and not frame.images:  # text only: the call's size setting
-            edge = text_call_edge(processor, kwargs)
+            edge = frame.reader.text_call_edge(processor, kwargs)
         samples = reading.samples(processor, args, kwargs, output, frame, edge)
         if frame.videos:  # grouped with the call's sequences: the call's size setting
             edge = samples[0][2] if samples else frame.edge

@@ -24,12 +24,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image as a real processor call expanded it, at the settings that call used."""
+    """One image as a real processor call expanded it, at the settings that call used.
+
+    ``family`` names the model family (:mod:`pytest_tokenguard.families`) whose processor
+    made the call; the fields a family does not use keep their defaults. SmolVLM2 /
+    Idefics3 (``smolvlm``): ``longest_edge``, ``tile_size``, ``do_image_splitting`` and the
+    rows×cols tile grid. Qwen-VL (``qwen-vl``): ``longest_edge`` is ``None`` (the
+    processor resizes by area), ``min_pixels``/``max_pixels`` are the call's bounds,
+    rows×cols the patch grid the vision tower encodes (``image_grid_thw``), merged
+    ``merge_size``² patches a token.
+    """
 
     width: int
     height: int
     """The size the processor was given (a decoded path: upright, as it decoded it)."""
-    longest_edge: int
+    longest_edge: int | None
     tile_size: int
     """``size["longest_edge"]`` and ``max_image_size["longest_edge"]`` of that call."""
     rows: int
@@ -37,13 +46,22 @@ class ImageRecord:
     """The processor's own grid (0 and 0 for an image that is not split)."""
     image_tokens: int
     block_tokens: int
-    """``<image>`` tokens, and everything written for the image (wrappers, markers)."""
+    """Placeholder tokens (``<image>``, ``<|image_pad|>``), and everything written for the
+    image (wrappers, markers)."""
     processor: str
     """The processor's class name."""
     do_image_splitting: bool = True
+    family: str = "smolvlm"
+    min_pixels: int = 0
+    max_pixels: int = 0
+    patch_size: int = 0
+    merge_size: int = 0
 
     @property
     def patches(self) -> int:
+        """What the vision tower encodes: tiles (SmolVLM), patches (Qwen-VL)."""
+        if self.merge_size:  # a pixel-budget processor: the patch grid itself
+            return self.rows * self.cols
         return self.rows * self.cols + 1 if self.rows or self.cols else 1
 
     @property
@@ -82,6 +100,7 @@ class VideoRecord:
     longest_edge: int | None = None
     by_num_frames: tuple[int, ...] = ()
     by_fps: tuple[tuple[float, int], ...] = ()
+    family: str = "smolvlm"
 
     @property
     def label(self) -> str:
@@ -172,10 +191,10 @@ def unchecked_reason(recording: Recording,
         return (f"{count} processor call{'s' if count > 1 else ''} of this test could not be "
                 f"recorded: {'; '.join(recording.unseen[:3])}")
     if kind == "image" and not recording.images:
-        return "no SmolVLM processor call processed an image while the test ran"
+        return "no SmolVLM or Qwen-VL processor call processed an image while the test ran"
     if kind == "video" and not recording.videos:
-        return "no SmolVLM processor call processed a video while the test ran"
+        return "no SmolVLM or Qwen-VL processor call processed a video while the test ran"
     if kind == "sequence" and not recording.sequences:
-        return "no SmolVLM processor call returned a sequence while the test ran"
+        return "no SmolVLM or Qwen-VL processor call returned a sequence while the test ran"
     return None
 

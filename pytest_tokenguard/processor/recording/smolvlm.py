@@ -18,13 +18,7 @@ from ...specs import GLOBAL_TOKEN, IMAGE_TOKEN, ModelSpec
 from .reading import facts_of, flat, float_or_none, image_size, int_or_none, setting, text_counter
 from .records import ImageRecord, VideoRecord
 
-__all__ = ["TARGETS", "block_of", "read_images", "read_videos", "text_call_edge"]
-
-#: the processor modules whose classes are patched, and the class each defines
-TARGETS = {
-    "transformers.models.smolvlm.processing_smolvlm": "SmolVLMProcessor",
-    "transformers.models.idefics3.processing_idefics3": "Idefics3Processor",
-}
+__all__ = ["block_of", "read_images", "read_videos", "text_call_edge"]
 
 
 def longest_edge_of(size: Any) -> int | None:
@@ -112,8 +106,9 @@ def read_images(processor: Any, images: Any, kwargs: dict[str, Any], processed: 
             block_tokens=block, processor=name, do_image_splitting=splitting,
         ))
     if not resize:  # each image kept its own size
-        edge = max((record.longest_edge for record in records), default=None)
+        edge = max((record.longest_edge or 0 for record in records), default=None)
     return edge, records
+
 
 def read_videos(processor: Any, videos: Any, kwargs: dict[str, Any], processed: Any,
                 replacements: list[str]) -> list[VideoRecord]:
