@@ -879,8 +879,12 @@ def _family_model(model: str) -> tuple[Architecture, Any, Any] | None:
 
     try:
         resolved = resolve_family(model)
-        if resolved is None or resolved.family.name == "smolvlm":
-            return None
+    except (SpecError, ValueError, RecursionError):
+        # an unreadable or hostile file: the SmolVLM2 resolver reports it, as before
+        return None
+    if resolved is None or resolved.family.name == "smolvlm":
+        return None
+    try:
         build = getattr(resolved.family, "memory_architecture", None)
         if build is None:
             raise MemoryModelError(f"{model}: the {resolved.family.name} family supplies no "
