@@ -167,4 +167,5 @@ def test_a_broken_qwen_config_is_one_line_naming_the_key(tmp_path: Path) -> None
     code, out, err = run("--model", str(folder))
     assert code == 2
     assert "vision_config.depth must be a positive integer" in err
-    assert len(err.strip().splitlines()) == 1 and not out
+    assert len(err.strip().splitlines()) == 1
+    assert not out
