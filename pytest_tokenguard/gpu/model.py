@@ -1,4 +1,5 @@
-"""Predict the per-GPU peak of one SmolVLM2 training step from the model's shapes alone.
+"""Predict the per-GPU peak of one SmolVLM2 (or Qwen2.5-VL) training step from the model's
+shapes alone.
 
 Most CI has no GPU, so this model lets CI gate "fits in 80 GB" from ``config.json``,
 the tiles the processor makes, the text length and the training recipe. Memory
@@ -6,9 +7,19 @@ estimators in the wild (accelerate's ``estimate-memory``, DeepSpeed's) count wei
 optimizer states only; for a VLM the vision tower's activations grow with every image
 tile and are usually the largest term, so they are modelled here layer by layer.
 
+**Families.** SmolVLM2's towers are :class:`Architecture` itself; another family supplies
+a subclass on the family seam (``memory_architecture``: Qwen2.5-VL's window-attention ViT
+and Qwen2 text model, ``families/qwen_memory.py``), with its own per-layer terms and sample
+arithmetic (``memory_sample``: Qwen's patches from ``max_pixels``, one size per image, a
+video's frames); everything below applies to both.
+
 **What is modelled** (:class:`StepShape`, one definition shared by this module,
 ``tokenguard memory`` and the ``limit_predicted_gpu_memory`` marker): pure bf16 (or
-fp16/fp32) parameters and gradients, ``sdpa`` attention, ``labels = input_ids``, the
+fp16/fp32) parameters and gradients, or **mixed precision** (an fp32 model under the
+Trainer's ``bf16=True``: fp32 weights, gradients and AdamW states, autocast's bf16 copies
+of every Linear weight from the forward to its layer's backward, the fp32 residual stream
+and norms, each Linear's own bf16 cast of its input), ``sdpa`` attention,
+``labels = input_ids``, the
 steady-state step (optimizer states already exist when forward runs; under DDP, the
 second step, whose transient is described below), and
 
@@ -889,8 +900,12 @@ def _family_model(model: str) -> tuple[Architecture, Any, Any] | None:
 
     try:
         resolved = resolve_family(model)
-        if resolved is None or resolved.family.name == "smolvlm":
-            return None
+    except (SpecError, ValueError, RecursionError):
+        # an unreadable or hostile file: the SmolVLM2 resolver reports it, as before
+        return None
+    if resolved is None or resolved.family.name == "smolvlm":
+        return None
+    try:
         build = getattr(resolved.family, "memory_architecture", None)
         if build is None:
             raise MemoryModelError(f"{model}: the {resolved.family.name} family supplies no "

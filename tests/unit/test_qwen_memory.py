@@ -140,3 +140,32 @@ def test_cli_takes_repeatable_image_sizes_a_video_and_max_pixels() -> None:
     code, _, err = run("--model", QWEN_3B, "--loop", "manual")
     assert code == 2
     assert "--loop manual is not modelled" in err
+
+
+def _qwen_folder(root: Path, config: dict[str, Any]) -> Path:
+    folder = root / "Qwen2.5-VL-3B-Instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "merge_size": 2,
+        "temporal_patch_size": 2}), encoding="utf-8")
+    return folder
+
+
+def test_a_checkpoint_folder_is_read_like_the_published_values(tmp_path: Path) -> None:
+    folder = _qwen_folder(tmp_path, QWEN_CONFIGS[QWEN_3B])
+    by_folder = estimate_for_model(str(folder), image_size=(1024, 768), images=1)
+    by_id = estimate_for_model(QWEN_3B, image_size=(1024, 768), images=1)
+    assert by_folder.peak_bytes == by_id.peak_bytes
+
+
+def test_a_broken_qwen_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(QWEN_CONFIGS[QWEN_3B]))
+    config["vision_config"]["depth"] = -3
+    folder = _qwen_folder(tmp_path, config)
+    code, out, err = run("--model", str(folder))
+    assert code == 2
+    assert "vision_config.depth must be a positive integer" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out
