@@ -238,6 +238,8 @@ def test_tokenguard_split_passes_at_every_resolution_with_refusals_reported() ->
         SplitterChecker(c)(exact, resolutions=[512])
 
 
+@pytest.mark.tokenguard_no_baseline("the conversations are generated, and the test takes the "
+                                     "checker's note that would keep them out itself")
 def test_the_checker_notes_the_running_test() -> None:
     c = counter("2.2B", 384)
     generated.take()
