@@ -19,6 +19,16 @@ processed as 300×1000. Which metadata it honours depends on the image backend:
 
 A PIL image passed to the processor is never turned: its stored size is what counts.
 
+**Formats.** The default (torchvision) backend decodes a path with torchcodec's
+``decode_image`` (torchcodec >= 0.16 installed) or torchvision's: JPEG, PNG, WebP and GIF,
+and AVIF with torchcodec only; it refuses every other format ("Unsupported or unrecognized
+image format") and fails on an animated GIF, WebP or AVIF (it decodes every frame). The
+PIL backend opens what PIL opens. So the reader takes the loader that opens the path
+(:data:`PathLoader`, :func:`default_path_loader`, :func:`path_loader_of` a processor) and
+refuses, naming the file, its format and the fix, what that loader cannot load
+(:func:`path_format_problem`); the format is the one PIL reads in the header, never the
+file's suffix.
+
 :func:`read_image_info` computes both views from the header (and, for PNG, the chunk
 list). Where they agree, or only PIL can open the format, that is the size; where they
 disagree (orientation 5-8 in a WebP, say), the size depends on the backend, so the file
@@ -33,7 +43,9 @@ intact, and images too large for PIL to decode.
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import re
 import stat
 import struct
 from collections.abc import Iterator, Sequence
@@ -45,11 +57,16 @@ from .errors import ImageReadError as ImageReadError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "PATH_LOADER_FORMATS",
     "ImageInfo",
     "ImageReadError",
     "PathEvent",
+    "PathLoader",
+    "default_path_loader",
     "display_path",
     "iter_image_paths",
+    "path_format_problem",
+    "path_loader_of",
     "read_image_info",
     "read_image_size",
     "verify_image",
@@ -57,13 +74,30 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".avif", ".tif", ".tiff", ".ppm",
+     ".pgm"}
 )
 
 #: Orientations that swap width and height (transpose, 90° and 270° rotations).
 _SWAPS = {5: True, 6: True, 7: True, 8: True}
-#: Formats ``torchvision.io.decode_image`` (transformers' default loader) can decode.
-_TORCHVISION_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"})
+#: What opens an image given by path: ``"torchcodec"`` or ``"torchvision"`` (the
+#: ``decode_image`` of transformers' default, torchvision, image backend) or ``"pil"``
+#: (the PIL backend, and ``transformers.image_utils.load_image``).
+PathLoader = Literal["torchcodec", "torchvision", "pil"]
+#: The formats (as PIL names them from the header) each decoder of the default backend
+#: loads from a path, single-frame (an MPO is a JPEG with more pictures after the first,
+#: which is the one decoded; an animated PNG decodes to its default image); ``"pil"``
+#: takes every format PIL opens. tests/oracle/test_image_formats.py runs the real
+#: processor over every format PIL writes and checks these sets are exactly what it loads.
+PATH_LOADER_FORMATS: dict[str, frozenset[str]] = {
+    "torchvision": frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"}),
+    "torchcodec": frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "AVIF"}),
+}
+#: Formats whose animations ``decode_image`` returns as a stack of frames, which the
+#: image processor cannot take (the PNG and MPO decoders return the first picture).
+_FRAME_STACK_FORMATS = frozenset({"GIF", "WEBP", "AVIF"})
+#: Formats ``torchvision.io.decode_image`` can decode (its EXIF handling is mirrored).
+_TORCHVISION_FORMATS = PATH_LOADER_FORMATS["torchvision"]
 #: PNG chunks that can carry an orientation for ``exif_transpose`` and, when they come
 #: after the image data, are only read by a full decode.
 _PNG_TEXT_KEYS = (b"Raw profile type exif", b"XML:com.adobe.xmp")
@@ -95,6 +129,94 @@ def display_path(path: str | os.PathLike[str]) -> str:
         return text
     return "".join(char if char.isprintable() or char == " "
                    else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+@functools.cache
+def default_path_loader() -> PathLoader:
+    """What decodes an image path for the processor transformers loads by default here.
+
+    The default image backend is torchvision's (transformers picks PIL only without
+    torchvision), and it decodes paths with torchcodec when torchcodec >= 0.16 is
+    installed, with torchvision otherwise. Read from the installed distributions, without
+    importing them. (transformers also falls back to torchvision when an installed
+    torchcodec fails to load: a broken install, which it warns about.)
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("torchcodec")
+    except PackageNotFoundError:
+        return "torchvision"
+    numbers = re.match(r"(\d+)\.(\d+)", text)
+    if numbers is None:
+        return "torchvision"
+    return "torchcodec" if (int(numbers[1]), int(numbers[2])) >= (0, 16) else "torchvision"
+
+
+def path_loader_of(processor: Any) -> PathLoader:
+    """What decodes an image path for ``processor`` (a transformers processor, or its
+    image processor): ``"pil"`` for the PIL backend, else :func:`default_path_loader`.
+    A processor without an image processor (tokenguard's light processor) is taken to
+    be the default one."""
+    image_processor = getattr(processor, "image_processor", processor)
+    if getattr(image_processor, "backend", None) == "pil":
+        return "pil"
+    return default_path_loader()
+
+
+#: Format names as the messages spell them (PIL's otherwise).
+_FORMAT_NAMES = {"WEBP": "WebP", "JPEG2000": "JPEG 2000"}
+_FORMAT_ORDER = ("JPEG", "PNG", "WEBP", "GIF", "AVIF")
+_PATH_FIX = "convert it to PNG or JPEG, or open it with PIL and pass the image"
+
+
+def path_format_problem(fmt: str, frames: int = 1,
+                        loader: PathLoader | None = None) -> str | None:
+    """Why the processor cannot load an image of format ``fmt`` (PIL's name, read from
+    the header) with ``frames`` frames from its path with ``loader`` (default:
+    :func:`default_path_loader`), as one clause naming the format and the fix; ``None``
+    when it can. Shared by ``tokenguard count``, conversations and every other path
+    reader, so they all refuse the same files."""
+    if loader is None:
+        loader = default_path_loader()
+    if loader == "pil":
+        return None
+    formats = PATH_LOADER_FORMATS[loader]
+    name = _FORMAT_NAMES.get(fmt, fmt)
+    if fmt not in formats:
+        if fmt in PATH_LOADER_FORMATS["torchcodec"]:
+            return (f"its format is {name}, which the processor decodes from a path only with "
+                    "torchcodec >= 0.16 installed (torchvision's decode_image cannot); "
+                    f"install torchcodec, or {_PATH_FIX}")
+        listed = [_FORMAT_NAMES.get(f, f) for f in _FORMAT_ORDER if f in formats]
+        return (f"its format is {name}, which the processor cannot load from a path "
+                f"(transformers' default image loading decodes {', '.join(listed[:-1])} "
+                f"and {listed[-1]} only: \"Unsupported or unrecognized image format\"); "
+                f"{_PATH_FIX}")
+    if frames > 1 and fmt in _FRAME_STACK_FORMATS:
+        return (f"is an animated {name} ({frames} frames), which the processor cannot load "
+                f"from a path ({loader}'s decode_image returns every frame); save the frame "
+                "you mean as PNG or JPEG, or open it with PIL and pass the image")
+    return None
+
+
+def _frame_count(image: Any) -> int:
+    """How many frames PIL sees in ``image`` (1 when it cannot tell: a truncated file is
+    reported by ``--verify``, not here)."""
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except Exception:  # PIL raises many types on a broken file
+        return 1
+
+
+def _check_loadable(path: str | os.PathLike[str], image: Any, loader: PathLoader) -> None:
+    if loader == "pil":
+        return
+    fmt = str(image.format)
+    frames = _frame_count(image) if fmt in _FRAME_STACK_FORMATS else 1
+    problem = path_format_problem(fmt, frames, loader)
+    if problem is not None:
+        raise ImageReadError(path, problem)
 
 
 def _path_problem(file: Path) -> str | None:
@@ -310,29 +432,36 @@ def _upright(path: str | os.PathLike[str], image: Any, fp: IO[bytes], decoded: b
                      str(image.format), width, height)
 
 
-def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
+def read_image_info(path: str | os.PathLike[str], *,
+                    loader: PathLoader | None = None) -> ImageInfo:
     """The size the processor sees for the image at ``path``, from its header only.
 
-    Raises :class:`ImageReadError` naming the path for a file that is missing, empty,
-    unreadable, not an image, or whose orientation depends on the image backend.
+    ``loader`` is what opens the path for the processor (default:
+    :func:`default_path_loader`; :func:`path_loader_of` a processor). Raises
+    :class:`ImageReadError` naming the path for a file that is missing, empty,
+    unreadable, not an image, in a format the loader cannot load
+    (:func:`path_format_problem`), or whose orientation depends on the image backend.
     """
 
     file = Path(path)
+    loader = default_path_loader() if loader is None else loader
     with _open_binary(file, path) as fp:
         try:
             image = _open_lazy(fp, display_path(path))
         except Exception as exc:  # PIL raises many types on bad headers
             raise _unreadable(path, exc) from None
         try:
+            _check_loadable(path, image, loader)
             return _upright(path, image, fp, decoded=False)
         except (OSError, struct.error) as exc:
             raise ImageReadError(path, f"cannot be read as an image ({_reason(exc)})") from None
 
 
-def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+def read_image_size(path: str | os.PathLike[str], *,
+                    loader: PathLoader | None = None) -> tuple[int, int]:
     """(width, height) the processor sees for the image at ``path`` (EXIF orientation
     applied), from its header only. See :func:`read_image_info`."""
-    info = read_image_info(path)
+    info = read_image_info(path, loader=loader)
     return info.width, info.height
 
 
@@ -393,8 +522,10 @@ def _gif_complete(data: bytes) -> bool:
     return False
 
 
-def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
-    """Decode the image at ``path`` fully and return what :func:`read_image_info` would.
+def verify_image(path: str | os.PathLike[str], *,
+                 loader: PathLoader | None = None) -> ImageInfo:
+    """Decode the image at ``path`` fully and return what :func:`read_image_info` would
+    (with the same ``loader``, whose formats it checks before decoding).
 
     Catches what a header read cannot: truncated or corrupt data behind an intact header,
     and images PIL refuses to decode (over its decompression-bomb limit). Raises
@@ -403,6 +534,7 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
     from PIL import Image
 
     file = Path(path)
+    loader = default_path_loader() if loader is None else loader
     with _open_binary(file, path) as fp:
         try:
             image = Image.open(fp)
@@ -418,6 +550,7 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
             ) from None
         except Exception as exc:  # PIL raises many types on bad data
             raise _unreadable(path, exc) from None
+        _check_loadable(path, image, loader)
         tiff_tag = getattr(image, "tag_v2", {}).get(0x0112, 1) if image.format == "TIFF" else 1
         try:
             image.load()
