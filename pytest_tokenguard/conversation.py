@@ -350,13 +350,20 @@ def _local_file(path: str | None, base_dir: Path | None) -> Path | None:
     return file
 
 
-def _read_size(file: Path, where: str, loader: PathLoader | None) -> tuple[int, int]:
+def _read_size(file: Path, where: str, loader: PathLoader | None,
+               hint: str = "") -> tuple[int, int]:
+    """The file's size as the processor reads it; ``hint`` ends the message of a file that
+    cannot be read (not of one in a format the processor cannot load: the processor
+    opens the file whatever size is declared)."""
+    from .errors import ImageFormatError
     from .images import read_image_size
 
     try:
         return read_image_size(file, loader=loader)
-    except ImageReadError as exc:
+    except ImageFormatError as exc:
         raise ImageItemError(where, exc.path, exc.reason) from None
+    except ImageReadError as exc:
+        raise ImageItemError(where, exc.path, exc.reason + hint) from None
 
 
 def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None,
@@ -400,13 +407,8 @@ def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None,
                 f"{where}: {_short(path)} is a remote URL, which is never fetched; download it, "
                 "or give 'width' and 'height' with it"
             )
-        try:
-            width, height = _read_size(file, where, loader)
-        except ImageItemError as exc:
-            raise ImageItemError(
-                where, exc.path, f"{exc.reason}; or give 'width' and 'height' to count it "
-                "without the file"
-            ) from None
+        width, height = _read_size(file, where, loader, "; or give 'width' and 'height' to "
+                                   "count it without the file")
         return ImageItem(width, height, path, file=os.fspath(file))
     raise ConversationError(
         f"{where}: image has no size: give 'width' and 'height', a file under 'path', or a "

@@ -53,11 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
+from .errors import ImageFormatError as ImageFormatError
 from .errors import ImageReadError as ImageReadError
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "PATH_LOADER_FORMATS",
+    "ImageFormatError",
     "ImageInfo",
     "ImageReadError",
     "PathEvent",
@@ -180,16 +182,16 @@ def path_format_problem(fmt: str, frames: int = 1,
     if loader is None:
         loader = default_path_loader()
     if loader == "pil":
-        return None
+        return _pil_problem(fmt)
     formats = PATH_LOADER_FORMATS[loader]
     name = _FORMAT_NAMES.get(fmt, fmt)
     if fmt not in formats:
         if fmt in PATH_LOADER_FORMATS["torchcodec"]:
-            return (f"its format is {name}, which the processor decodes from a path only with "
+            return (f"is in {name} format, which the processor decodes from a path only with "
                     "torchcodec >= 0.16 installed (torchvision's decode_image cannot); "
                     f"install torchcodec, or {_PATH_FIX}")
         listed = [_FORMAT_NAMES.get(f, f) for f in _FORMAT_ORDER if f in formats]
-        return (f"its format is {name}, which the processor cannot load from a path "
+        return (f"is in {name} format, which the processor cannot load from a path "
                 f"(transformers' default image loading decodes {', '.join(listed[:-1])} "
                 f"and {listed[-1]} only: \"Unsupported or unrecognized image format\"); "
                 f"{_PATH_FIX}")
@@ -197,6 +199,17 @@ def path_format_problem(fmt: str, frames: int = 1,
         return (f"is an animated {name} ({frames} frames), which the processor cannot load "
                 f"from a path ({loader}'s decode_image returns every frame); save the frame "
                 "you mean as PNG or JPEG, or open it with PIL and pass the image")
+    return None
+
+
+def _pil_problem(fmt: str) -> str | None:
+    """PIL opens an EPS header by itself but decodes it through Ghostscript."""
+    if fmt == "EPS":
+        from PIL import EpsImagePlugin
+
+        if not EpsImagePlugin.has_ghostscript():
+            return ("is in EPS format, which PIL decodes only through Ghostscript, not "
+                    "installed here; install Ghostscript, or convert it to PNG or JPEG")
     return None
 
 
@@ -210,13 +223,11 @@ def _frame_count(image: Any) -> int:
 
 
 def _check_loadable(path: str | os.PathLike[str], image: Any, loader: PathLoader) -> None:
-    if loader == "pil":
-        return
     fmt = str(image.format)
-    frames = _frame_count(image) if fmt in _FRAME_STACK_FORMATS else 1
+    frames = _frame_count(image) if fmt in _FRAME_STACK_FORMATS and loader != "pil" else 1
     problem = path_format_problem(fmt, frames, loader)
     if problem is not None:
-        raise ImageReadError(path, problem)
+        raise ImageFormatError(path, problem)
 
 
 def _path_problem(file: Path) -> str | None:
