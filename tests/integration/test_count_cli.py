@@ -528,8 +528,6 @@ def test_avif_files_in_a_folder_follow_the_installed_decoder(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An .avif in a folder was skipped silently ("has no image files"): the processor
     loads it when torchcodec decodes its paths, and refuses it with torchvision."""
-    from pytest_tokenguard.images import default_path_loader
-
     folder = tmp_path / "photos"
     folder.mkdir()
     try:
@@ -537,6 +535,9 @@ def test_avif_files_in_a_folder_follow_the_installed_decoder(
     except (KeyError, OSError):
         pytest.skip("this Pillow writes no AVIF")
     code, out, err = count(["--json", str(folder)], capsys)
+    assert "has no image" not in err
+    from pytest_tokenguard.images import default_path_loader
+
     if default_path_loader() == "torchcodec":
         assert (code, err) == (0, "")
         assert json.loads(out)["block_tokens"] == real_tokens_of(

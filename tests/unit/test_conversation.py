@@ -438,17 +438,18 @@ def test_image_paths_the_processor_cannot_load_are_refused_by_name(tmp_path: Pat
     from PIL import Image
 
     from pytest_tokenguard.errors import ImageItemError
-    from pytest_tokenguard.images import default_path_loader
 
     path = tmp_path / "scan.img"
     Image.new("RGB", (1000, 300)).save(path, fmt)
-    decoded = ("JPEG, PNG, WebP, GIF and AVIF" if default_path_loader() == "torchcodec"
-               else "JPEG, PNG, WebP and GIF")
     for item in ({"type": "image", "path": str(path)},
                  {"type": "image", "path": str(path), "width": 1000, "height": 300}):
         messages = [{"role": "user", "content": [{"type": "text", "text": "Look:"}, item]}]
         with pytest.raises(ImageItemError) as caught:
             parse_conversation(messages)
+        from pytest_tokenguard.images import default_path_loader
+
+        decoded = ("JPEG, PNG, WebP, GIF and AVIF" if default_path_loader() == "torchcodec"
+                   else "JPEG, PNG, WebP and GIF")
         assert str(caught.value) == (
             f"message 0, item 1: image {path} is in {fmt} format, which the processor cannot "
             f"load from a path (transformers' default image loading decodes {decoded} only: "
