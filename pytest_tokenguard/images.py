@@ -48,9 +48,10 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any, Literal, NamedTuple
 
 from .errors import ImageFormatError as ImageFormatError
@@ -91,10 +92,10 @@ PathLoader = Literal["torchcodec", "torchvision", "pil"]
 #: which is the one decoded; an animated PNG decodes to its default image); ``"pil"``
 #: takes every format PIL opens. tests/oracle/test_image_formats.py runs the real
 #: processor over every format PIL writes and checks these sets are exactly what it loads.
-PATH_LOADER_FORMATS: dict[str, frozenset[str]] = {
+PATH_LOADER_FORMATS: Mapping[str, frozenset[str]] = MappingProxyType({
     "torchvision": frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"}),
     "torchcodec": frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "AVIF"}),
-}
+})
 #: Formats whose animations ``decode_image`` returns as a stack of frames, which the
 #: image processor cannot take (the PNG and MPO decoders return the first picture).
 _FRAME_STACK_FORMATS = frozenset({"GIF", "WEBP", "AVIF"})
@@ -135,13 +136,15 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 @functools.cache
 def default_path_loader() -> PathLoader:
-    """What decodes an image path for the processor transformers loads by default here.
+    """What decodes an image path for a processor with transformers' default image
+    backend, torchvision's: torchcodec when torchcodec >= 0.16 is installed, torchvision
+    otherwise. Read from the installed distributions, without importing them.
 
-    The default image backend is torchvision's (transformers picks PIL only without
-    torchvision), and it decodes paths with torchcodec when torchcodec >= 0.16 is
-    installed, with torchvision otherwise. Read from the installed distributions, without
-    importing them. (transformers also falls back to torchvision when an installed
-    torchcodec fails to load: a broken install, which it warns about.)
+    transformers falls back to torchvision when an installed torchcodec fails to load (a
+    broken install, which it warns about). It loads SmolVLM with the PIL backend instead
+    where torchvision is missing or older than 0.27: :func:`path_loader_of` reads a
+    loaded processor's backend; without one (``tokenguard count``), torchvision's rules
+    apply, which refuse every file the PIL backend refuses and more, never fewer.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -156,10 +159,15 @@ def default_path_loader() -> PathLoader:
 
 
 def path_loader_of(processor: Any) -> PathLoader:
-    """What decodes an image path for ``processor`` (a transformers processor, or its
-    image processor): ``"pil"`` for the PIL backend, else :func:`default_path_loader`.
-    A processor without an image processor (tokenguard's light processor) is taken to
-    be the default one."""
+    """What decodes an image path for ``processor`` (a transformers processor or its
+    image processor, or what holds one as ``.processor``: a ``TokenCounter``, a
+    ``LoadedProcessor``): ``"pil"`` for the PIL backend, else
+    :func:`default_path_loader`. A processor without an image processor (tokenguard's
+    light processor) is taken to be the default one."""
+    for _ in range(4):  # unwrap the holders
+        if hasattr(processor, "image_processor") or not hasattr(processor, "processor"):
+            break
+        processor = processor.processor
     image_processor = getattr(processor, "image_processor", processor)
     if getattr(image_processor, "backend", None) == "pil":
         return "pil"

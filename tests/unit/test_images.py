@@ -451,7 +451,12 @@ def test_path_loader_of_a_processor() -> None:
         def __init__(self, backend: str) -> None:
             self.image_processor = ImageProcessor(backend)
 
+    class Holder:
+        def __init__(self, processor: object) -> None:
+            self.processor = processor
+
     assert path_loader_of(Processor("pil")) == "pil"
     assert path_loader_of(ImageProcessor("pil")) == "pil"
+    assert path_loader_of(Holder(Holder(Processor("pil")))) == "pil"
     assert path_loader_of(Processor("torchvision")) == default_path_loader()
     assert path_loader_of(object()) == default_path_loader()
