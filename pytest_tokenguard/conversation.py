@@ -42,13 +42,16 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import ConversationError as ConversationError
 from .errors import FrameRangeError as FrameRangeError
 from .errors import ImageItemError, ImageReadError, VideoItemError, VideoReadError
 from .specs import IMAGE_TOKEN
 from .video import VIDEO_TOKEN, VideoInfo, read_video_info
+
+if TYPE_CHECKING:
+    from .images import PathLoader
 
 __all__ = [
     "CONTENT_TYPES",
@@ -356,16 +359,24 @@ def _local_file(path: str | None, base_dir: Path | None) -> Path | None:
     return file
 
 
-def _read_size(file: Path, where: str) -> tuple[int, int]:
+def _read_size(file: Path, where: str, loader: PathLoader | None,
+               hint: str = "") -> tuple[int, int]:
+    """The file's size as the processor reads it; ``hint`` ends the message of a file that
+    cannot be read (not of one in a format the processor cannot load: the processor
+    opens the file whatever size is declared)."""
+    from .errors import ImageFormatError
     from .images import read_image_size
 
     try:
-        return read_image_size(file)
-    except ImageReadError as exc:
+        return read_image_size(file, loader=loader)
+    except ImageFormatError as exc:
         raise ImageItemError(where, exc.path, exc.reason) from None
+    except ImageReadError as exc:
+        raise ImageItemError(where, exc.path, exc.reason + hint) from None
 
 
-def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> ImageItem:
+def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None,
+                loader: PathLoader | None = None) -> ImageItem:
     has_w, has_h = "width" in item, "height" in item
     path = _image_path(item, where)
     image = item.get("image")
@@ -382,7 +393,7 @@ def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> I
         height = _size(item["height"], "height", where)
         if file is not None and file.exists():
             # the processor reads the file, not the declared size: they must agree
-            real = _read_size(file, where)
+            real = _read_size(file, where, loader)
             if real != (width, height):
                 raise ConversationError(
                     f"{where}: image declares {width}×{height} but its file {file} is "
@@ -405,13 +416,8 @@ def _image_size(item: Mapping[str, Any], where: str, base_dir: Path | None) -> I
                 f"{where}: {_short(path)} is a remote URL, which is never fetched; download it, "
                 "or give 'width' and 'height' with it"
             )
-        try:
-            width, height = _read_size(file, where)
-        except ImageItemError as exc:
-            raise ImageItemError(
-                where, exc.path, f"{exc.reason}; or give 'width' and 'height' to count it "
-                "without the file"
-            ) from None
+        width, height = _read_size(file, where, loader, "; or give 'width' and 'height' to "
+                                   "count it without the file")
         return ImageItem(width, height, path, file=os.fspath(file))
     raise ConversationError(
         f"{where}: image has no size: give 'width' and 'height', a file under 'path', or a "
@@ -579,8 +585,13 @@ def _video(item: Mapping[str, Any], where: str, base_dir: Path | None) -> VideoI
                      os.fspath(file) if file is not None else None)
 
 
-def parse_item(item: object, where: str, base_dir: Path | None = None) -> ContentItem:
-    """One content item; ``where`` prefixes every error (e.g. ``"message 3, item 0"``)."""
+def parse_item(item: object, where: str, base_dir: Path | None = None, *,
+               image_loader: PathLoader | None = None) -> ContentItem:
+    """One content item; ``where`` prefixes every error (e.g. ``"message 3, item 0"``).
+
+    ``image_loader`` is what opens an image path for the processor (see
+    :func:`~pytest_tokenguard.images.read_image_info`; default: transformers' default
+    backend): a file it cannot load is refused, naming its format and the fix."""
     if not isinstance(item, Mapping):
         raise ConversationError(
             f"{where}: content items are objects like {{'type': 'text', 'text': ...}}, "
@@ -595,7 +606,7 @@ def parse_item(item: object, where: str, base_dir: Path | None = None) -> Conten
             raise ConversationError(f"{where}: 'text' must be a string, got {type(text).__name__}")
         return TextItem(_text(text, where))
     if kind == "image":
-        return _image_size(item, where, base_dir)
+        return _image_size(item, where, base_dir, image_loader)
     if kind == "frames":
         return _frames(item, where)
     if kind == "video":
@@ -607,9 +618,10 @@ def parse_item(item: object, where: str, base_dir: Path | None = None) -> Conten
 
 def parse_message(
     message: MessageLike, index: int = 0, *, base_dir: str | os.PathLike[str] | None = None,
-    label: str = "message",
+    label: str = "message", image_loader: PathLoader | None = None,
 ) -> Message:
-    """Validate one chat-format message; errors say ``message <index>``."""
+    """Validate one chat-format message; errors say ``message <index>``. ``image_loader``:
+    see :func:`parse_item`."""
     if isinstance(message, Message):
         return message
     where = f"{label} {index}"
@@ -644,7 +656,8 @@ def parse_message(
             "at least one text or image item (or drop the message)"
         )
     base = base_dir if base_dir is None or isinstance(base_dir, Path) else Path(base_dir)
-    items = tuple(parse_item(item, f"{where}, item {i}", base) for i, item in enumerate(content))
+    items = tuple(parse_item(item, f"{where}, item {i}", base, image_loader=image_loader)
+                  for i, item in enumerate(content))
     return Message(role, items)
 
 
@@ -653,15 +666,21 @@ def parse_conversation(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     label: str = "message",
+    image_loader: PathLoader | None = None,
 ) -> Conversation:
-    """A validated conversation from chat-format dicts (parsed messages pass through)."""
+    """A validated conversation from chat-format dicts (parsed messages pass through).
+
+    Image files are read as ``image_loader`` opens them for the processor (default:
+    transformers' default backend; :func:`~pytest_tokenguard.images.path_loader_of` a
+    processor): one it cannot load is refused, naming its format and the fix."""
     if isinstance(messages, Mapping | str | bytes):
         raise ConversationError(
             f"a conversation is a list of messages, got {type(messages).__name__}; "
             "for a JSON object with 'messages', pass its 'messages' list"
         )
     parsed = tuple(
-        parse_message(m, i, base_dir=base_dir, label=label) for i, m in enumerate(messages)
+        parse_message(m, i, base_dir=base_dir, label=label, image_loader=image_loader)
+        for i, m in enumerate(messages)
     )
     check_video_strings(parsed, label=label)
     return parsed

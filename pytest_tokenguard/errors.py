@@ -32,6 +32,7 @@ __all__ = [
     "CountingError",
     "FrameRangeError",
     "GpuUnavailable",
+    "ImageFormatError",
     "ImageItemError",
     "ImageReadError",
     "InputError",
@@ -126,6 +127,11 @@ class ImageReadError(InputError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class ImageFormatError(ImageReadError):
+    """An image file the processor's loader cannot load from its path (its format, or
+    an animation); the message names the path, the format and the fix."""
 
 
 class VideoReadError(InputError):

@@ -19,6 +19,16 @@ processed as 300×1000. Which metadata it honours depends on the image backend:
 
 A PIL image passed to the processor is never turned: its stored size is what counts.
 
+**Formats.** The default (torchvision) backend decodes a path with torchcodec's
+``decode_image`` (torchcodec >= 0.16 installed) or torchvision's: JPEG, PNG, WebP and GIF,
+and AVIF with torchcodec only; it refuses every other format ("Unsupported or unrecognized
+image format") and fails on an animated GIF, WebP or AVIF (it decodes every frame). The
+PIL backend opens what PIL opens. So the reader takes the loader that opens the path
+(:data:`PathLoader`, :func:`default_path_loader`, :func:`path_loader_of` a processor) and
+refuses, naming the file, its format and the fix, what that loader cannot load
+(:func:`path_format_problem`); the format is the one PIL reads in the header, never the
+file's suffix.
+
 :func:`read_image_info` computes both views from the header (and, for PNG, the chunk
 list). Where they agree, or only PIL can open the format, that is the size; where they
 disagree (orientation 5-8 in a WebP, say), the size depends on the backend, so the file
@@ -35,24 +45,33 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import stat
 import struct
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple
+from types import MappingProxyType
+from typing import IO, Any, Concatenate, Literal, NamedTuple, ParamSpec
 
+from .errors import ImageFormatError as ImageFormatError
 from .errors import ImageReadError as ImageReadError
 from .errors import TokenguardWarning
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "PATH_LOADER_FORMATS",
+    "ImageFormatError",
     "ImageInfo",
     "ImageReadError",
     "PathEvent",
+    "PathLoader",
+    "default_path_loader",
     "display_path",
     "iter_image_paths",
+    "path_format_problem",
+    "path_loader_of",
     "read_image_info",
     "read_image_size",
     "verify_image",
@@ -60,13 +79,30 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".avif", ".tif", ".tiff", ".ppm",
+     ".pgm"}
 )
 
 #: Orientations that swap width and height (transpose, 90° and 270° rotations).
 _SWAPS = {5: True, 6: True, 7: True, 8: True}
-#: Formats ``torchvision.io.decode_image`` (transformers' default loader) can decode.
-_TORCHVISION_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"})
+#: What opens an image given by path: ``"torchcodec"`` or ``"torchvision"`` (the
+#: ``decode_image`` of transformers' default, torchvision, image backend) or ``"pil"``
+#: (the PIL backend, and ``transformers.image_utils.load_image``).
+PathLoader = Literal["torchcodec", "torchvision", "pil"]
+#: The formats (as PIL names them from the header) each decoder of the default backend
+#: loads from a path, single-frame (an MPO is a JPEG with more pictures after the first,
+#: which is the one decoded; an animated PNG decodes to its default image); ``"pil"``
+#: takes every format PIL opens. tests/oracle/test_image_formats.py runs the real
+#: processor over every format PIL writes and checks these sets are exactly what it loads.
+PATH_LOADER_FORMATS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "torchvision": frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF"}),
+    "torchcodec": frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "AVIF"}),
+})
+#: Formats whose animations ``decode_image`` returns as a stack of frames, which the
+#: image processor cannot take (the PNG and MPO decoders return the first picture).
+_FRAME_STACK_FORMATS = frozenset({"GIF", "WEBP", "AVIF"})
+#: Formats ``torchvision.io.decode_image`` can decode (its EXIF handling is mirrored).
+_TORCHVISION_FORMATS = PATH_LOADER_FORMATS["torchvision"]
 #: PNG chunks that can carry an orientation for ``exif_transpose`` and, when they come
 #: after the image data, are only read by a full decode.
 _PNG_TEXT_KEYS = (b"Raw profile type exif", b"XML:com.adobe.xmp")
@@ -98,6 +134,110 @@ def display_path(path: str | os.PathLike[str]) -> str:
         return text
     return "".join(char if char.isprintable() or char == " "
                    else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+@functools.cache
+def default_path_loader() -> PathLoader:
+    """What decodes an image path for a processor with transformers' default image
+    backend, torchvision's: torchcodec when torchcodec >= 0.16 is installed, torchvision
+    otherwise. Read from the installed distributions, without importing them.
+
+    transformers falls back to torchvision when an installed torchcodec fails to load (a
+    broken install, which it warns about). It loads SmolVLM with the PIL backend instead
+    where torchvision is missing or older than 0.27: :func:`path_loader_of` reads a
+    loaded processor's backend; without one (``tokenguard count``), torchvision's rules
+    apply, which refuse every file the PIL backend refuses and more, never fewer.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("torchcodec")
+    except PackageNotFoundError:
+        return "torchvision"
+    numbers = re.match(r"(\d+)\.(\d+)", text)
+    if numbers is None:
+        return "torchvision"
+    return "torchcodec" if (int(numbers[1]), int(numbers[2])) >= (0, 16) else "torchvision"
+
+
+def path_loader_of(processor: Any) -> PathLoader:
+    """What decodes an image path for ``processor`` (a transformers processor or its
+    image processor, or what holds one as ``.processor``: a ``TokenCounter``, a
+    ``LoadedProcessor``): ``"pil"`` for the PIL backend, else
+    :func:`default_path_loader`. A processor without an image processor (tokenguard's
+    light processor) is taken to be the default one."""
+    for _ in range(4):  # unwrap the holders
+        if hasattr(processor, "image_processor") or not hasattr(processor, "processor"):
+            break
+        processor = processor.processor
+    image_processor = getattr(processor, "image_processor", processor)
+    if getattr(image_processor, "backend", None) == "pil":
+        return "pil"
+    return default_path_loader()
+
+
+#: Format names as the messages spell them (PIL's otherwise).
+_FORMAT_NAMES = {"WEBP": "WebP", "JPEG2000": "JPEG 2000"}
+_FORMAT_ORDER = ("JPEG", "PNG", "WEBP", "GIF", "AVIF")
+_PATH_FIX = "convert it to PNG or JPEG, or open it with PIL and pass the image"
+
+
+def path_format_problem(fmt: str, frames: int = 1,
+                        loader: PathLoader | None = None) -> str | None:
+    """Why the processor cannot load an image of format ``fmt`` (PIL's name, read from
+    the header) with ``frames`` frames from its path with ``loader`` (default:
+    :func:`default_path_loader`), as one clause naming the format and the fix; ``None``
+    when it can. Shared by ``tokenguard count``, conversations and every other path
+    reader, so they all refuse the same files."""
+    if loader is None:
+        loader = default_path_loader()
+    if loader == "pil":
+        return _pil_problem(fmt)
+    formats = PATH_LOADER_FORMATS[loader]
+    name = _FORMAT_NAMES.get(fmt, fmt)
+    if fmt not in formats:
+        if fmt in PATH_LOADER_FORMATS["torchcodec"]:
+            return (f"is in {name} format, which the processor decodes from a path only with "
+                    "torchcodec >= 0.16 installed (torchvision's decode_image cannot); "
+                    f"install torchcodec, or {_PATH_FIX}")
+        listed = [_FORMAT_NAMES.get(f, f) for f in _FORMAT_ORDER if f in formats]
+        return (f"is in {name} format, which the processor cannot load from a path "
+                f"(transformers' default image loading decodes {', '.join(listed[:-1])} "
+                f"and {listed[-1]} only: \"Unsupported or unrecognized image format\"); "
+                f"{_PATH_FIX}")
+    if frames > 1 and fmt in _FRAME_STACK_FORMATS:
+        return (f"is an animated {name} ({frames} frames), which the processor cannot load "
+                f"from a path ({loader}'s decode_image returns every frame); save the frame "
+                "you mean as PNG or JPEG, or open it with PIL and pass the image")
+    return None
+
+
+def _pil_problem(fmt: str) -> str | None:
+    """PIL opens an EPS header by itself but decodes it through Ghostscript."""
+    if fmt == "EPS":
+        from PIL import EpsImagePlugin
+
+        if not EpsImagePlugin.has_ghostscript():
+            return ("is in EPS format, which PIL decodes only through Ghostscript, not "
+                    "installed here; install Ghostscript, or convert it to PNG or JPEG")
+    return None
+
+
+def _frame_count(image: Any) -> int:
+    """How many frames PIL sees in ``image`` (1 when it cannot tell: a truncated file is
+    reported by ``--verify``, not here)."""
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except Exception:  # PIL raises many types on a broken file
+        return 1
+
+
+def _check_loadable(path: str | os.PathLike[str], image: Any, loader: PathLoader) -> None:
+    fmt = str(image.format)
+    frames = _frame_count(image) if fmt in _FRAME_STACK_FORMATS and loader != "pil" else 1
+    problem = path_format_problem(fmt, frames, loader)
+    if problem is not None:
+        raise ImageFormatError(path, problem)
 
 
 def _path_problem(file: Path) -> str | None:
@@ -313,8 +453,11 @@ def _upright(path: str | os.PathLike[str], image: Any, fp: IO[bytes], decoded: b
                      str(image.format), width, height)
 
 
-def _pil_notes_in_our_words(read: Callable[[str | os.PathLike[str]], ImageInfo]
-                            ) -> Callable[[str | os.PathLike[str]], ImageInfo]:
+_P = ParamSpec("_P")
+
+
+def _pil_notes_in_our_words(read: Callable[Concatenate[str | os.PathLike[str], _P], ImageInfo]
+                            ) -> Callable[Concatenate[str | os.PathLike[str], _P], ImageInfo]:
     """``read``, with the warnings PIL gives while parsing a damaged EXIF block ("Tag
     data larger than file", "Corrupt EXIF data", with PIL's own file and line) said once
     per image, in our words, as one :class:`~pytest_tokenguard.errors.TokenguardWarning`
@@ -322,10 +465,11 @@ def _pil_notes_in_our_words(read: Callable[[str | os.PathLike[str]], ImageInfo]
     Other warnings go on as they were; an image that is refused needs no note."""
 
     @functools.wraps(read)
-    def wrapper(path: str | os.PathLike[str]) -> ImageInfo:
+    def wrapper(path: str | os.PathLike[str], /, *args: _P.args,
+                **options: _P.kwargs) -> ImageInfo:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            info = read(path)
+            info = read(path, *args, **options)
         pil = [w for w in caught if w.category is UserWarning
                and os.sep + "PIL" + os.sep in w.filename]
         for other in caught:
@@ -344,29 +488,36 @@ def _pil_notes_in_our_words(read: Callable[[str | os.PathLike[str]], ImageInfo]
 
 
 @_pil_notes_in_our_words
-def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
+def read_image_info(path: str | os.PathLike[str], *,
+                    loader: PathLoader | None = None) -> ImageInfo:
     """The size the processor sees for the image at ``path``, from its header only.
 
-    Raises :class:`ImageReadError` naming the path for a file that is missing, empty,
-    unreadable, not an image, or whose orientation depends on the image backend.
+    ``loader`` is what opens the path for the processor (default:
+    :func:`default_path_loader`; :func:`path_loader_of` a processor). Raises
+    :class:`ImageReadError` naming the path for a file that is missing, empty,
+    unreadable, not an image, in a format the loader cannot load
+    (:func:`path_format_problem`), or whose orientation depends on the image backend.
     """
 
     file = Path(path)
+    loader = default_path_loader() if loader is None else loader
     with _open_binary(file, path) as fp:
         try:
             image = _open_lazy(fp, display_path(path))
         except Exception as exc:  # PIL raises many types on bad headers
             raise _unreadable(path, exc) from None
         try:
+            _check_loadable(path, image, loader)
             return _upright(path, image, fp, decoded=False)
         except (OSError, struct.error) as exc:
             raise ImageReadError(path, f"cannot be read as an image ({_reason(exc)})") from None
 
 
-def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+def read_image_size(path: str | os.PathLike[str], *,
+                    loader: PathLoader | None = None) -> tuple[int, int]:
     """(width, height) the processor sees for the image at ``path`` (EXIF orientation
     applied), from its header only. See :func:`read_image_info`."""
-    info = read_image_info(path)
+    info = read_image_info(path, loader=loader)
     return info.width, info.height
 
 
@@ -428,8 +579,10 @@ def _gif_complete(data: bytes) -> bool:
 
 
 @_pil_notes_in_our_words
-def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
-    """Decode the image at ``path`` fully and return what :func:`read_image_info` would.
+def verify_image(path: str | os.PathLike[str], *,
+                 loader: PathLoader | None = None) -> ImageInfo:
+    """Decode the image at ``path`` fully and return what :func:`read_image_info` would
+    (with the same ``loader``, whose formats it checks before decoding).
 
     Catches what a header read cannot: truncated or corrupt data behind an intact header,
     and images PIL refuses to decode (over its decompression-bomb limit). Raises
@@ -438,6 +591,7 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
     from PIL import Image
 
     file = Path(path)
+    loader = default_path_loader() if loader is None else loader
     with _open_binary(file, path) as fp:
         try:
             image = Image.open(fp)
@@ -453,6 +607,7 @@ def verify_image(path: str | os.PathLike[str]) -> ImageInfo:
             ) from None
         except Exception as exc:  # PIL raises many types on bad data
             raise _unreadable(path, exc) from None
+        _check_loadable(path, image, loader)
         tiff_tag = getattr(image, "tag_v2", {}).get(0x0112, 1) if image.format == "TIFF" else 1
         try:
             image.load()

@@ -75,6 +75,7 @@ from .conversation import (
 )
 from .errors import ConversationError, InputError
 from .errors import TemplateError as TemplateError
+from .images import path_loader_of
 from .processor.chat import render_chat, template_file
 from .tokens import TokenCounter, fast_text_counter
 from .video import VIDEO_TOKEN
@@ -402,7 +403,7 @@ def count_conversation(
     SmolVLM2's template is counted message by message; any other is rendered (see the
     module docstring). An empty conversation is refused: the processor cannot render it.
     """
-    messages = parse_conversation(conversation)
+    messages = parse_conversation(conversation, image_loader=path_loader_of(counter.processor))
     if not messages:
         raise ConversationError(
             "the conversation has no messages, which the chat template cannot render; give "
@@ -584,7 +585,7 @@ def processor_input_ids(
     one video per ``<video>``, through ``videos=`` (see :func:`_video_inputs`): frames
     items go as images, video items as videos, as each is priced.
     """
-    messages = parse_conversation(conversation)
+    messages = parse_conversation(conversation, image_loader=path_loader_of(processor))
     if not messages:
         raise ValueError("the processor cannot render an empty conversation")
     hf = to_chat_template(messages)

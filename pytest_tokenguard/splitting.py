@@ -86,6 +86,7 @@ from .conversation import (
 )
 from .counting import count_image
 from .errors import SplitError as SplitError
+from .images import path_loader_of
 from .sequence import _Facts, _facts, _video_entry, base_tokens, message_cost
 from .tokens import TokenCounter
 
@@ -406,10 +407,11 @@ def split(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SplitError(f"{name} must be a positive integer, got {value!r}")
     counter = _counter(counter, longest_edge)
+    loader = path_loader_of(counter.processor)
     messages = (conversation if isinstance(conversation, tuple)
                 and all(type(m) is Message for m in conversation)
-                else parse_conversation(conversation))
-    lead = parse_conversation(leading, label="leading message")
+                else parse_conversation(conversation, image_loader=loader))
+    lead = parse_conversation(leading, label="leading message", image_loader=loader)
     first = 0
     if sft:
         while first < len(messages) and messages[first].role == SYSTEM:

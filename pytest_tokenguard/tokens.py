@@ -199,8 +199,9 @@ class TokenCounter:
             videos_of,
         )
         from .errors import TemplateError
+        from .images import path_loader_of
 
-        parsed = parse_conversation(messages)
+        parsed = parse_conversation(messages, image_loader=path_loader_of(self.processor))
         if not parsed:
             raise ConversationError(
                 "the conversation has no messages, which the chat template cannot render; "
@@ -276,8 +277,10 @@ class TokenCounter:
         return self._video_counter
 
 
-def image_item_size(item: dict[str, Any]) -> tuple[int, int]:
-    """(width, height) of a chat-format image item, reading only the file header."""
+def image_item_size(item: dict[str, Any], *, loader: Any = None) -> tuple[int, int]:
+    """(width, height) of a chat-format image item, reading only the file header of a
+    path, which is refused when ``loader`` (see
+    :func:`~pytest_tokenguard.images.read_image_info`) cannot load it."""
     if "width" in item and "height" in item:
         return int(item["width"]), int(item["height"])
     image = item.get("image")
@@ -288,7 +291,7 @@ def image_item_size(item: dict[str, Any]) -> tuple[int, int]:
     if path:
         from .images import read_image_size
 
-        return read_image_size(path)
+        return read_image_size(path, loader=loader)
     raise ValueError(
         f"image item {item!r} has no size: give 'width' and 'height', a PIL image under "
         "'image', or a file under 'path'"

@@ -5,12 +5,19 @@ It reads image headers only (``--verify`` decodes) and video container metadata 
 PyAV), and never imports torch or transformers, so it answers in well under a second for
 a folder of 1,000 frames.
 
+An image is priced as the processor loads it from its path: with transformers' default
+(torchvision) image backend, a file whose format it cannot decode (TIFF, BMP, PPM...: the
+format PIL reads in the header, whatever the suffix) or an animated GIF, WebP or AVIF is
+refused by name, as an unreadable file is; ``--image-backend pil`` prices every format
+PIL opens, as the PIL backend loads it.
+
 Output contract: one row per image and resolution, and one per video, on stdout (tables
 and totals lines, or JSON Lines with ``--json``; every object has ``kind``, ``"image"`` or
-``"video"``); on stderr one line per file or folder that cannot be read and one per
-thing skipped (an empty folder, a symbolic link to a folder inside a folder).
-Exit status: 0 when every file was counted, 1 when a file or folder could not be read
-(or nothing at all was counted), 2 for a usage error (bad option, unknown or broken model).
+``"video"``); on stderr one line per file or folder that cannot be read or counted (a
+format the processor cannot load from a path, say) and one per thing skipped (an empty
+folder, a symbolic link to a folder inside a folder). Exit status: 0 when every file was
+counted, 1 when a file or folder could not be read or counted (or nothing at all was
+counted), 2 for a usage error (bad option, unknown or broken model).
 
 A video is priced as ``apply_chat_template`` has the processor sample it (the
 checkpoint's ``video_sampling``, or ``--num-frames``/``--fps`` as per-call
@@ -180,6 +187,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..errors import VideoReadError
     from ..images import (
         IMAGE_SUFFIXES,
+        default_path_loader,
         display_path,
         read_image_info,
         verify_image,
@@ -216,6 +224,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     sampling = {"num_frames": getattr(args, "num_frames", None),
                 "fps": getattr(args, "fps", None)}
     read = verify_image if getattr(args, "verify", False) else read_image_info
+    loader = "pil" if getattr(args, "image_backend", None) == "pil" else default_path_loader()
     failures = counted = 0
     rows: list[dict[str, Any]] = []
     video_rows: list[dict[str, Any]] = []
@@ -233,7 +242,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if is_video:
                 video = videos(event.path, **sampling)
             else:
-                info = read(event.path)
+                info = read(event.path, loader=loader)
                 costs = [counter(info.width, info.height) for counter in counters]
         except (VideoReadError, ImageReadError, CountingError) as exc:
             failures += 1
@@ -316,7 +325,8 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
         "container metadata (no frame decoded; videos need PyAV: pip install "
         "'pytest-tokenguard[video]'). A video's row is everything the processor writes in "
         "place of its <video>, sampled as apply_chat_template samples it. Exit "
-        "status: 0 all counted, 1 a file or folder could not be read, 2 a usage error.",
+        "status: 0 all counted, 1 a file or folder could not be read or counted, 2 a usage "
+        "error.",
     )
     count.add_argument(
         "--model",
@@ -350,6 +360,14 @@ def add_count_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--fps", type=positive_float, default=None, metavar="F",
         help="count videos as processor(..., fps=F, do_sample_frames=True): F frames sampled "
         "a second (default: the model's video_sampling fps, 1)",
+    )
+    count.add_argument(
+        "--image-backend", choices=("torchvision", "pil"), default="torchvision",
+        help="the image processor backend that loads the images in training (default: "
+        "torchvision, transformers' own, which decodes JPEG, PNG, WebP and GIF, and AVIF "
+        "with torchcodec installed; other formats and animations are refused by name); pil "
+        "(AutoImageProcessor.from_pretrained(..., backend='pil')) loads every format PIL "
+        "opens",
     )
     count.add_argument(
         "--verify", action="store_true",

@@ -65,6 +65,7 @@ from ..conversation import (
 )
 from ..errors import SplitError, TemplateError
 from ..errors import SplitterCheckError as SplitterCheckError
+from ..images import PathLoader, path_loader_of
 from ..processor.loading import LoadedProcessor
 from ..sequence import _facts, base_tokens, count_conversation, message_cost, processor_count
 from ..splitting import ASSISTANT, SYSTEM, Chunk, _middle, is_prefix, runs
@@ -253,7 +254,8 @@ def _claim(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _read_chunks(chunks: Iterable[ChunkLike], conversation: Any) -> _Chunks | _Failure:
+def _read_chunks(chunks: Iterable[ChunkLike], conversation: Any,
+                 loader: PathLoader | None = None) -> _Chunks | _Failure:
     if isinstance(chunks, str | bytes | Mapping) or not isinstance(chunks, Iterable):
         return _Failure(f"the splitter returned {type(chunks).__name__}, not a list of chunks",
                         conversation)
@@ -265,7 +267,7 @@ def _read_chunks(chunks: Iterable[ChunkLike], conversation: Any) -> _Chunks | _F
                             "messages", conversation)
         listed = list(messages)
         try:
-            parsed = parse_conversation(listed)
+            parsed = parse_conversation(listed, image_loader=loader)
         except ConversationError as exc:
             return _Failure(f"chunk {number} is not a valid conversation: {exc}", conversation,
                             chunk_json=None)
@@ -493,8 +495,9 @@ def _inspect(
     """Every rule on one split result: (exact counts, the chunks, the first failure)."""
     shown = conversation if isinstance(conversation, list) else (
         to_dicts(conversation) if isinstance(conversation, tuple) else conversation)
-    source = parse_conversation(conversation)
-    read = _read_chunks(chunks, shown)
+    loader = path_loader_of(processor)
+    source = parse_conversation(conversation, image_loader=loader)
+    read = _read_chunks(chunks, shown, loader)
     if isinstance(read, _Failure):
         return (), None, read
     everything, first = _lead_of(source, lead, sft)
@@ -596,7 +599,8 @@ def check_chunks(
         calc = counter
     if processor_counts is None:
         processor_counts = calc is None or not isinstance(processor, TokenCounter | LoadedProcessor)
-    lead = parse_conversation(leading, label="leading message")
+    lead = parse_conversation(leading, label="leading message",
+                              image_loader=path_loader_of(proc))
     counts, _, failure = _inspect(conversation, chunks, calc, proc, max_tokens, lead, sft,
                                   add_generation_prompt, processor_counts, cache)
     if failure is not None:
@@ -748,7 +752,8 @@ def check_splitter(
         raise TemplateError("check_splitter needs a SmolVLM2 processor (its chat template is "
                             "what the exact calculator prices); use check_chunks with "
                             "processor_counts=True for other processors")
-    lead = parse_conversation(leading, label="leading message")
+    loader = path_loader_of(processor)
+    lead = parse_conversation(leading, label="leading message", image_loader=loader)
     accepted = refuses if isinstance(refuses, tuple) else (refuses,)
     strategy, explicit = (conversations, []) if conversations is not None else _default_strategy(
         calculator, max_tokens, lead, sft, add_generation_prompt)
@@ -784,7 +789,7 @@ def check_splitter(
             raise
 
     def _property(conversation: Any) -> None:
-        source = parse_conversation(conversation)
+        source = parse_conversation(conversation, image_loader=loader)
         try:
             result = (split_fn(conversation, longest_edge=edge) if pass_edge
                       else split_fn(conversation))

@@ -469,3 +469,80 @@ def test_bad_sampling_options_are_usage_errors(flag: str, value: str,
         count_hub([flag, value, str(FRAME)], capsys)
     assert info.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+# ------------------------------------------------- formats the processor cannot load by path
+
+#: Refused with the default (torchvision) backend whatever decodes its paths: the format
+#: PIL reads in the header, and what the message calls it.
+REFUSED_BY_PATH = {"scan.bmp": ("BMP", "BMP"), "frame.ppm": ("PPM", "PPM"),
+                   "gray.pgm": ("PPM", "PPM"), "scan.tif": ("TIFF", "TIFF"),
+                   "scan.tiff": ("TIFF", "TIFF"), "tiff-named.png": ("TIFF", "TIFF"),
+                   # named directly: .ico is not an image suffix a folder is searched for
+                   "../icon.ico": ("ICO", "ICO")}
+
+
+def write_formats(folder: Path) -> list[str]:
+    """The folder's path and the .ico file beside it, for the command line."""
+    folder.mkdir()
+    for name, (fmt, _) in REFUSED_BY_PATH.items():
+        Image.new("L" if name.endswith(".pgm") else "RGB", (1000, 300)).save(folder / name, fmt)
+    Image.new("RGB", (1000, 300)).save(folder / "photo.png")
+    Image.new("RGB", (1000, 300)).save(folder / "png-named.tif", "PNG")
+    frames = [Image.new("RGB", (1000, 300), color) for color in ("red", "blue")]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    return [str(folder), str(folder / "../icon.ico")]
+
+
+@pytest.mark.parametrize("verify", [[], ["--verify"]])
+def test_formats_the_processor_refuses_by_path_are_refused_by_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], verify: list[str]) -> None:
+    """The default processor raises "Unsupported or unrecognized image format" on a BMP,
+    PPM, PGM, TIFF or ICO path (decided from the header, not the suffix) and fails on an
+    animated GIF: each is one line naming the file, its format and the fix, exit 1, and
+    the files it loads are still counted (main priced them all, exit 0)."""
+    folder = tmp_path / "formats"
+    code, out, err = count(["--json", *verify, *write_formats(folder)], capsys)
+    counted = {Path(json.loads(line)["path"]).name for line in out.splitlines()}
+    assert counted == {"photo.png", "png-named.tif"}
+    assert code == 1
+    lines = err.splitlines()
+    assert len(lines) == len(REFUSED_BY_PATH) + 1
+    for name, (_, shown) in REFUSED_BY_PATH.items():
+        (line,) = [line for line in lines if line.startswith(f"tokenguard count: {folder / name}:")]
+        assert f"is in {shown} format, which the processor cannot load from a path" in line
+        assert line.endswith("convert it to PNG or JPEG, or open it with PIL and pass the image")
+    (animated,) = [line for line in lines if f"{folder / 'animated.gif'}:" in line]
+    assert "is an animated GIF (2 frames)" in animated
+
+
+def test_the_pil_backend_counts_every_format_pil_opens(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = count(["--json", "--image-backend", "pil",
+                            *write_formats(tmp_path / "formats")], capsys)
+    assert (code, err) == (0, "")
+    assert len(out.splitlines()) == len(REFUSED_BY_PATH) + 3
+
+
+def test_avif_files_in_a_folder_follow_the_installed_decoder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An .avif in a folder was skipped silently ("has no image files"): the processor
+    loads it when torchcodec decodes its paths, and refuses it with torchvision."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    try:
+        Image.new("RGB", (1000, 300)).save(folder / "photo.avif")
+    except (KeyError, OSError):
+        pytest.skip("this Pillow writes no AVIF")
+    code, out, err = count(["--json", str(folder)], capsys)
+    assert "has no image" not in err
+    from pytest_tokenguard.images import default_path_loader
+
+    if default_path_loader() == "torchcodec":
+        assert (code, err) == (0, "")
+        assert json.loads(out)["block_tokens"] == real_tokens_of(
+            real_processor(MODEL), str(folder / "photo.avif"))[1]
+    else:
+        assert (code, out) == (1, "")
+        assert "is in AVIF format" in err
+        assert "install torchcodec" in err

@@ -652,3 +652,25 @@ def test_videos_by_path_and_metadata_split_and_count_again(tmp_path: Path) -> No
                                                    for item in m.content), m.string_content)
                              for m in messages)
         assert processor_count(processor, messages) == chunk["tokens"] <= 4096
+
+
+def test_an_image_the_processor_cannot_load_by_path_is_a_named_reject(tmp_path: Path) -> None:
+    """A TIFF (BMP, PPM...) path: the default processor raises "Unsupported or
+    unrecognized image format" on it, so its conversation is rejected by name, with the
+    fix, and the others are still split (main priced it and wrote its chunk)."""
+    from PIL import Image
+
+    Image.new("RGB", (1000, 300)).save(tmp_path / "scan.tif")
+    Image.new("RGB", (1000, 300)).save(tmp_path / "photo.png")
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "image", "path": name}, {"type": "text", "text": "What is it?"}]}]}) + "\n"
+        for name in ("scan.tif", "photo.png")), encoding="utf-8")
+    code, _, err = run_model([str(source), "--max-tokens", "4096", "-o",
+                              str(tmp_path / "out.jsonl")])
+    assert code == 1
+    assert (f"in.jsonl, line 1 (id 1): message 0, item 0: image {tmp_path / 'scan.tif'} is "
+            "in TIFF format, which the processor cannot load from a path") in err
+    assert "convert it to PNG or JPEG, or open it with PIL and pass the image" in err
+    (chunk,) = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert "photo.png" in chunk

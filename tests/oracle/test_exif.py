@@ -19,7 +19,7 @@ from PIL import Image
 from pytest_tokenguard.cli import main
 from pytest_tokenguard.conversation import parse_conversation
 from pytest_tokenguard.counting import count_image
-from pytest_tokenguard.images import ImageReadError, read_image_size
+from pytest_tokenguard.images import ImageReadError, path_loader_of, read_image_size
 from pytest_tokenguard.specs import spec_from_folder
 from pytest_tokenguard.splitting import split
 from pytest_tokenguard.tokens import TokenCounter
@@ -193,9 +193,12 @@ def test_refused_where_the_backends_disagree(tmp_path: Path, spec: Any, make: An
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_tiff_follows_the_pil_backend(tmp_path: Path, spec: Any, orientation: int) -> None:
-    """torchvision cannot decode TIFF; the PIL backend turns it, and so does the reader."""
+    """torchvision cannot decode TIFF; the PIL backend turns it, and so does the reader
+    told that the processor's loader is PIL's."""
     path = write_oriented_image(tmp_path / "scan.tif", 1000, 300, orientation, "TIFF")
-    assert real_tokens_of(pil_backend_processor(MODEL), str(path)) == counted(path, spec)
+    processor = pil_backend_processor(MODEL)
+    cost = count_image(*read_image_size(path, loader=path_loader_of(processor)), spec=spec)
+    assert real_tokens_of(processor, str(path)) == (cost.image_tokens, cost.block_tokens)
 
 
 def test_counter_with_settings_matches_per_call_arguments(tmp_path: Path) -> None:

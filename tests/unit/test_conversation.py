@@ -426,3 +426,38 @@ def test_string_content_next_to_a_video_is_refused() -> None:
 def test_video_placeholder_in_text_points_at_video_items() -> None:
     with pytest.raises(ConversationError, match=r"videos in \{'type': 'video'\} items"):
         parse_conversation([{"role": "user", "content": [{"type": "text", "text": "<video>"}]}])
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "PPM"])
+def test_image_paths_the_processor_cannot_load_are_refused_by_name(tmp_path: Path,
+                                                                    fmt: str) -> None:
+    """transformers' default backend cannot load a TIFF, BMP or PPM by path (the real
+    processor: tests/oracle/test_image_formats.py), so a conversation holding one is
+    refused, even with a declared size (the processor still opens the file); the PIL
+    backend's loader takes it."""
+    from PIL import Image
+
+    from pytest_tokenguard.errors import ImageItemError
+
+    path = tmp_path / "scan.img"
+    Image.new("RGB", (1000, 300)).save(path, fmt)
+    for item in ({"type": "image", "path": str(path)},
+                 {"type": "image", "path": str(path), "width": 1000, "height": 300}):
+        messages = [{"role": "user", "content": [{"type": "text", "text": "Look:"}, item]}]
+        with pytest.raises(ImageItemError) as caught:
+            parse_conversation(messages)
+        from pytest_tokenguard.images import default_path_loader
+
+        decoded = ("JPEG, PNG, WebP, GIF and AVIF" if default_path_loader() == "torchcodec"
+                   else "JPEG, PNG, WebP and GIF")
+        assert str(caught.value) == (
+            f"message 0, item 1: image {path} is in {fmt} format, which the processor cannot "
+            f"load from a path (transformers' default image loading decodes {decoded} only: "
+            "\"Unsupported or unrecognized image format\"); convert it to PNG or JPEG, or open "
+            "it with PIL and pass the image")
+        assert caught.value.path == str(path)
+        for loader in ("torchvision", "torchcodec"):
+            with pytest.raises(ImageItemError):
+                parse_conversation(messages, image_loader=loader)
+        parsed = parse_conversation(messages, image_loader="pil")
+        assert image_sizes(parsed) == [(1000, 300)]

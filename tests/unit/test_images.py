@@ -17,10 +17,15 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from pytest_tokenguard.images import (
+    ImageFormatError,
     ImageReadError,
+    PathLoader,
     _torchvision_orientation,
+    default_path_loader,
     display_path,
     iter_image_paths,
+    path_format_problem,
+    path_loader_of,
     read_image_info,
     read_image_size,
     verify_image,
@@ -69,11 +74,11 @@ def test_orientations_5_to_8_swap_width_and_height(tmp_path: Path, fmt: str,
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_tiff_is_upright_at_open(tmp_path: Path, orientation: int) -> None:
-    """PIL reports a TIFF's upright size itself (and torchvision cannot open TIFF)."""
+    """PIL reports a TIFF's upright size itself (and only the PIL backend opens TIFF)."""
     path = write_oriented_image(tmp_path / "scan.tif", 1000, 300, orientation, "TIFF")
     expected = (300, 1000) if orientation >= 5 else (1000, 300)
-    assert read_image_size(path) == expected
-    assert verify_image(path)[:3] == read_image_info(path)[:3]
+    assert read_image_size(path, loader="pil") == expected
+    assert verify_image(path, loader="pil")[:3] == read_image_info(path, loader="pil")[:3]
 
 
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
@@ -309,3 +314,149 @@ def test_display_path_keeps_every_byte() -> None:
     name = os.fsdecode(b"frame_\xff\xfe.png")
     assert display_path(name) == "frame_\\xff\\xfe.png"
     assert display_path("café.png") == "café.png"
+
+
+# ------------------------------------------------- what the processor's loader cannot load
+
+
+def save(path: Path, fmt: str, frames: int = 1, mode: str = "RGB") -> Path:
+    images = [Image.new(mode, (1000, 300), (9 * n, 0, 0) if mode == "RGB" else 0)
+              for n in range(frames)]
+    images[0].save(path, fmt, save_all=frames > 1, append_images=images[1:])
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "mode"), [
+    ("TIFF", ".tif", "RGB"), ("BMP", ".bmp", "RGB"), ("PPM", ".ppm", "RGB"),
+    ("PPM", ".pgm", "L"), ("PCX", ".pcx", "RGB"), ("TGA", ".tga", "RGB"),
+    ("JPEG2000", ".jp2", "RGB"), ("ICO", ".ico", "RGB")])
+@pytest.mark.parametrize("loader", ["torchvision", "torchcodec"])
+def test_formats_the_default_backend_cannot_load_are_refused(
+        tmp_path: Path, fmt: str, suffix: str, mode: str, loader: PathLoader) -> None:
+    """What the real processor refuses by path (tests/oracle/test_image_formats.py),
+    header read or decoded; the PIL backend's loader counts it."""
+    path = save(tmp_path / f"image{suffix}", fmt, mode=mode)
+    shown = fmt.replace("2000", " 2000")
+    for read in (read_image_info, verify_image):
+        with pytest.raises(ImageFormatError, match=rf"image{suffix}: is in {shown} format, "
+                r"which the processor cannot load from a path \("
+                r"transformers' default image loading decodes JPEG, PNG, WebP.*: \"Unsupported "
+                r"or unrecognized image format\"\); convert it to PNG or JPEG, or open it with "
+                r"PIL and pass the image$"):
+            read(path, loader=loader)
+        with Image.open(path) as image:  # an ICO keeps a 256-pixel side at most
+            assert read(path, loader="pil")[:2] == image.size
+
+
+def test_the_format_comes_from_the_header_not_the_suffix(tmp_path: Path) -> None:
+    tiff = save(tmp_path / "photo.png", "TIFF")
+    png = save(tmp_path / "scan.tif", "PNG")
+    with pytest.raises(ImageFormatError, match=r"photo\.png: is in TIFF format"):
+        read_image_info(tiff, loader="torchvision")
+    assert read_image_info(png, loader="torchvision").format == "PNG"
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "torchcodec"])
+def test_what_the_default_backend_loads_is_counted(tmp_path: Path, loader: PathLoader) -> None:
+    """Single-frame JPEG, PNG, WebP and GIF; an animated PNG (decoded to its default image)
+    and a multi-picture MPO (its first picture)."""
+    for fmt, frames in (("JPEG", 1), ("PNG", 1), ("WEBP", 1), ("GIF", 1), ("PNG", 3),
+                        ("MPO", 2)):
+        path = save(tmp_path / f"{fmt}{frames}", fmt, frames)
+        assert read_image_size(path, loader=loader) == (1000, 300)
+        assert verify_image(path, loader=loader)[:2] == (1000, 300)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "AVIF"])
+@pytest.mark.parametrize("loader", ["torchvision", "torchcodec"])
+def test_animations_the_decoder_stacks_are_refused(tmp_path: Path, fmt: str,
+                                                   loader: PathLoader) -> None:
+    try:
+        path = save(tmp_path / "clip", fmt, frames=3)
+    except (KeyError, OSError):
+        pytest.skip(f"this Pillow writes no {fmt}")
+    for read in (read_image_info, verify_image):
+        with pytest.raises(ImageFormatError, match=r"clip: (is an animated \w+ \(3 frames\)"
+                                                   r", which the processor cannot load from a "
+                                                   r"path|is in AVIF format)"):
+            read(path, loader=loader)
+        assert read(path, loader="pil")[:2] == (1000, 300)
+
+
+def test_avif_only_with_torchcodec(tmp_path: Path) -> None:
+    try:
+        path = save(tmp_path / "photo.avif", "AVIF")
+    except (KeyError, OSError):
+        pytest.skip("this Pillow writes no AVIF")
+    assert read_image_size(path, loader="torchcodec") == (1000, 300)
+    with pytest.raises(ImageFormatError, match=r"photo.avif: is in AVIF format, which the "
+                                               r"processor decodes from a path only with "
+                                               r"torchcodec >= 0.16 installed .*; install "
+                                               r"torchcodec, or convert it to PNG or JPEG"):
+        read_image_size(path, loader="torchvision")
+
+
+def test_eps_is_counted_by_the_pil_loader_only_with_ghostscript(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import EpsImagePlugin
+
+    path = save(tmp_path / "figure.eps", "EPS")
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: False)
+    with pytest.raises(ImageFormatError, match=r"figure\.eps: is in EPS format, which PIL "
+                                               r"decodes only through Ghostscript"):
+        read_image_info(path, loader="pil")
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    assert read_image_size(path, loader="pil") == (1000, 300)
+
+
+def test_path_format_problem_is_the_one_rule() -> None:
+    assert path_format_problem("PNG", loader="torchvision") is None
+    assert path_format_problem("TIFF", loader="pil") is None
+    assert path_format_problem("GIF", 2, loader="pil") is None
+    assert path_format_problem("PNG", 5, loader="torchvision") is None
+    assert (path_format_problem("BMP", loader="torchcodec") or "").startswith("is in BMP")
+    assert (path_format_problem("GIF", 2, loader="torchcodec") or "").startswith(
+        "is an animated GIF (2 frames)")
+    assert path_format_problem("AVIF", loader="torchcodec") is None
+    assert path_format_problem("AVIF", loader="torchvision") is not None
+
+
+@pytest.mark.parametrize(("installed", "expected"), [
+    ("0.17.0+cu130", "torchcodec"), ("0.16.0", "torchcodec"), ("1.0", "torchcodec"),
+    ("0.15.2", "torchvision"), ("nightly", "torchvision"), (None, "torchvision")])
+def test_default_path_loader_reads_the_installed_torchcodec(
+        monkeypatch: pytest.MonkeyPatch, installed: str | None, expected: str) -> None:
+    import importlib.metadata
+
+    def version(name: str) -> str:
+        assert name == "torchcodec"
+        if installed is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    default_path_loader.cache_clear()
+    try:
+        assert default_path_loader() == expected
+    finally:
+        default_path_loader.cache_clear()
+
+
+def test_path_loader_of_a_processor() -> None:
+    class ImageProcessor:
+        def __init__(self, backend: str) -> None:
+            self.backend = backend
+
+    class Processor:
+        def __init__(self, backend: str) -> None:
+            self.image_processor = ImageProcessor(backend)
+
+    class Holder:
+        def __init__(self, processor: object) -> None:
+            self.processor = processor
+
+    assert path_loader_of(Processor("pil")) == "pil"
+    assert path_loader_of(ImageProcessor("pil")) == "pil"
+    assert path_loader_of(Holder(Holder(Processor("pil")))) == "pil"
+    assert path_loader_of(Processor("torchvision")) == default_path_loader()
+    assert path_loader_of(object()) == default_path_loader()
