@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.gpu.loop_step import _ListDataset, _Marks, make_image
+from benchmarks.gpu.loop_step import _ListDataset, _Marks, _version, make_image
 
 HUB = {"3B": "Qwen/Qwen2.5-VL-3B-Instruct", "7B": "Qwen/Qwen2.5-VL-7B-Instruct"}
 TEXT_TOKENS = 64
@@ -264,15 +264,6 @@ def measure_case(case: QwenCase) -> dict[str, Any]:
     result["environment"] = {**environment(), "peft": _version("peft"),
                              "huggingface_hub": _version("huggingface_hub")}
     return result
-
-
-def _version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def main_one(case_id: str) -> None:
