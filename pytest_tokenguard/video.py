@@ -86,6 +86,7 @@ __all__ = [
     "splice_videos",
     "text_counter_from_folder",
     "tokenizer_text_counter",
+    "transformers_before",
     "video_info",
     "video_pieces",
     "video_sampling_for",
@@ -614,15 +615,11 @@ def _installed_transformers() -> str | None:
         return None
 
 
-def intros_spell_the_largest(transformers_version: str | None = None) -> bool:
-    """Whether every intro of one processor call spells the call's largest sampled frame
-    count (transformers 5.0 to 5.24) rather than its own video's (5.25 on,
-    :data:`OWN_INTRO_SINCE`).
-
-    ``transformers_version`` defaults to the installed one, read from its metadata (no
-    import). With no transformers installed the newest behaviour is assumed, and a
-    version string that does not start with two numbers is a :class:`CountingError`.
-    """
+def transformers_before(since: tuple[int, int], transformers_version: str | None = None) -> bool:
+    """Whether transformers (the installed one, read from its metadata with no import, or
+    ``transformers_version``) is older than ``since`` (major, minor). With no transformers
+    installed the newest behaviour is assumed (False), and a version string that does not
+    start with two numbers is a :class:`CountingError`."""
     import re
 
     text = transformers_version if transformers_version is not None \
@@ -633,7 +630,17 @@ def intros_spell_the_largest(transformers_version: str | None = None) -> bool:
     if match is None:
         raise CountingError(f"transformers version {text!r} is not of the form MAJOR.MINOR; "
                             "reinstall transformers")
-    return (int(match[1]), int(match[2])) < OWN_INTRO_SINCE
+    return (int(match[1]), int(match[2])) < since
+
+
+def intros_spell_the_largest(transformers_version: str | None = None) -> bool:
+    """Whether every intro of one processor call spells the call's largest sampled frame
+    count (transformers 5.0 to 5.24) rather than its own video's (5.25 on,
+    :data:`OWN_INTRO_SINCE`).
+
+    ``transformers_version`` defaults to the installed one (:func:`transformers_before`).
+    """
+    return transformers_before(OWN_INTRO_SINCE, transformers_version)
 
 
 def video_pieces(plan: VideoPlan, intro_frames: int | None = None) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from ..errors import CountingError, SpecError
-from ..video import VideoInfo
+from ..video import VideoInfo, transformers_before
 
 __all__ = [
     "FAMILY",
@@ -46,6 +46,7 @@ __all__ = [
     "IMAGE_PAD",
     "KNOWN_QWEN_SPECS",
     "NO_SETTINGS",
+    "QWEN3_WRAPPER_COLLAPSES_SINCE",
     "VIDEO_PAD",
     "VISION_END",
     "VISION_START",
@@ -64,6 +65,7 @@ __all__ = [
     "count_qwen_video",
     "describe_qwen_image",
     "largest_max_pixels",
+    "qwen3_keeps_outer_wrapper",
     "qwen_image_fix",
     "qwen_settings_from_kwargs",
     "qwen_spec_from_configs",
@@ -496,6 +498,18 @@ def sample_qwen_frames(spec: QwenSpec, total: int, video_fps: float | None, *,
     return [int(i * step) for i in range(kept)]
 
 
+#: transformers 5.25 collapses the chat template's ``<|vision_start|><|video_pad|>
+#: <|vision_end|>`` around a Qwen3-VL video into the bare placeholder, since the processor
+#: wraps every temporal patch itself; 5.24 and older keep that outer pair too (2 tokens more)
+QWEN3_WRAPPER_COLLAPSES_SINCE = (5, 25)
+
+
+def qwen3_keeps_outer_wrapper(transformers_version: str | None = None) -> bool:
+    """Whether the installed transformers (or ``transformers_version``) keeps the template's
+    outer wrapper around a Qwen3-VL video's per-patch blocks (5.24 and older)."""
+    return transformers_before(QWEN3_WRAPPER_COLLAPSES_SINCE, transformers_version)
+
+
 class QwenVideoCost(NamedTuple):
     """What one video costs on a Qwen-VL processor.
 
@@ -504,7 +518,9 @@ class QwenVideoCost(NamedTuple):
     plus the vision wrappers (one pair for the whole video on Qwen2/2.5-VL, one per
     temporal patch on Qwen3-VL); ``text`` the timestamp strings Qwen3-VL writes (empty
     before it); ``tokens`` everything written, or None when ``text`` needs a tokenizer that
-    was not given (see :class:`~pytest_tokenguard.errors.TokenizerUnavailable`).
+    was not given (see :class:`~pytest_tokenguard.errors.TokenizerUnavailable`);
+    ``outer_wrapper`` whether the template's own pair stays around Qwen3-VL's per-patch
+    blocks (:func:`qwen3_keeps_outer_wrapper`), counted in ``block_tokens``.
     """
 
     total_frames: int
@@ -517,6 +533,7 @@ class QwenVideoCost(NamedTuple):
     block_tokens: int
     text: tuple[str, ...]
     tokens: int | None
+    outer_wrapper: bool = False
 
 
 def _timestamps(indices: Sequence[int], video_fps: float, merge: int) -> list[float]:
@@ -569,10 +586,11 @@ def count_qwen_video(
                              (), pads + 2)
     rate = 24.0 if info.fps is None else info.fps
     pieces = tuple(f"<{t:.1f} seconds>" for t in _timestamps(indices, rate, tps))
-    block = pads + 2 * grid_t
+    outer = qwen3_keeps_outer_wrapper()
+    block = pads + 2 * grid_t + (2 if outer else 0)
     tokens = None if text is None else block + sum(text(p) for p in pieces)
     return QwenVideoCost(info.total_frames, info.fps, frames, grid_t, w, h, pads, block,
-                         pieces, tokens)
+                         pieces, tokens, outer)
 
 
 

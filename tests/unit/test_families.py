@@ -242,3 +242,26 @@ def test_a_third_party_family_with_a_reader_is_watched(monkeypatch: pytest.Monke
     assert patching.watched()["toy_package.processing_toy"] == patching.Watched(
         "ToyProcessor", "toy_package.tokenguard_reader")
     assert len(patching.watched()) == 6  # five built-in classes and the toy's
+
+
+@pytest.mark.parametrize(("version", "kept"), [("5.24.0", True), ("5.20.2", True),
+                                               ("5.25.0", False), ("6.0.0.dev0", False)])
+def test_qwen3_video_keeps_the_templates_pair_before_5_25(
+        monkeypatch: pytest.MonkeyPatch, version: str, kept: bool) -> None:
+    """transformers 5.25 collapses the template's ``<|vision_start|><|video_pad|>
+    <|vision_end|>`` around a Qwen3-VL video; 5.24 keeps the pair around the per-patch
+    blocks (the oldest-version CI run found 2 tokens more than counted)."""
+    import pytest_tokenguard.video as video
+    from pytest_tokenguard.families.qwen import count_qwen_video, qwen3_keeps_outer_wrapper
+
+    assert qwen3_keeps_outer_wrapper(version) is kept
+    monkeypatch.setattr(video, "_installed_transformers", lambda: version)
+    clip = video.video_info(48, 24.0, width=80, height=60)
+    qwen3 = count_qwen_video(clip, KNOWN_QWEN_SPECS["Qwen/Qwen3-VL-8B-Instruct"], text=len)
+    qwen25 = count_qwen_video(clip, KNOWN_QWEN_SPECS["Qwen/Qwen2.5-VL-7B-Instruct"], text=len)
+    assert qwen3.outer_wrapper is kept
+    assert qwen3.block_tokens == qwen3.video_tokens + 2 * qwen3.grid_t + (2 if kept else 0)
+    assert qwen3.tokens == qwen3.block_tokens + sum(len(t) for t in qwen3.text)
+    # Qwen2/2.5-VL write the pads only, inside the template's one pair, on every version
+    assert qwen25.block_tokens == qwen25.video_tokens + 2
+    assert not qwen25.outer_wrapper

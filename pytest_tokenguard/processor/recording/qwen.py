@@ -32,6 +32,7 @@ from ...families.qwen import (
     QwenVision,
     call_bounds,
     count_qwen_video,
+    qwen3_keeps_outer_wrapper,
     qwen_settings_from_kwargs,
 )
 from ...video import video_info
@@ -209,9 +210,10 @@ def read_videos(processor: Any, videos: Any, kwargs: dict[str, Any], processed: 
         tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         # Qwen3-VL wraps every temporal patch itself (the template's wrapper collapses);
         # Qwen2/2.5-VL write the pads only, inside the template's one pair of wrappers
+        # (transformers 5.24 and older keep the template's pair around those too)
         wrappers = text.count(start) + text.count(end)
-        if not wrappers:
-            wrappers, tokens = 2, tokens + 2
+        if not wrappers or qwen3_keeps_outer_wrapper():
+            wrappers, tokens = wrappers + 2, tokens + 2
         source = inputs[index] if index < len(inputs) else None
         total = int_or_none(_meta(meta, "total_num_frames"))
         rate = float_or_none(_meta(meta, "fps"))
