@@ -254,6 +254,8 @@ def test_conversations_follow_the_processors_backend(tmp_path: Path, fmt: str) -
     assert chunk.tokens == real
 
 
+@pytest.mark.tokenguard_no_baseline("which samples load by path depends on the installed "
+                                     "decoder (AVIF only where torchcodec and FFmpeg load)")
 def test_count_cli_counts_what_the_default_processor_loads(
         samples: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     """``tokenguard count`` over every sample: a row for each file the default processor
