@@ -58,6 +58,8 @@ class QwenCase:
     #: GiB held back for it while other cases share the GPU (a rough estimate + margin)
     reserve_gib: float = 70.0
     predict_only: bool = False
+    #: text tokens per sample besides the vision blocks (a long answer: thousands)
+    text_tokens: int = TEXT_TOKENS
 
     @property
     def model(self) -> str:
@@ -89,6 +91,38 @@ QWEN_CASES = {case.id: case for case in (
     QwenCase("qwen-7B-full-gc-b1-1x1024x768", "7B", "full", True, ((1024, 768),),
              reserve_gib=160, predict_only=True),
 )}
+PORTRAIT = (3024, 4032)
+#: Held out (issue 18's acceptance, measured after the model was final): nothing of the
+#: model was fitted on these. Phone photos in both orientations and at several max_pixels,
+#: several images of different sizes, images beside a video, longer videos, long answers,
+#: batches of 2 to 4, LoRA, the vision tower frozen, full fine-tuning, 3B and 7B.
+HOLDOUT_CASES = {case.id: case for case in (
+    QwenCase("qwen-3B-full-nogc-b2-1x3024x4032-mp1003520", "3B", "full", False, (PORTRAIT,),
+             max_pixels=1003520, batch=2, reserve_gib=65),
+    QwenCase("qwen-3B-lora-gc-b1-video1280x720x32", "3B", "lora", True,
+             video=(1280, 720, 32), reserve_gib=57),
+    QwenCase("qwen-7B-lora-gc-b1-video640x480x16", "7B", "lora", True,
+             video=(640, 480, 16), reserve_gib=28),
+    QwenCase("qwen-3B-frozen-gc-b1-1x4032x3024-mp4014080", "3B", "frozen-vision", True,
+             (PHONE,), max_pixels=4014080, reserve_gib=36),
+    QwenCase("qwen-3B-lora-gc-b1-3x-mixed-mp2007040", "3B", "lora", True,
+             ((1170, 2532), (4000, 3000), (800, 600)), max_pixels=2007040, reserve_gib=25),
+    QwenCase("qwen-7B-lora-gc-b2-1x2016x1512", "7B", "lora", True, ((2016, 1512),), batch=2,
+             reserve_gib=40),
+    QwenCase("qwen-3B-full-gc-b1-1x1024x768+video640x480x32", "3B", "full", True,
+             ((1024, 768),), video=(640, 480, 32), reserve_gib=44),
+    QwenCase("qwen-3B-lora-gc-b1-1x1024x768-text3000", "3B", "lora", True, ((1024, 768),),
+             text_tokens=3000, reserve_gib=20),
+    QwenCase("qwen-7B-lora-nogc-b1-1x4032x3024-mp2007040", "7B", "lora", False, (PHONE,),
+             max_pixels=2007040, reserve_gib=62),
+    QwenCase("qwen-3B-full-gc-b2-1x1920x1080-text2000", "3B", "full", True, ((1920, 1080),),
+             batch=2, text_tokens=2000, reserve_gib=47),
+    QwenCase("qwen-3B-lora-gc-b4-1x640x480", "3B", "lora", True, ((640, 480),), batch=4,
+             reserve_gib=16),
+    QwenCase("qwen-3B-frozen-nogc-b2-2x1280x960-text1000", "3B", "frozen-vision", False,
+             ((1280, 960), (1280, 960)), batch=2, text_tokens=1000, reserve_gib=76),
+)}
+ALL_CASES = {**QWEN_CASES, **HOLDOUT_CASES}
 
 
 @dataclass
@@ -121,7 +155,7 @@ def build_batch(case: QwenCase) -> Batch:
     max_pixels = case.max_pixels or spec.image.max_pixels
     size = {"shortest_edge": spec.image.min_pixels, "longest_edge": max_pixels}
     out: dict[str, Any] = {}
-    sample: list[int] = list(range(1000, 1000 + TEXT_TOKENS // 2))
+    sample: list[int] = list(range(1000, 1000 + case.text_tokens // 2))
     merge = spec.image.merge_size ** 2
     if case.images:
         processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2,
@@ -146,7 +180,7 @@ def build_batch(case: QwenCase) -> Batch:
         for grid in video["video_grid_thw"].tolist():
             tokens = grid[0] * grid[1] * grid[2] // merge
             sample += [ids[VISION_START]] + [ids[VIDEO_PAD]] * tokens + [ids[VISION_END]]
-    sample += list(range(2000, 2000 + TEXT_TOKENS - TEXT_TOKENS // 2))
+    sample += list(range(2000, 2000 + case.text_tokens - case.text_tokens // 2))
     input_ids = torch.tensor([sample] * case.batch, dtype=torch.long)
     for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
         if key in out and case.batch > 1:
@@ -267,12 +301,12 @@ def measure_case(case: QwenCase) -> dict[str, Any]:
 
 
 def main_one(case_id: str) -> None:
-    print(json.dumps(measure_case(QWEN_CASES[case_id])), flush=True)
+    print(json.dumps(measure_case(ALL_CASES[case_id])), flush=True)
 
 
 def _reservation(case_id: str) -> float:
-    if case_id in QWEN_CASES:
-        return QWEN_CASES[case_id].reserve_gib
+    if case_id in ALL_CASES:
+        return ALL_CASES[case_id].reserve_gib
     from benchmarks.gpu.loop_step import LoopCase
     from benchmarks.gpu.loop_step import _reservation as smolvlm_reservation
 
@@ -291,7 +325,7 @@ def _reservation(case_id: str) -> float:
 
 def _subprocess(case_id: str, timeout: float, env_path: str) -> dict[str, Any]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": env_path}
-    if case_id in QWEN_CASES:
+    if case_id in ALL_CASES:
         code = "import sys; from benchmarks.gpu.qwen_step import main_one; main_one(sys.argv[1])"
         args = [case_id]
     else:
@@ -315,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--cases", required=True,
-                        help="comma-separated ids (Qwen ids or loop_step.py ids) or 'all'")
+                        help="comma-separated ids (Qwen ids or loop_step.py ids), 'all' (the "
+                        "first grid) or 'holdout'")
     parser.add_argument("--memory-gib", type=float, default=76.0)
     parser.add_argument("--parallel", type=int, default=3)
     parser.add_argument("--budget", type=float, default=420.0,
@@ -324,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fallback-path", default="",
                         help="PYTHONPATH to retry a case that failed (not out of memory) with")
     args = parser.parse_args(argv)
-    cases = ([c for c, case in QWEN_CASES.items() if not case.predict_only]
-             if args.cases == "all" else args.cases.split(","))
+    chosen = {"all": QWEN_CASES, "holdout": HOLDOUT_CASES}.get(args.cases)
+    cases = ([c for c, case in chosen.items() if not case.predict_only]
+             if chosen is not None else args.cases.split(","))
     started = time.perf_counter()
     cond = threading.Condition()
     free = [args.memory_gib]

@@ -3,7 +3,8 @@ published architecture equals what transformers builds, the recorded GPU cases' 
 what the family's arithmetic says, the step options reach the prediction, and what is not
 modelled is refused by name. The accuracy against the recorded held-out cases is
 ``tests/unit/test_memory_model.py::test_prediction_within_5_percent_and_never_2_percent_below``
-(its HOLDOUT includes ``results-h100-qwen.json``)."""
+(its HOLDOUT includes ``results-h100-qwen.json`` and all of
+``results-h100-qwen-holdout.json``, issue 18's acceptance set)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pytest_tokenguard.families.qwen_memory import QWEN_CONFIGS, qwen_architectu
 from pytest_tokenguard.gpu.model import MemoryModelError, estimate_for_model, lora_modules, validate
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORDED = json.loads((ROOT / "benchmarks" / "gpu" / "results-h100-qwen.json")
-                      .read_text(encoding="utf-8"))["cases"]
+RECORDED = [case for name in ("results-h100-qwen.json", "results-h100-qwen-holdout.json")
+            for case in json.loads((ROOT / "benchmarks" / "gpu" / name)
+                                   .read_text(encoding="utf-8"))["cases"]]
 QWEN = [c for c in RECORDED if c["case"].startswith("qwen-")]
 QWEN_3B, QWEN_7B = QWEN_CONFIGS
 
@@ -169,3 +171,46 @@ def test_a_broken_qwen_config_is_one_line_naming_the_key(tmp_path: Path) -> None
     assert "vision_config.depth must be a positive integer" in err
     assert len(err.strip().splitlines()) == 1
     assert not out
+
+
+def test_the_qwen_holdout_spans_what_issue_18_accepts_on() -> None:
+    """The held-out Qwen cases (nothing fitted on them; their accuracy is checked by
+    test_memory_model.py's holdout test) cover the issue's list: 3B and 7B, full
+    fine-tuning, LoRA and the vision tower frozen, gradient checkpointing on and off, a
+    phone photo, a video, and batches over 1."""
+    path = ROOT / "benchmarks" / "gpu" / "results-h100-qwen-holdout.json"
+    cases = [c for c in json.loads(path.read_text(encoding="utf-8"))["cases"] if "steady" in c]
+    assert {c["size"] for c in cases} == {"3B", "7B"}
+    assert {c["recipe"] for c in cases} == {"full", "lora", "frozen-vision"}
+    assert {c["gradient_checkpointing"] for c in cases} == {True, False}
+    assert any(c["video"] for c in cases)
+    assert any(max(max(size) for size in c["images"] or [(0, 0)]) >= 4000 for c in cases)
+    assert any(c["batch"] > 1 for c in cases)
+    from benchmarks.gpu.make_table import is_holdout
+
+    assert all(is_holdout(path.name, c["case"]) for c in cases)
+
+
+def test_the_readme_quotes_the_held_out_qwen_steps_as_recorded() -> None:
+    """Each row of the README's held-out Qwen table is a recorded case: its measured peak,
+    the model's prediction for it today and the error between them (a change of the model
+    that moves a prediction must update the README)."""
+    import re
+
+    from benchmarks.gpu.make_table import predict
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("**Held out, measured after the model was final**", 1)[1]
+    table = table.split("\n\n", 2)[1]
+    rows = re.findall(r"\| ([\d.]+) GiB \| ([\d.]+) GiB \| ([+\u2212-][\d.]+)% \|", table)
+    path = ROOT / "benchmarks" / "gpu" / "results-h100-qwen-holdout.json"
+    cases = {f"{c['steady']['torch_allocated'] / 2**30:.2f}": c
+             for c in json.loads(path.read_text(encoding="utf-8"))["cases"] if "steady" in c}
+    assert len(rows) == len(cases) == 12
+    for measured, predicted, error in rows:
+        case = cases[measured]
+        estimate = predict(case)
+        real = (estimate.peak_bytes - case["steady"]["torch_allocated"]) / case["steady"][
+            "torch_allocated"]
+        assert f"{estimate.peak_gib:.2f}" == predicted, case["case"]
+        assert float(error.replace("\u2212", "-")) == round(real * 100, 1), case["case"]
