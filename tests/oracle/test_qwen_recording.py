@@ -221,3 +221,23 @@ def test_forked_dataloader_workers_record_qwen_calls() -> None:
     assert recording.calls == 2
     assert recording.images == here.images * 4
     assert all(" process " in s.name for s in recording.sequences)
+
+
+def test_qwen_sequences_carry_their_calls_pixel_budget_across_processes() -> None:
+    """A Qwen call's sequences are grouped with its images under its pixel budget
+    (min_pixels, max_pixels), in the process and from a forked DataLoader worker alike."""
+    from pytest_tokenguard.figures import PixelBounds, figures_from_recording
+
+    torch_data = pytest.importorskip("torch.utils.data")
+    model = GENERATIONS["qwen2_5_vl"]
+    with recording_of("t") as recording:
+        collate([0], model)
+        loader = torch_data.DataLoader(Samples(), batch_size=2, num_workers=1,
+                                       collate_fn=functools.partial(collate, model=model),
+                                       multiprocessing_context="fork")
+        assert len(list(loader)) == 2
+    budget = PixelBounds(3136, 200704)
+    assert len(recording.sequences) == 5
+    assert {s.pixels for s in recording.sequences} == {budget}
+    [figures] = figures_from_recording(recording)
+    assert (figures.longest_edge, figures.pixels, figures.images) == (None, budget, 5)
