@@ -32,7 +32,7 @@ from ..errors import (
     TokenizerUnavailable,
     VideoReadError,
 )
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, message
 
 __all__ = ["add_family_options", "route", "run_family_count"]
 
@@ -130,9 +130,9 @@ def run_family_count(found: Any, args: argparse.Namespace, out: TextIO, err: Tex
                 row.update(duration=info.duration, width=info.width, height=info.height)
                 row.update(cost._asdict())
                 row["text"] = list(cost.text)
-                if cost.tokens is None:
+                if cost.tokens is None and text_error is not None:
                     failures += 1
-                    print(f"tokenguard count: {shown}: {text_error}", file=err)
+                    print(f"tokenguard count: {shown}: {message(text_error)}", file=err)
             else:
                 image = read(event.path)
                 cost = family.image_cost(spec, image.width, image.height, settings)
