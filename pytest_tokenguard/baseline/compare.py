@@ -135,8 +135,10 @@ class Change:
         return f" at longest_edge={self.longest_edge}"
 
     def headline(self) -> str:
-        if self.moved and self.figure in ("max_pixels", "resolution"):
-            return f"{self.figure} changed: {self.baseline} -> {self.now}"
+        if self.moved and self.figure in ("max_pixels", "pixel budget", "resolution"):
+            kept = (f" (min_pixels={self.pixels.min_pixels})"
+                    if self.figure == "max_pixels" and self.pixels is not None else "")
+            return f"{self.figure} changed: {self.baseline} -> {self.now}{kept}"
         moved = (f", now at {resolution_label(self.now_edge, self.now_pixels)}" if self.moved
                  else "")
         return f"{self.figure} changed{self.where()}: {self.baseline} -> {self.now}{moved}"
@@ -210,14 +212,17 @@ def compare(baseline: TestFigures | None, now: TestFigures, tolerance: GpuTolera
 _NO_RESOLUTION: ResolutionKey = (None, None)
 
 
-def _move_figure(before: ResolutionKey, after: ResolutionKey) -> str:
-    """What a moved resolution is called in the diff: ``longest_edge`` (384 -> 512),
-    ``max_pixels`` (one pixel budget to another), else ``resolution``."""
+def _move(before: ResolutionKey, after: ResolutionKey) -> tuple[str, str, str]:
+    """How a moved resolution reads in the diff, as (figure, baseline, now):
+    ``longest_edge`` 384 -> 512; ``max_pixels`` 200704 -> 1003520 (the same
+    ``min_pixels``); else the two resolutions named in full."""
     if before[1] is None and after[1] is None:
-        return "longest_edge"
-    if before[1] is not None and after[1] is not None:
-        return "max_pixels"
-    return "resolution"
+        return "longest_edge", str(before[0]), str(after[0])
+    if (before[1] is not None and after[1] is not None
+            and before[1].min_pixels == after[1].min_pixels):
+        return "max_pixels", str(before[1].max_pixels), str(after[1].max_pixels)
+    figure = "pixel budget" if before[1] is not None and after[1] is not None else "resolution"
+    return figure, resolution_label(*before), resolution_label(*after)
 
 
 def _change_at(key: ResolutionKey, moved_to: ResolutionKey | None, figure: str, was: str,
@@ -249,16 +254,12 @@ def _token_changes(old: Sequence[ResolutionFigures], new: Sequence[ResolutionFig
     pairs.sort(key=lambda pair: resolution_order(pair[0]))
     changes: list[Change] = []
     for key, before, after, moved_to in pairs:
-        edge, pixels = key
-        to_edge, to_pixels = moved_to if moved_to is not None else (None, None)
         change = functools.partial(_change_at, key, moved_to)
         if before is None or after is None:
             changes.append(change("resolution", _describe(before), _describe(after)))
             continue
         if moved_to is not None:
-            changes.append(change(_move_figure(key, moved_to),
-                                  resolution_label(edge, pixels, named=False),
-                                  resolution_label(to_edge, to_pixels, named=False)))
+            changes.append(change(*_move(key, moved_to)))
         old_images = {(i.width, i.height): i for i in before.per_image}
         new_images = {(i.width, i.height): i for i in after.per_image}
         for size in sorted(set(old_images) | set(new_images)):
@@ -381,7 +382,7 @@ def headline_change(comparison: Comparison) -> Change:
     """The change the one-line message names: the first failing one, a moved
     ``longest_edge`` (or ``max_pixels``) giving way to the token counts that moved with it."""
     failing = [c for c in comparison.changes if c.fails] or list(comparison.changes)
-    moves = ("longest_edge", "max_pixels", "resolution")
+    moves = ("longest_edge", "max_pixels", "pixel budget", "resolution")
     return next((c for c in failing if not (c.moved and c.figure in moves)), failing[0])
 
 

@@ -130,9 +130,8 @@ def test_a_changed_max_pixels_is_a_changed_key_even_at_the_same_cost() -> None:
     assert comparison.status is Status.CHANGED
     assert comparison.fails
     [change] = comparison.changes
-    assert (change.figure, change.baseline, change.now) == (
-        "max_pixels", "max_pixels=200704 (min_pixels=3136)",
-        "max_pixels=204885 (min_pixels=3136)")
+    assert (change.figure, change.baseline, change.now) == ("max_pixels", "200704", "204885")
+    assert change.headline() == "max_pixels changed: 200704 -> 204885 (min_pixels=3136)"
     assert comparison.changed_keys() == {(None, INTENDED), (None, FITS)}
 
 
@@ -154,7 +153,8 @@ def test_a_changed_min_pixels_is_a_changed_key_too() -> None:
     comparison = compare(Entry((qwen(INTENDED),)), Entry((qwen(PixelBounds(200704, 200704)),)),
                          TEN_PERCENT)
     assert comparison.status is Status.CHANGED
-    assert comparison.changes[0].now == "max_pixels=200704 (min_pixels=200704)"
+    assert (comparison.changes[0].figure, comparison.changes[0].now) == (
+        "pixel budget", "max_pixels=200704 (min_pixels=200704)")
 
 
 def test_an_older_qwen_entry_without_a_budget_compares_as_changed() -> None:
@@ -215,8 +215,8 @@ def test_the_gate_flags_the_changed_pixel_row_in_the_summary(tmp_path: Path) -> 
     message = gate.judge("t.py::a", now, None)
     assert message is not None
     assert (
-        "max_pixels changed: max_pixels=200704 (min_pixels=3136) -> max_pixels=204885 "
-        "(min_pixels=3136)") in message
+        "tokenguard baseline: a max_pixels changed: 200704 -> 204885 (min_pixels=3136) "
+        "(baseline b.json)") in message
     gate.record("t.py::a", now, False, None)
     assert gate.table_mark("t.py::a", now.resolutions[0]) == "! "
     [change] = gate.report_document(1)["tests"]["t.py::a"]["changes"]
