@@ -221,3 +221,15 @@ def test_the_gate_flags_the_changed_pixel_row_in_the_summary(tmp_path: Path) -> 
     assert gate.table_mark("t.py::a", now.resolutions[0]) == "! "
     [change] = gate.report_document(1)["tests"]["t.py::a"]["changes"]
     assert (change["min_pixels"], change["max_pixels"]) == (3136, 200704)
+
+
+def test_the_pixel_budget_travels_in_the_test_report() -> None:
+    """xdist: a worker's figures reach the controller with their pixel budget."""
+    from pytest_tokenguard.plugin import wire
+
+    figures = Entry((qwen(INTENDED), ResolutionFigures(384, 1, 81, 84, 90)))
+    properties: list[tuple[str, object]] = []
+    wire.publish(properties, figures, excluded=None)
+    record = wire.read(properties)
+    assert record.figures == figures
+    assert [r.pixels for r in record.figures.resolutions] == [None, INTENDED]
