@@ -224,13 +224,27 @@ class TokenizerUnavailable(ProcessorLoadError):
     (and tokenguard ships none for it); names the model and what to pass. Vision tokens,
     which need no tokenizer, are still counted."""
 
-    def __init__(self, model: str, what: str = "text") -> None:
+    def __init__(self, model: str, what: str = "text", *, template: str | None = None) -> None:
         self.model = model
-        super().__init__(
-            f"{model}: {what} cannot be counted exactly: its tokenizer is not on this machine "
-            "(no tokenizer.json in a local checkpoint folder or the hub cache) and tokenguard "
-            "ships none for it; pass the checkpoint folder as the model, or download the "
-            f"tokenizer once (hf download {model} tokenizer.json tokenizer_config.json)")
+        if template is None:
+            template = (
+                f"{model}: {what} cannot be counted exactly: its tokenizer is not on this "
+                "machine (no tokenizer.json in a local checkpoint folder or the hub cache) and "
+                "tokenguard ships none for it; pass its checkpoint folder to {model}, or "
+                f"download the tokenizer once (hf download {model} tokenizer.json "
+                "tokenizer_config.json)")
+        super().__init__(reword(template))
+        self.template = template
+
+    @classmethod
+    def for_processor(cls, model: str) -> TokenizerUnavailable:
+        """The real processor of ``model`` cannot be built: its files and tokenizer are not
+        on this machine (a Qwen-VL hub id known only by its published settings)."""
+        return cls(model, template=(
+            f"{model}: the real processor needs the checkpoint's processor files and "
+            "tokenizer, which are not on this machine (no checkpoint folder, nothing in the "
+            "hub cache) and tokenguard ships no tokenizer for it; pass its checkpoint folder "
+            f"to {{model}}, or download them once (hf download {model} --include '*.json')"))
 
 
 class GpuUnavailable(TokenguardError, RuntimeError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .processor.recording import Recording
@@ -21,12 +21,53 @@ __all__ = [
     "AuditFigure",
     "GpuFigure",
     "ImageFigure",
+    "PixelBounds",
     "ResolutionFigures",
+    "ResolutionKey",
     "TestFigures",
     "VideoFigure",
     "figures_from_recording",
+    "resolution_label",
+    "resolution_order",
     "video_figures_from_json",
 ]
+
+
+class PixelBounds(NamedTuple):
+    """The pixel budget that decides what a Qwen-VL image costs: the call's ``min_pixels``
+    and ``max_pixels`` (``size["shortest_edge"]`` / ``size["longest_edge"]``, areas in
+    pixels). A Qwen image's figures are kept under it, as SmolVLM2's under
+    ``longest_edge``: two runs at other budgets never share an entry."""
+
+    min_pixels: int
+    max_pixels: int
+
+    def label(self) -> str:
+        return f"max_pixels={self.max_pixels} (min_pixels={self.min_pixels})"
+
+
+#: what a test's figures are grouped by: ``(longest_edge, None)`` for SmolVLM2,
+#: ``(None, PixelBounds)`` for a pixel-budget family (Qwen-VL), ``(None, None)`` for
+#: sequences and videos of calls that had no image resolution
+ResolutionKey = tuple[int | None, PixelBounds | None]
+
+
+def resolution_label(longest_edge: int | None, pixels: PixelBounds | None = None, *,
+                     named: bool = True) -> str:
+    """How messages name a resolution: ``longest_edge=384`` (``384`` unnamed),
+    ``max_pixels=200704 (min_pixels=3136)``, or ``-`` for none."""
+    if pixels is not None:
+        return pixels.label()
+    if longest_edge is None:
+        return "-"
+    return f"longest_edge={longest_edge}" if named else str(longest_edge)
+
+
+def resolution_order(key: ResolutionKey) -> tuple[bool, int, bool, tuple[int, int]]:
+    """Edges ascending, then pixel budgets ascending, then no resolution last."""
+    edge, pixels = key
+    return (edge is None, edge or 0, pixels is None,
+            (pixels.max_pixels, pixels.min_pixels) if pixels is not None else (0, 0))
 
 
 @dataclass(frozen=True, order=True)
@@ -76,7 +117,9 @@ def video_figures_from_json(data: object) -> tuple[VideoFigure, ...]:
 @dataclass(frozen=True)
 class ResolutionFigures:
     """The token figures of one test at one ``longest_edge`` (``None``: sequences that had
-    no image). ``per_image`` lists each distinct image size once, sorted.
+    no image), or, for a pixel-budget family (Qwen-VL), at one ``pixels``
+    (``longest_edge`` is then ``None``). ``per_image`` lists each distinct image size
+    once, sorted.
 
     ``per_video`` lists the videos (processed through ``videos=``) recorded with it, one
     entry per distinct cost with how many had it; video frames are not images, so
@@ -95,6 +138,14 @@ class ResolutionFigures:
     #: (it follows from the per-image counts)
     patches: int = field(default=0, compare=False)
     per_video: tuple[VideoFigure, ...] = ()
+    pixels: PixelBounds | None = None
+
+    @property
+    def key(self) -> ResolutionKey:
+        return self.longest_edge, self.pixels
+
+    def label(self, *, named: bool = True) -> str:
+        return resolution_label(self.longest_edge, self.pixels, named=named)
 
     @property
     def videos(self) -> int:
@@ -121,6 +172,9 @@ class ResolutionFigures:
         }
         if patches:
             data["patches"] = self.patches
+        if self.pixels is not None:
+            data["min_pixels"] = self.pixels.min_pixels
+            data["max_pixels"] = self.pixels.max_pixels
         if self.per_video:
             data["videos"] = [video.to_json() for video in self.per_video]
         return data
@@ -186,8 +240,8 @@ class AuditFigure:
                 + (f", {self.errors:,} unreadable" if self.errors else ""))
 
 
-def _edge_key(entry: ResolutionFigures) -> tuple[bool, int]:
-    return entry.longest_edge is None, entry.longest_edge or 0
+def _edge_key(entry: ResolutionFigures) -> tuple[bool, int, bool, tuple[int, int]]:
+    return resolution_order(entry.key)
 
 
 @dataclass(frozen=True)
@@ -208,9 +262,10 @@ class TestFigures:
     def empty(self) -> bool:
         return not self.resolutions and self.gpu is None and self.audit is None
 
-    def resolution(self, longest_edge: int | None) -> ResolutionFigures | None:
+    def resolution(self, longest_edge: int | None,
+                   pixels: PixelBounds | None = None) -> ResolutionFigures | None:
         for entry in self.resolutions:
-            if entry.longest_edge == longest_edge:
+            if entry.key == (longest_edge, pixels):
                 return entry
         return None
 
@@ -231,21 +286,32 @@ class TestFigures:
         return data
 
 
+def _image_key(image: Any) -> ResolutionKey:
+    """A recorded image's resolution: a pixel-budget family's (``merge_size`` set) by its
+    call's ``min_pixels``/``max_pixels``, SmolVLM2's by ``longest_edge``."""
+    if getattr(image, "merge_size", 0):
+        return image.longest_edge, PixelBounds(image.min_pixels, image.max_pixels)
+    return image.longest_edge, None
+
+
 def figures_from_recording(recording: Recording) -> tuple[ResolutionFigures, ...]:
-    """A test's recording aggregated per ``longest_edge``, sorted for stable output."""
+    """A test's recording aggregated per resolution (``longest_edge``, or a Qwen call's
+    pixel budget), sorted for stable output."""
     recorded_videos = getattr(recording, "videos", ())
-    edges: set[int | None] = {image.longest_edge for image in recording.images}
-    edges.update(sequence.longest_edge for sequence in recording.sequences)
-    edges.update(video.longest_edge for video in recorded_videos)
+    keys: set[ResolutionKey] = {_image_key(image) for image in recording.images}
+    keys.update((s.longest_edge, getattr(s, "pixels", None)) for s in recording.sequences)
+    keys.update((video.longest_edge, None) for video in recorded_videos)
     figures = []
-    for edge in sorted(edges, key=lambda e: (e is None, e or 0)):
-        images = [image for image in recording.images if image.longest_edge == edge]
-        sequences = [s.length for s in recording.sequences if s.longest_edge == edge]
+    for key in sorted(keys, key=resolution_order):
+        edge, pixels = key
+        images = [image for image in recording.images if _image_key(image) == key]
+        sequences = [s.length for s in recording.sequences
+                     if (s.longest_edge, getattr(s, "pixels", None)) == key]
         alike: dict[tuple[int, int, int, int], int] = {}
         for video in recorded_videos:
-            if video.longest_edge == edge:
-                key = (video.frames, video.image_tokens, video.block_tokens, video.tokens)
-                alike[key] = alike.get(key, 0) + 1
+            if (video.longest_edge, None) == key:
+                video_key = (video.frames, video.image_tokens, video.block_tokens, video.tokens)
+                alike[video_key] = alike.get(video_key, 0) + 1
         figures.append(ResolutionFigures(
             longest_edge=edge,
             images=len(images),
@@ -257,7 +323,8 @@ def figures_from_recording(recording: Recording) -> tuple[ResolutionFigures, ...
                 for image in images
             })),
             patches=sum(image.patches for image in images),
-            per_video=tuple(sorted(VideoFigure(*key, count) for key, count in alike.items())),
+            per_video=tuple(sorted(VideoFigure(*k, count) for k, count in alike.items())),
+            pixels=pixels,
         ))
     return tuple(figures)
 
@@ -276,4 +343,6 @@ def resolution_from_json(data: Mapping[str, Any]) -> ResolutionFigures:
                                for i in data.get("per_image", ()))),
         patches=int(data.get("patches", 0)),
         per_video=video_figures_from_json(data.get("videos", ())),
+        pixels=(PixelBounds(int(data["min_pixels"]), int(data["max_pixels"]))
+                if data.get("max_pixels") is not None else None),
     )

@@ -227,8 +227,9 @@ def image_processor_config(folder: str | Path) -> tuple[dict[str, Any], Path]:
     pre_path = root / "preprocessor_config.json"
     if pre_path.is_file():
         return read_json_object(pre_path), pre_path
-    raise SpecError(f"{root}: {NO_PROCESSOR_CONFIG}; point at a SmolVLM checkpoint folder "
-                    "or a hub id")
+    # the model setting as the front end spells it (--tokenguard-model, --model)
+    raise SpecError.phrased(f"{root}: {NO_PROCESSOR_CONFIG}; point {{model}} at a SmolVLM "
+                            "checkpoint folder or a hub id")
 
 
 def spec_from_folder(folder: str | Path, name: str | None = None) -> ModelSpec:

@@ -40,6 +40,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,32 @@ class _Marks:
         self.current["reserved"] = self.step_reserved
         self.steps.append(self.current)
         self.current = {}
+
+
+@contextmanager
+def steady_peak(result: dict[str, Any], marks: _Marks, device: Any) -> Iterator[None]:
+    """Run a case's training steps inside this block, and write what they measured into
+    ``result``: ``oom`` (an out-of-memory error ends the block, recorded with its first
+    line as ``error`` and, on a GPU, the peak it reached as ``partial_torch_allocated``;
+    any other error propagates), ``steps`` (each step's marks), and ``steady``, the peak
+    of step 2 (the steady state: the optimizer's states exist) with the card, where two
+    steps ran on a GPU. Shared by ``loop_step.py`` and ``qwen_step.py``."""
+    import torch
+
+    try:
+        yield
+        result["oom"] = False
+    except torch.OutOfMemoryError as exc:
+        result["oom"] = True
+        result["error"] = str(exc).splitlines()[0]
+        if device.type == "cuda":
+            result["partial_torch_allocated"] = int(torch.cuda.max_memory_allocated(device))
+    result["steps"] = marks.steps
+    if len(marks.steps) >= 2 and device.type == "cuda":
+        result["steady"] = {"torch_allocated": marks.steps[1]["peak"],
+                            "torch_reserved": marks.steps[1]["reserved"],
+                            "device_name": torch.cuda.get_device_name(device),
+                            "total_memory": torch.cuda.get_device_properties(device).total_memory}
 
 
 def _build_model(folder: Path, case: LoopCase, device: Any) -> Any:
@@ -365,22 +393,11 @@ def measure_case(folder: Path, case: LoopCase) -> dict[str, Any]:
     result: dict[str, Any] = {"case": case.id, **asdict(case), "model": case.model}
     marks = _Marks(device)
     started = time.perf_counter()
-    try:
+    with steady_peak(result, marks, device):
         if case.loop == "manual":
             _run_manual(folder, case, device, marks, result)
         else:
             _run_trainer(folder, case, device, marks, result)
-        result["oom"] = False
-    except torch.OutOfMemoryError as exc:
-        result["oom"] = True
-        result["error"] = str(exc).splitlines()[0]
-        result["partial_torch_allocated"] = int(torch.cuda.max_memory_allocated(device))
-    result["steps"] = marks.steps
-    if len(marks.steps) >= 2 and device.type == "cuda":
-        result["steady"] = {"torch_allocated": marks.steps[1]["peak"],
-                            "torch_reserved": marks.steps[1]["reserved"],
-                            "device_name": torch.cuda.get_device_name(device),
-                            "total_memory": torch.cuda.get_device_properties(device).total_memory}
     result["step_s"] = round(time.perf_counter() - started, 1)
     result["environment"] = {**environment(), "trl": _version("trl")}
     gc.collect()

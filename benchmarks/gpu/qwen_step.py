@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.gpu.loop_step import _ListDataset, _Marks, _version, make_image
+from benchmarks.gpu.loop_step import _ListDataset, _Marks, _version, make_image, steady_peak
 
 HUB = {"3B": "Qwen/Qwen2.5-VL-3B-Instruct", "7B": "Qwen/Qwen2.5-VL-7B-Instruct"}
 TEXT_TOKENS = 64
@@ -236,7 +236,7 @@ def measure_case(case: QwenCase) -> dict[str, Any]:
     result.update(seq_len=batch.seq_len, patches_per_sample=batch.patches,
                   grids={k: v.tolist() for k, v in batch.tensors.items() if k.endswith("thw")},
                   input_dtypes={k: str(v.dtype) for k, v in batch.tensors.items()})
-    try:
+    with steady_peak(result, marks, device):
         model = build_model(case, device)
         result["weights_bytes"] = marks._now()[0]
         result["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -282,18 +282,6 @@ def measure_case(case: QwenCase) -> dict[str, Any]:
         handle.remove()
         result["optimizer_class"] = type(getattr(trainer.optimizer, "optimizer",
                                                  trainer.optimizer)).__name__
-        result["oom"] = False
-    except torch.OutOfMemoryError as exc:
-        result["oom"] = True
-        result["error"] = str(exc).splitlines()[0]
-        if device.type == "cuda":
-            result["partial_torch_allocated"] = int(torch.cuda.max_memory_allocated(device))
-    result["steps"] = marks.steps
-    if len(marks.steps) >= 2 and device.type == "cuda":
-        result["steady"] = {"torch_allocated": marks.steps[1]["peak"],
-                            "torch_reserved": marks.steps[1]["reserved"],
-                            "device_name": torch.cuda.get_device_name(device),
-                            "total_memory": torch.cuda.get_device_properties(device).total_memory}
     result["step_s"] = round(time.perf_counter() - started, 1)
     result["environment"] = {**environment(), "peft": _version("peft"),
                              "huggingface_hub": _version("huggingface_hub")}

@@ -6,13 +6,23 @@ between runs, so they only fail beyond a :class:`GpuTolerance`. Pure: no pytest,
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Literal
 
-from ..figures import AuditFigure, GpuFigure, ResolutionFigures, TestFigures
+from ..figures import (
+    AuditFigure,
+    GpuFigure,
+    PixelBounds,
+    ResolutionFigures,
+    ResolutionKey,
+    TestFigures,
+    resolution_label,
+    resolution_order,
+)
 from ..units import format_bytes, parse_size
 
 __all__ = [
@@ -89,7 +99,12 @@ class Status(Enum):
 
 @dataclass(frozen=True)
 class Change:
-    """One figure that is not what the baseline says."""
+    """One figure that is not what the baseline says.
+
+    Its resolution is ``longest_edge`` (SmolVLM2), or ``pixels`` for a pixel-budget
+    family (Qwen-VL: ``longest_edge`` is then None); ``now_edge`` / ``now_pixels`` say where
+    the figure is now when the test's only resolution moved (384 -> 512, or another
+    ``max_pixels``)."""
 
     longest_edge: int | None
     figure: str  # "image tokens", "block tokens", "longest sequence", "images", "gpu peak"...
@@ -99,24 +114,42 @@ class Change:
     #: where the figure is now, when the test's only resolution moved (384 -> 512)
     now_edge: int | None = None
     kind: Literal["tokens", "gpu", "audit"] = "tokens"
+    pixels: PixelBounds | None = None
+    now_pixels: PixelBounds | None = None
+
+    @property
+    def key(self) -> ResolutionKey:
+        return self.longest_edge, self.pixels
+
+    @property
+    def moved(self) -> bool:
+        return self.now_edge is not None or self.now_pixels is not None
 
     def where(self) -> str:
         if self.kind != "tokens":
             return ""
+        if self.pixels is not None:
+            return f" at {self.pixels.label()}"
         if self.longest_edge is None:
             return " in sequences without an image"
         return f" at longest_edge={self.longest_edge}"
 
     def headline(self) -> str:
-        moved = f", now at longest_edge={self.now_edge}" if self.now_edge is not None else ""
+        if self.moved and self.figure in ("max_pixels", "pixel budget", "resolution"):
+            kept = (f" (min_pixels={self.pixels.min_pixels})"
+                    if self.figure == "max_pixels" and self.pixels is not None else "")
+            return f"{self.figure} changed: {self.baseline} -> {self.now}{kept}"
+        moved = (f", now at {resolution_label(self.now_edge, self.now_pixels)}" if self.moved
+                 else "")
         return f"{self.figure} changed{self.where()}: {self.baseline} -> {self.now}{moved}"
 
     def edge_column(self) -> str:
-        if self.kind != "tokens" or self.longest_edge is None:
+        if self.kind != "tokens" or (self.longest_edge is None and self.pixels is None):
             return "-"
-        if self.now_edge is not None:
-            return f"{self.longest_edge} -> {self.now_edge}"
-        return str(self.longest_edge)
+        here = resolution_label(self.longest_edge, self.pixels, named=False)
+        if self.moved:
+            return f"{here} -> {resolution_label(self.now_edge, self.now_pixels, named=False)}"
+        return here
 
 
 @dataclass(frozen=True)
@@ -136,6 +169,12 @@ class Comparison:
         """Resolutions with a changed figure, before and after a move (384 -> 512)."""
         edges = {c.longest_edge for c in self.changes if c.kind == "tokens"}
         return edges | {c.now_edge for c in self.changes if c.now_edge is not None}
+
+    def changed_keys(self) -> set[ResolutionKey]:
+        """Resolutions (``longest_edge`` or pixel budget) with a changed figure, before and
+        after a move."""
+        keys = {c.key for c in self.changes if c.kind == "tokens"}
+        return keys | {(c.now_edge, c.now_pixels) for c in self.changes if c.moved}
 
 
 def compare(baseline: TestFigures | None, now: TestFigures, tolerance: GpuTolerance) -> Comparison:
@@ -169,48 +208,75 @@ def compare(baseline: TestFigures | None, now: TestFigures, tolerance: GpuTolera
     return Comparison(status, tuple(changes), tuple(new_figures), tuple(notes))
 
 
+#: the resolution of sequences and videos of calls that had none
+_NO_RESOLUTION: ResolutionKey = (None, None)
+
+
+def _move(before: ResolutionKey, after: ResolutionKey) -> tuple[str, str, str]:
+    """How a moved resolution reads in the diff, as (figure, baseline, now):
+    ``longest_edge`` 384 -> 512; ``max_pixels`` 200704 -> 1003520 (the same
+    ``min_pixels``); else the two resolutions named in full."""
+    if before[1] is None and after[1] is None:
+        return "longest_edge", str(before[0]), str(after[0])
+    if (before[1] is not None and after[1] is not None
+            and before[1].min_pixels == after[1].min_pixels):
+        return "max_pixels", str(before[1].max_pixels), str(after[1].max_pixels)
+    figure = "pixel budget" if before[1] is not None and after[1] is not None else "resolution"
+    return figure, resolution_label(*before), resolution_label(*after)
+
+
+def _change_at(key: ResolutionKey, moved_to: ResolutionKey | None, figure: str, was: str,
+               now: str) -> Change:
+    """A failing token change at ``key`` (moved to ``moved_to``, if it moved)."""
+    to_edge, to_pixels = moved_to if moved_to is not None else (None, None)
+    return Change(key[0], figure, was, now, True, to_edge, pixels=key[1], now_pixels=to_pixels)
+
+
 def _token_changes(old: Sequence[ResolutionFigures], new: Sequence[ResolutionFigures]
                    ) -> list[Change]:
-    old_by_edge = {entry.longest_edge: entry for entry in old}
-    new_by_edge = {entry.longest_edge: entry for entry in new}
-    gone = [edge for edge in old_by_edge if edge not in new_by_edge]
-    added = [edge for edge in new_by_edge if edge not in old_by_edge]
-    pairs: list[tuple[int | None, ResolutionFigures | None, ResolutionFigures | None, int | None]]
-    pairs = [(edge, old_by_edge[edge], new_by_edge[edge], None) for edge in old_by_edge
-             if edge in new_by_edge]
-    if len(gone) == 1 and len(added) == 1 and gone[0] is not None and added[0] is not None:
-        # the test's processor moved from one longest_edge to another: compare the figures
-        # across the move, which is the diff a reader wants ("81 -> 405, now at 512")
-        pairs.append((gone[0], old_by_edge[gone[0]], new_by_edge[added[0]], added[0]))
+    old_by_key = {entry.key: entry for entry in old}
+    new_by_key = {entry.key: entry for entry in new}
+    gone = [key for key in old_by_key if key not in new_by_key]
+    added = [key for key in new_by_key if key not in old_by_key]
+    Pair = tuple[ResolutionKey, ResolutionFigures | None, ResolutionFigures | None,
+                 ResolutionKey | None]
+    pairs: list[Pair] = [(key, old_by_key[key], new_by_key[key], None) for key in old_by_key
+                         if key in new_by_key]
+    if (len(gone) == 1 and len(added) == 1 and gone[0] != _NO_RESOLUTION
+            and added[0] != _NO_RESOLUTION):
+        # the test's processor moved from one resolution to another (a longest_edge, a
+        # max_pixels): compare the figures across the move, which is the diff a reader
+        # wants ("81 -> 405, now at 512")
+        pairs.append((gone[0], old_by_key[gone[0]], new_by_key[added[0]], added[0]))
     else:
-        pairs.extend((edge, old_by_edge[edge], None, None) for edge in gone)
-        pairs.extend((edge, None, new_by_edge[edge], None) for edge in added)
-    pairs.sort(key=lambda pair: (pair[0] is None, pair[0] or 0))
+        pairs.extend((key, old_by_key[key], None, None) for key in gone)
+        pairs.extend((key, None, new_by_key[key], None) for key in added)
+    pairs.sort(key=lambda pair: resolution_order(pair[0]))
     changes: list[Change] = []
-    for edge, before, after, moved_to in pairs:
+    for key, before, after, moved_to in pairs:
+        change = functools.partial(_change_at, key, moved_to)
         if before is None or after is None:
-            changes.append(Change(edge, "resolution", _describe(before), _describe(after)))
+            changes.append(change("resolution", _describe(before), _describe(after)))
             continue
         if moved_to is not None:
-            changes.append(Change(edge, "longest_edge", str(edge), str(moved_to), True, moved_to))
+            changes.append(change(*_move(key, moved_to)))
         old_images = {(i.width, i.height): i for i in before.per_image}
         new_images = {(i.width, i.height): i for i in after.per_image}
         for size in sorted(set(old_images) | set(new_images)):
             was, now = old_images.get(size), new_images.get(size)
             label = f"{size[0]}×{size[1]}"
             if was is None or now is None:
-                changes.append(Change(edge, f"{label} image",
-                                      "absent" if was is None else "processed",
-                                      "absent" if now is None else "processed", True, moved_to))
+                changes.append(change(f"{label} image", "absent" if was is None else "processed",
+                                      "absent" if now is None else "processed"))
                 continue
             if was.image_tokens != now.image_tokens:
-                changes.append(Change(edge, "image tokens", str(was.image_tokens),
-                                      str(now.image_tokens), True, moved_to))
+                changes.append(change("image tokens", str(was.image_tokens),
+                                      str(now.image_tokens)))
             if was.block_tokens != now.block_tokens:
-                changes.append(Change(edge, "image block tokens", str(was.block_tokens),
-                                      str(now.block_tokens), True, moved_to))
+                changes.append(change("image block tokens", str(was.block_tokens),
+                                      str(now.block_tokens)))
         if before.per_video != after.per_video:
-            changes.extend(_video_changes(edge, before, after, moved_to))
+            changes.extend(_video_changes(before, after, change))
         totals = [("images", "images"), ("longest sequence", "longest_sequence")]
         if before.images != 1 or after.images != 1:  # with one image, totals repeat it
             totals[1:1] = [("total image tokens", "image_tokens"),
@@ -218,22 +284,21 @@ def _token_changes(old: Sequence[ResolutionFigures], new: Sequence[ResolutionFig
         for figure, attribute in totals:
             was_value, now_value = getattr(before, attribute), getattr(after, attribute)
             if was_value != now_value:
-                changes.append(Change(edge, figure, str(was_value), str(now_value), True,
-                                      moved_to))
+                changes.append(change(figure, str(was_value), str(now_value)))
     return changes
 
 
-def _video_changes(edge: int | None, before: ResolutionFigures, after: ResolutionFigures,
-                   moved_to: int | None) -> list[Change]:
+def _video_changes(before: ResolutionFigures, after: ResolutionFigures,
+                   change: Callable[[str, str, str], Change]) -> list[Change]:
     """The videos' figures that moved: their count, sampled frames and tokens."""
     changes = []
     for figure, attribute in (("videos", "videos"), ("video frames", "video_frames"),
                               ("video tokens", "video_tokens")):
         was, now = getattr(before, attribute), getattr(after, attribute)
         if was != now:
-            changes.append(Change(edge, figure, str(was), str(now), True, moved_to))
+            changes.append(change(figure, str(was), str(now)))
     if not changes:  # same totals, different videos
-        changes.append(Change(edge, "videos", _videos(before), _videos(after), True, moved_to))
+        changes.append(change("videos", _videos(before), _videos(after)))
     return changes
 
 
@@ -315,13 +380,17 @@ def failure_message(nodeid: str, comparison: Comparison, entry_now: TestFigures,
 
 def headline_change(comparison: Comparison) -> Change:
     """The change the one-line message names: the first failing one, a moved
-    ``longest_edge`` giving way to the token counts that moved with it."""
+    ``longest_edge`` (or ``max_pixels``) giving way to the token counts that moved with it."""
     failing = [c for c in comparison.changes if c.fails] or list(comparison.changes)
-    return next((c for c in failing if c.figure != "longest_edge"), failing[0])
+    moves = ("longest_edge", "max_pixels", "pixel budget", "resolution")
+    return next((c for c in failing if not (c.moved and c.figure in moves)), failing[0])
 
 
 def diff_table(changes: Sequence[Change]) -> list[str]:
-    rows = [("longest_edge", "figure", "baseline", "now")]
+    """The diff under a failed gate's headline; its first column is ``longest_edge``, or
+    ``resolution`` where a pixel budget (Qwen-VL's ``max_pixels``) is among them."""
+    pixels = any(c.pixels is not None or c.now_pixels is not None for c in changes)
+    rows = [("resolution" if pixels else "longest_edge", "figure", "baseline", "now")]
     for change in changes:
         rows.append((change.edge_column(), change.figure, change.baseline, change.now))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -334,8 +403,10 @@ def summary_lines(entry: TestFigures) -> list[str]:
     lines = []
     for resolution in entry.resolutions:
         edge = "-" if resolution.longest_edge is None else str(resolution.longest_edge)
+        where = (resolution.pixels.label() if resolution.pixels is not None
+                 else f"longest_edge {edge}")
         plural = "" if resolution.images == 1 else "s"
-        lines.append(f"  longest_edge {edge}: {resolution.images} image{plural}, "
+        lines.append(f"  {where}: {resolution.images} image{plural}, "
                      f"{resolution.image_tokens} image tokens, {resolution.block_tokens} block "
                      f"tokens, longest sequence {resolution.longest_sequence}")
     if entry.gpu is not None:

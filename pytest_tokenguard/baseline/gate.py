@@ -29,6 +29,7 @@ from ..figures import ResolutionFigures, TestFigures
 from ..files import write_atomic
 from .compare import (
     ACCEPT_HINT,
+    Change,
     Comparison,
     GpuTolerance,
     Status,
@@ -270,8 +271,8 @@ class Gate:
         if comparison is None:
             return "  "
         if comparison.status is Status.CHANGED:
-            edge = row.longest_edge if row is not None else None
-            if edge in comparison.changed_edges() or any(
+            key = row.key if row is not None else (None, None)
+            if key in comparison.changed_keys() or any(
                     c.kind == "gpu" for c in comparison.changes):
                 return "! "
         elif comparison.status is Status.NEW:
@@ -340,11 +341,7 @@ class Gate:
                 "baseline": old.to_json() if old else None,
                 "fails": bool(comparison and (comparison.fails or (
                     comparison.status is Status.NEW and self.new_fails))),
-                "changes": [
-                    {"longest_edge": c.longest_edge, "figure": c.figure, "baseline": c.baseline,
-                     "now": c.now, "fails": c.fails}
-                    for c in (comparison.changes if comparison else ())
-                ],
+                "changes": [_change_json(c) for c in (comparison.changes if comparison else ())],
                 "new_figures": list(comparison.new_figures) if comparison else [],
                 "notes": list(comparison.notes) if comparison else [],
                 "excluded": result.excluded if result else None,
@@ -372,6 +369,18 @@ class Gate:
         """Write the JSON report when one was asked for (OSError on failure)."""
         if self.settings.json_path is not None:
             write_atomic(self.settings.json_path, _json_text(self.report_document(exitstatus)))
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    """One change in the JSON report; a pixel budget's (Qwen-VL) adds ``min_pixels`` and
+    ``max_pixels`` to its ``longest_edge`` (None)."""
+    data: dict[str, Any] = {"longest_edge": change.longest_edge, "figure": change.figure,
+                            "baseline": change.baseline, "now": change.now,
+                            "fails": change.fails}
+    if change.pixels is not None:
+        data["min_pixels"] = change.pixels.min_pixels
+        data["max_pixels"] = change.pixels.max_pixels
+    return data
 
 
 def _json_text(document: Mapping[str, Any]) -> str:

@@ -43,6 +43,14 @@ The file is JSON meant to be read in code review::
   written only for tests that processed a video, so older files load as they are) lists
   the videos recorded at that resolution, one object per distinct cost:
   ``{"frames", "image_tokens", "block_tokens", "tokens", "count"}``.
+* ``min_pixels`` and ``max_pixels`` (optional in a resolution entry, both or neither,
+  added without a version bump: written only for a pixel-budget family, Qwen-VL, whose
+  entries have ``"longest_edge": null``) are the pixel budget a Qwen image was resized
+  under, its resolution as ``longest_edge`` is SmolVLM2's: two runs at other budgets
+  never share an entry, and a changed ``max_pixels`` is a changed key. SmolVLM2 entries
+  and older files are read and written byte for byte as before; an older Qwen entry
+  (its images under ``longest_edge`` null, no budget) compares as changed until it is
+  re-recorded.
 * ``gpu`` is optional: the peak GPU memory a test measured and how (``gpu_measure``:
   ``torch_reserved``, ``torch_allocated``, ``nvml``..., or ``predicted``).
 * ``source`` (optional, added in 0.2 without a version bump: readers of version 1 ignore
@@ -72,6 +80,7 @@ from ..figures import (
     AuditFigure,
     GpuFigure,
     ImageFigure,
+    PixelBounds,
     ResolutionFigures,
     TestFigures,
     VideoFigure,
@@ -322,7 +331,7 @@ def _parse_entry(data: object) -> TestFigures:
     raw_resolutions = entry.get("resolutions", [])
     if not isinstance(raw_resolutions, list):
         raise _SchemaError(".resolutions", "expected a list")
-    resolutions = []
+    resolutions: list[ResolutionFigures] = []
     for index, raw in enumerate(raw_resolutions):
         where = f".resolutions[{index}]"
         item = _object(raw, where)
@@ -330,6 +339,10 @@ def _parse_entry(data: object) -> TestFigures:
         if edge is not None and (isinstance(edge, bool) or not isinstance(edge, int) or edge < 1):
             raise _SchemaError(f"{where}.longest_edge",
                                f"expected a positive integer or null, got {edge!r}")
+        pixels = _pixels(item, where)
+        if pixels is not None and edge is not None:
+            raise _SchemaError(f"{where}.longest_edge",
+                               f"expected null beside max_pixels, got {edge!r}")
         per_image = _rows(item, "per_image", where, ImageFigure,
                           ("width", "height", "image_tokens", "block_tokens"))
         per_video = _rows(item, "videos", where, VideoFigure,
@@ -342,8 +355,12 @@ def _parse_entry(data: object) -> TestFigures:
             longest_sequence=_count(item, "longest_sequence", where),
             per_image=tuple(sorted(per_image)),
             per_video=tuple(sorted(per_video)),
+            pixels=pixels,
         )
         _check_totals(figures, where)
+        if any(entry.key == figures.key for entry in resolutions):
+            raise _SchemaError(where, f"a second entry at {figures.label()} (one per "
+                               "resolution: a bad merge or hand edit)")
         resolutions.append(figures)
     gpu = None
     if "gpu" in entry:
@@ -353,6 +370,23 @@ def _parse_entry(data: object) -> TestFigures:
             raise _SchemaError(".gpu.gpu_measure", f"expected a counter name, got {measure!r}")
         gpu = GpuFigure(_count(raw_gpu, "gpu_peak_bytes", ".gpu"), measure)
     return TestFigures(tuple(resolutions), gpu, _parse_audit(entry))
+
+
+def _pixels(item: Mapping[str, Any], where: str) -> PixelBounds | None:
+    """A resolution entry's pixel budget (Qwen-VL): ``min_pixels`` and ``max_pixels``,
+    both or neither (SmolVLM2 entries have neither)."""
+    given = [key for key in ("min_pixels", "max_pixels") if key in item]
+    if not given:
+        return None
+    if len(given) == 1:
+        other = "max_pixels" if given[0] == "min_pixels" else "min_pixels"
+        raise _SchemaError(f"{where}.{other}",
+                           f"missing beside {given[0]} (a pixel budget has both)")
+    for key in given:
+        value = item[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _SchemaError(f"{where}.{key}", f"expected a positive integer, got {value!r}")
+    return PixelBounds(item["min_pixels"], item["max_pixels"])
 
 
 def _check_totals(figures: ResolutionFigures, where: str) -> None:

@@ -1,4 +1,5 @@
-"""What every ``tokenguard`` subcommand shares: exit codes, argument types, the closed pipe.
+"""What every ``tokenguard`` subcommand shares: exit codes, argument types, the closed pipe,
+and the walk over the files a counting command was given (:class:`FileWalk`).
 
 Defined once so the same mistake gets the same message and the same exit status from
 ``count``, ``split`` and ``memory``.
@@ -10,14 +11,15 @@ import argparse
 import errno
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO, cast
 
 from ..errors import CLI_WORDING, TokenguardError
 from ..units import parse_size
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "OutputError", "integer", "message",
-           "output_failed", "plural", "reader_left", "size", "streams"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "FileWalk", "OutputError", "integer",
+           "message", "output_failed", "plural", "reader_left", "size", "streams"]
 
 #: everything asked for was done
 EXIT_OK = 0
@@ -146,3 +148,73 @@ def streams(out: TextIO | None, err: TextIO | None) -> tuple[TextIO, TextIO]:
     output raises :class:`OutputError` when it cannot be written (see
     :func:`output_failed`), also when standard output is closed (``>&-``)."""
     return cast(TextIO, _Output(out or sys.stdout)), err or sys.stderr
+
+
+class FileWalk:
+    """The image and video files of a counting command's paths (``tokenguard count`` for
+    every model family), and its one account of them on stderr.
+
+    Iterating yields ``(path, shown)`` for each file to count (``shown``: the name as one
+    printable line); on the way, a thing skipped (a link to a folder inside a folder, an
+    empty folder) is one ``skipped`` line and a folder or file that cannot be read is one
+    line and a failure. A file that cannot be counted is reported with :meth:`refused`,
+    one that was counted with :meth:`counted`; :meth:`exit_status` says, once, when
+    nothing at all was counted. The folders are walked when the walk is made, so
+    :attr:`has_video` is known before the first file is counted.
+    """
+
+    def __init__(self, command: str, paths: Sequence[str | os.PathLike[str]],
+                 err: TextIO) -> None:
+        from ..images import IMAGE_SUFFIXES, walk_image_paths
+        from ..video import VIDEO_SUFFIXES
+
+        self.command = command
+        self.err = err
+        self.failures = 0
+        self.count = 0
+        self.events = list(walk_image_paths(paths, suffixes=IMAGE_SUFFIXES | VIDEO_SUFFIXES,
+                                            what="image or video"))
+
+    @property
+    def has_video(self) -> bool:
+        """Whether any file to count is a video (by its name)."""
+        from ..video import is_video_path
+
+        return any(e.kind == "image" and is_video_path(e.path) for e in self.events)
+
+    def say(self, text: str) -> None:
+        print(f"tokenguard {self.command}: {text}", file=self.err)
+
+    def __iter__(self) -> Iterator[tuple[Path, str]]:
+        from ..images import display_path
+
+        for event in self.events:
+            shown = display_path(event.path)
+            if event.kind == "skipped":
+                self.say(f"skipped {shown}: {event.reason}")
+            elif event.kind == "unreadable":
+                self.failures += 1
+                self.say(f"{shown}: {event.reason}")
+            else:
+                yield event.path, shown
+
+    def refused(self, shown: str, exc: BaseException) -> None:
+        """``shown`` could not be read or counted: one line with the reason, a failure."""
+        reason = getattr(exc, "reason", None)
+        self.failed(shown, reason if isinstance(reason, str) else message(exc))
+
+    def failed(self, shown: str, reason: str) -> None:
+        self.failures += 1
+        self.say(f"{shown}: {reason}")
+
+    def counted(self) -> None:
+        self.count += 1
+
+    def exit_status(self) -> int:
+        """:data:`EXIT_OK` when every file was counted; :data:`EXIT_FAILED` when one could
+        not be, or when nothing at all was counted (said on stderr)."""
+        if self.count == 0 and self.failures == 0:
+            self.say("no image or video was counted; pass image or video files, or folders "
+                     "that hold some")
+            return EXIT_FAILED
+        return EXIT_FAILED if self.failures else EXIT_OK

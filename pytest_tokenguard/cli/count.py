@@ -45,6 +45,7 @@ from ..errors import CountingError, ImageReadError, ProcessorLoadError, SpecErro
 from ..processor.source import ENV_MODEL, model_or_default, resolve_source
 from ..specs import ModelSpec
 from .common import (
+    FileWalk,
     OutputError,
     integer,
     message,
@@ -185,15 +186,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from ..counting import ImageCounter
     from ..errors import VideoReadError
-    from ..images import (
-        IMAGE_SUFFIXES,
-        default_path_loader,
-        display_path,
-        read_image_info,
-        verify_image,
-        walk_image_paths,
-    )
-    from ..video import VIDEO_SUFFIXES, is_video_path
+    from ..images import default_path_loader, read_image_info, verify_image
+    from ..video import is_video_path
 
     # a header of 100+ megapixels is counted like any other; PIL's warning is about decoding
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -211,10 +205,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (SpecError, ProcessorLoadError, CountingError) as exc:
         print(f"tokenguard count: {message(exc)}", file=err)
         return 2
-    events = list(walk_image_paths(args.paths, suffixes=IMAGE_SUFFIXES | VIDEO_SUFFIXES,
-                                   what="image or video"))
+    walk = FileWalk("count", args.paths, err)
     videos: Any = None
-    if any(e.kind == "image" and is_video_path(e.path) for e in events):
+    if walk.has_video:
         try:  # only when there is a video: images need no tokenizer
             videos = video_counter_for_model(model_or_default(args.model))
         except (SpecError, ProcessorLoadError, CountingError, OSError) as exc:
@@ -225,43 +218,30 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "fps": getattr(args, "fps", None)}
     read = verify_image if getattr(args, "verify", False) else read_image_info
     loader = "pil" if getattr(args, "image_backend", None) == "pil" else default_path_loader()
-    failures = counted = 0
     rows: list[dict[str, Any]] = []
     video_rows: list[dict[str, Any]] = []
-    for event in events:
-        shown = display_path(event.path)
-        if event.kind == "skipped":
-            print(f"tokenguard count: skipped {shown}: {event.reason}", file=err)
-            continue
-        if event.kind == "unreadable":
-            failures += 1
-            print(f"tokenguard count: {shown}: {event.reason}", file=err)
-            continue
-        is_video = videos is not None and is_video_path(event.path)
+    for path, shown in walk:
+        is_video = videos is not None and is_video_path(path)
         try:
             if is_video:
-                video = videos(event.path, **sampling)
+                video = videos(path, **sampling)
             else:
-                info = read(event.path, loader=loader)
+                info = read(path, loader=loader)
                 costs = [counter(info.width, info.height) for counter in counters]
         except (VideoReadError, ImageReadError, CountingError) as exc:
-            failures += 1
-            reason = (exc.reason if isinstance(exc, VideoReadError | ImageReadError)
-                      else message(exc))
-            print(f"tokenguard count: {shown}: {reason}", file=err)
+            walk.refused(shown, exc)
             continue
+        walk.counted()
         if is_video:
-            counted += 1
-            row = video_json_row(event.path, video)
+            row = video_json_row(path, video)
             if args.json:
                 print(json.dumps(row), file=out)
             else:
                 row["path"] = shown
                 video_rows.append(row)
             continue
-        counted += 1
         for cost in costs:
-            row = json_row(event.path, info, cost)
+            row = json_row(path, info, cost)
             if args.json:
                 print(json.dumps(row), file=out)
             else:
@@ -274,11 +254,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for line in _video_table(video_rows):
             print(line, file=out)
     out.flush()
-    if counted == 0 and failures == 0:
-        print("tokenguard count: no image or video was counted; pass image or video files, "
-              "or folders that hold some", file=err)
-        return 1
-    return 1 if failures else 0
+    return walk.exit_status()
 
 
 def _number(value: float) -> str:

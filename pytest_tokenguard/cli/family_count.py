@@ -32,7 +32,7 @@ from ..errors import (
     TokenizerUnavailable,
     VideoReadError,
 )
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer
+from .common import EXIT_USAGE, FileWalk, integer, message
 
 __all__ = ["add_family_options", "route", "run_family_count"]
 
@@ -60,7 +60,7 @@ def route(model: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     try:
         found = resolve_family(model)
     except SpecError as exc:
-        print(f"tokenguard count: {exc}", file=err)
+        print(f"tokenguard count: {message(exc)}", file=err)
         return EXIT_USAGE
     if found is None or found.family.name == "smolvlm":
         if getattr(args, "min_pixels", None) or getattr(args, "max_pixels", None):
@@ -74,14 +74,8 @@ def route(model: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 def run_family_count(found: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from PIL import Image
 
-    from ..images import (
-        IMAGE_SUFFIXES,
-        display_path,
-        read_image_info,
-        verify_image,
-        walk_image_paths,
-    )
-    from ..video import VIDEO_SUFFIXES, is_video_path, read_video_info
+    from ..images import read_image_info, verify_image
+    from ..video import is_video_path, read_video_info
     from .count import _path_fields
 
     family = found.family
@@ -96,7 +90,7 @@ def run_family_count(found: Any, args: argparse.Namespace, out: TextIO, err: Tex
         settings = family.call_settings({k: v for k, v in call.items() if v is not None})
         family.image_cost(spec, 28, 28, settings)  # settings checked before any file
     except (SpecError, ProcessorLoadError, CountingError) as exc:
-        print(f"tokenguard count: {exc}", file=err)
+        print(f"tokenguard count: {message(exc)}", file=err)
         return EXIT_USAGE
     import warnings
 
@@ -108,33 +102,23 @@ def run_family_count(found: Any, args: argparse.Namespace, out: TextIO, err: Tex
         text = family.text_counter(found.model, found.folder)
     except TokenizerUnavailable as exc:
         text_error = exc
-    failures = counted = 0
     rows: list[dict[str, Any]] = []
-    for event in walk_image_paths(args.paths, suffixes=IMAGE_SUFFIXES | VIDEO_SUFFIXES,
-                                  what="image or video"):
-        shown = display_path(event.path)
-        if event.kind == "skipped":
-            print(f"tokenguard count: skipped {shown}: {event.reason}", file=err)
-            continue
-        if event.kind == "unreadable":
-            failures += 1
-            print(f"tokenguard count: {shown}: {event.reason}", file=err)
-            continue
-        row = _path_fields(event.path)
+    walk = FileWalk("count", args.paths, err)
+    for path, shown in walk:
+        row = _path_fields(path)
         try:
-            if is_video_path(event.path):
-                info = read_video_info(event.path)
+            if is_video_path(path):
+                info = read_video_info(path)
                 cost = family.video_cost(spec, info, num_frames=getattr(args, "num_frames", None),
                                          fps=getattr(args, "fps", None), text=text)
                 row["kind"] = "video"
                 row.update(duration=info.duration, width=info.width, height=info.height)
                 row.update(cost._asdict())
                 row["text"] = list(cost.text)
-                if cost.tokens is None:
-                    failures += 1
-                    print(f"tokenguard count: {shown}: {text_error}", file=err)
+                if cost.tokens is None and text_error is not None:
+                    walk.failed(shown, message(text_error))
             else:
-                image = read(event.path)
+                image = read(path)
                 cost = family.image_cost(spec, image.width, image.height, settings)
                 row["kind"] = "image"
                 row.update(cost._asdict())
@@ -142,11 +126,9 @@ def run_family_count(found: Any, args: argparse.Namespace, out: TextIO, err: Tex
                 row["patches"] = cost.grid_h * cost.grid_w
                 row["orientation"] = image.orientation
         except (VideoReadError, ImageReadError, CountingError) as exc:
-            failures += 1
-            reason = exc.reason if isinstance(exc, VideoReadError | ImageReadError) else str(exc)
-            print(f"tokenguard count: {shown}: {reason}", file=err)
+            walk.refused(shown, exc)
             continue
-        counted += 1
+        walk.counted()
         row["model"] = found.model
         if args.json:
             print(json.dumps(row), file=out)
@@ -156,11 +138,7 @@ def run_family_count(found: Any, args: argparse.Namespace, out: TextIO, err: Tex
         for line in _table(rows):
             print(line, file=out)
     out.flush()
-    if counted == 0 and failures == 0:
-        print("tokenguard count: no image or video was counted; pass image or video files, "
-              "or folders that hold some", file=err)
-        return EXIT_FAILED
-    return EXIT_FAILED if failures else EXIT_OK
+    return walk.exit_status()
 
 
 _IMAGE_COLUMNS = ("path", "width", "height", "resized_width", "resized_height", "grid",

@@ -66,6 +66,7 @@ __all__ = [
     "describe_qwen_image",
     "largest_max_pixels",
     "qwen3_keeps_outer_wrapper",
+    "qwen_frame_fix",
     "qwen_image_fix",
     "qwen_settings_from_kwargs",
     "qwen_spec_from_configs",
@@ -690,11 +691,16 @@ def qwen_image_fix(record: Any, expected: int) -> str:
             f"({_tokens(above.image_tokens)})")
 
 
+def _rate(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 def qwen_video_fix(record: Any, limit: int) -> str:
     """The fix for a recorded Qwen video over ``limit`` tokens: the largest ``num_frames``
-    whose exact cost fits, read off the costs the recorder computed (``by_num_frames``, a
-    refused value never chosen); without them (no frame rate or frame size known), what
-    lowers the cost."""
+    whose exact cost fits, and the largest sampling ``fps`` (Qwen users sample by rate),
+    read off the costs the recorder computed (``by_num_frames``, ``by_fps``; a refused
+    value never chosen); without them (no frame rate or frame size known), what lowers
+    the cost."""
     fitting = [n for n, tokens in enumerate(record.by_num_frames, 1) if tokens <= limit]
     fewest = min(record.by_num_frames, default=None)
     if not fitting and fewest is not None and fewest < 2**62:
@@ -708,8 +714,25 @@ def qwen_video_fix(record: Any, limit: int) -> str:
                    "value that fits"))
     cap = fitting[-1]
     extra = ", fps=None" if record.processor.startswith("Qwen3") else ""
-    return (f"num_frames={cap} fits ({_tokens(record.by_num_frames[cap - 1])}; "
-            f"processor(..., videos=..., do_sample_frames=True, num_frames={cap}{extra}))")
+    fix = (f"num_frames={cap} fits ({_tokens(record.by_num_frames[cap - 1])}; "
+           f"processor(..., videos=..., do_sample_frames=True, num_frames={cap}{extra}))")
+    rates = [(fps, tokens) for fps, tokens in getattr(record, "by_fps", ()) if tokens <= limit]
+    if rates:
+        fps, tokens = rates[-1]
+        fix += (f"; or fps={_rate(fps)} ({_tokens(tokens)}; processor(..., videos=..., "
+                f"do_sample_frames=True, fps={_rate(fps)}))")
+    return fix
+
+
+def qwen_frame_fix(record: Any, per: int, per_frame: int) -> str:
+    """Why a recorded Qwen video's frames cost ``per`` tokens each (its pads and wrappers
+    over its sampled frames, rounded up), over ``per_frame``, and what lowers it."""
+    wrappers = record.block_tokens - record.image_tokens
+    return (f"costs {per} tokens a frame ({record.image_tokens} {VIDEO_PAD} and {wrappers} "
+            f"wrapper tokens over {record.frames} sampled frames, rounded up), over the "
+            f"declared per_frame={per_frame}: a frame's cost follows the size the video "
+            "processor resizes it to, not how many are sampled; lower its max_pixels (size "
+            f'"longest_edge"), or declare per_frame={per} or more')
 
 
 # ------------------------------------------------------------------- the family on the seam
@@ -778,6 +801,9 @@ class QwenFamily:
 
     def video_fix(self, record: Any, limit: int) -> str:
         return qwen_video_fix(record, limit)
+
+    def frame_fix(self, record: Any, per: int, per_frame: int) -> str:
+        return qwen_frame_fix(record, per, per_frame)
 
     def spec(self, model: str, folder: Any) -> QwenSpec:
         if folder is not None:

@@ -31,6 +31,7 @@ __all__ = [
     "FAMILY",
     "SmolVLMFamily",
     "describe_smolvlm_image",
+    "frame_fix",
     "suggest_longest_edge",
     "suggest_sampling",
 ]
@@ -113,6 +114,16 @@ def suggest_sampling(video: Any, limit: int) -> str:
 
 
 
+def frame_fix(record: Any, per: int, per_frame: int) -> str:
+    """Why a recorded SmolVLM2 video's frames cost ``per`` tokens each, over
+    ``per_frame``: a frame is one image block whose size the checkpoint fixes."""
+    return (f"costs {per} tokens a frame (its image block), over the declared per_frame="
+            f"{per_frame}: every sampled frame is one image block, the checkpoint's "
+            "image_seq_len <image> tokens and the 3 around them (84 on the 2.2B, 67 on the "
+            "256M and 500M), which no num_frames, fps or resolution changes; declare "
+            f"per_frame={per} or more")
+
+
 class SmolVLMFamily:
     """The SmolVLM2 / Idefics3 family (see :mod:`pytest_tokenguard.families.base`)."""
 
@@ -140,6 +151,9 @@ class SmolVLMFamily:
 
     def video_fix(self, record: Any, limit: int) -> str:
         return suggest_sampling(record, limit)
+
+    def frame_fix(self, record: Any, per: int, per_frame: int) -> str:
+        return frame_fix(record, per, per_frame)
 
     def spec(self, model: str, folder: Path | None) -> ModelSpec:
         if folder is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 from . import fixtures, options
-from .fixtures import PARAMETRIZED
+from .fixtures import PARAMETRIZED, RESOLUTION_PARAMETERS
 from .markers import MARKERS
 from .session import TokenguardSession, session_of
 
@@ -40,34 +40,47 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize tests that use the processor fixtures over the configured resolutions,
-    unless the test parametrizes ``tokenguard_longest_edge`` itself (then at session
-    scope, which the session-scoped processor fixtures need)."""
+    """Parametrize tests that use the processor fixtures over the configured resolutions:
+    ``tokenguard_longest_edge`` (ids ``le384``...) for a SmolVLM2 model,
+    ``tokenguard_max_pixels`` (ids ``mp200704``...) for a Qwen-VL model; unless the test
+    parametrizes one itself (then at session scope, which the session-scoped processor
+    fixtures need)."""
     if not PARAMETRIZED.intersection(metafunc.fixturenames):
         return
-    if _own_resolutions_to_session_scope(metafunc.definition):
+    if any([_own_resolutions_to_session_scope(metafunc.definition, name)
+            for name, _ in RESOLUTION_PARAMETERS]):
         return
-    resolutions = session_of(metafunc.config).settings.resolutions
-    metafunc.parametrize("tokenguard_longest_edge", resolutions,
-                         ids=[f"le{r}" for r in resolutions], scope="session")
+    session = session_of(metafunc.config)
+    if session.processors.pixel_family is None:
+        resolutions = session.settings.resolutions
+        metafunc.parametrize("tokenguard_longest_edge", resolutions,
+                             ids=[f"le{r}" for r in resolutions], scope="session")
+        return
+    budgets: tuple[int | None, ...] = (session.settings.max_pixels
+                                       or (session.processors.default_max_pixels(),))
+    metafunc.parametrize("tokenguard_max_pixels", budgets,
+                         ids=[f"mp{b if b is not None else 'default'}" for b in budgets],
+                         scope="session")
 
 
-def _own_resolutions_to_session_scope(definition: pytest.Item) -> bool:
-    """Whether the test parametrizes ``tokenguard_longest_edge`` itself; its function-level
-    ``parametrize`` mark is given ``scope="session"`` when it names no scope (a resolution
-    is a plain value: the scope only lets session-scoped fixtures depend on it)."""
+def _own_resolutions_to_session_scope(definition: pytest.Item,
+                                      parameter: str = "tokenguard_longest_edge") -> bool:
+    """Whether the test parametrizes ``parameter`` (``tokenguard_longest_edge`` or
+    ``tokenguard_max_pixels``) itself; its function-level ``parametrize`` mark is given
+    ``scope="session"`` when it names no scope (a resolution is a plain value: the scope
+    only lets session-scoped fixtures depend on it)."""
     found = False
     for index, mark in enumerate(definition.own_markers):
         if mark.name != "parametrize" or not mark.args:
             continue
         names = mark.args[0]
         names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
-        if "tokenguard_longest_edge" not in names:
+        if parameter not in names:
             continue
         found = True
         if "scope" not in mark.kwargs:
             definition.own_markers[index] = pytest.mark.parametrize(
                 *mark.args, **{**mark.kwargs, "scope": "session"}).mark
     return found or any(
-        "tokenguard_longest_edge" in str(m.args[0])
+        parameter in str(m.args[0])
         for m in definition.iter_markers("parametrize") if m.args)

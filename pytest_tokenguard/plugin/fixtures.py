@@ -6,6 +6,16 @@ the whole run (a processor load takes seconds), and safe to use inside ``@given`
 tests, where hypothesis refuses function-scoped fixtures. A test that asks for any of
 them is parametrized over the configured resolutions (ids ``le384``, ``le512``...) by
 ``pytest_generate_tests`` in :mod:`pytest_tokenguard.plugin`.
+
+For a Qwen-VL model the resolution is a pixel budget: the tests are parametrized over
+``tokenguard_max_pixels`` (``--tokenguard-max-pixels``, ids ``mp200704``...; the
+checkpoint's own by default) and ``tokenguard_processor`` is
+``AutoProcessor.from_pretrained(model, max_pixels=N)``; ``tokenguard_longest_edge`` is
+then None (and ``tokenguard_max_pixels`` None for a SmolVLM2 model). The processor needs
+the checkpoint's files and tokenizer: a Qwen hub id with none on this machine skips the
+tests that ask for it, with the reason and what to pass
+(:class:`~pytest_tokenguard.errors.TokenizerUnavailable`). The counter and the splitter
+checker count SmolVLM2 conversations only: they skip on a Qwen-VL model, saying so.
 """
 
 from __future__ import annotations
@@ -15,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..errors import ProcessorLoadError
-from .options import DEFAULT_RESOLUTIONS
+from ..errors import ProcessorLoadError, TokenizerUnavailable
+from .options import DEFAULT_RESOLUTIONS, pixel_family
 
 if TYPE_CHECKING:
-    from ..processor.loading import LoadedProcessor
+    from ..processor.loading import LoadedPixelProcessor, LoadedProcessor
     from ..processor.source import ModelSource
     from ..testing.splitcheck import SplitterChecker
     from ..tokens import TokenCounter
@@ -32,6 +42,7 @@ __all__ = [
     "tokenguard_counter",
     "tokenguard_loaded",
     "tokenguard_longest_edge",
+    "tokenguard_max_pixels",
     "tokenguard_model",
     "tokenguard_processor",
     "tokenguard_source",
@@ -39,11 +50,14 @@ __all__ = [
 
 #: a test that uses any of these runs once per configured resolution
 PARAMETRIZED = frozenset({"tokenguard_processor", "tokenguard_counter", "tokenguard_loaded",
-                          "tokenguard_longest_edge"})
+                          "tokenguard_longest_edge", "tokenguard_max_pixels"})
+#: the parameter a test is run over, and its ids' prefix: SmolVLM2's, a Qwen-VL model's
+RESOLUTION_PARAMETERS = (("tokenguard_longest_edge", "le"), ("tokenguard_max_pixels", "mp"))
 
 
 class ProcessorCache:
-    """One processor per ``longest_edge`` for the whole run, from one resolved source."""
+    """One processor per ``longest_edge`` (SmolVLM2) or ``max_pixels`` (Qwen-VL) for the
+    whole run, from one resolved source."""
 
     def __init__(self, model: str, timeout: float) -> None:
         self.model = model
@@ -51,13 +65,48 @@ class ProcessorCache:
         self._source: ModelSource | None = None
         self._loaded: dict[int, LoadedProcessor] = {}
         self._counters: dict[int, TokenCounter] = {}
+        self._pixels: dict[int | None, LoadedPixelProcessor] = {}
+        self._family: tuple[str | None] | None = None
+
+    @property
+    def pixel_family(self) -> str | None:
+        """The model's family when a pixel budget resizes it (``qwen-vl``), else None."""
+        if self._family is None:
+            self._family = (pixel_family(self.model),)
+        return self._family[0]
 
     def source(self) -> ModelSource:
         if self._source is None:
             from ..processor.source import resolve_source
 
-            self._source = resolve_source(self.model, self.timeout)
+            try:
+                self._source = resolve_source(self.model, self.timeout)
+            except ProcessorLoadError:
+                if self.pixel_family is not None:  # a known Qwen-VL id with no files here
+                    raise TokenizerUnavailable.for_processor(self.model) from None
+                raise
         return self._source
+
+    def default_max_pixels(self) -> int | None:
+        """The checkpoint's own ``max_pixels`` (its image processor's ``size``), None when
+        its settings cannot be read (the fixture then says why)."""
+        from ..errors import SpecError
+        from ..families import resolve_family
+
+        try:
+            found = resolve_family(self.model)
+            return None if found is None else int(found.spec().image.max_pixels)
+        except (SpecError, ValueError, AttributeError, RecursionError):
+            return None
+
+    def get_pixels(self, max_pixels: int | None) -> LoadedPixelProcessor:
+        """The real processor at ``max_pixels`` (None: the checkpoint's own)."""
+        if max_pixels not in self._pixels:
+            from ..processor.loading import load_pixel_processor
+
+            self._pixels[max_pixels] = load_pixel_processor(
+                self.model, max_pixels, network_timeout=self.timeout, source=self.source())
+        return self._pixels[max_pixels]
 
     def get(self, longest_edge: int) -> LoadedProcessor:
         if longest_edge not in self._loaded:
@@ -85,7 +134,18 @@ def _cache(request: pytest.FixtureRequest) -> ProcessorCache:
 
 
 def _fail(exc: ProcessorLoadError) -> BaseException:
+    if isinstance(exc, TokenizerUnavailable):  # nothing to fix in the test: a skip
+        return pytest.skip.Exception(f"tokenguard: {exc}", _use_item_location=True)
     return pytest.fail.Exception(f"tokenguard: {exc}", pytrace=False)
+
+
+def _smolvlm_only(request: pytest.FixtureRequest, fixture: str) -> None:
+    """Skip: ``fixture`` counts SmolVLM2 conversations, and the model is another family's."""
+    family = _cache(request).pixel_family
+    if family is not None:
+        pytest.skip(f"tokenguard: {fixture} counts SmolVLM2 conversations; "
+                    f"{_cache(request).model} is a {family} model (use tokenguard_processor, "
+                    "or pytest_tokenguard.families for its image and video costs)")
 
 
 @pytest.fixture(scope="session")
@@ -104,34 +164,62 @@ def tokenguard_source(request: pytest.FixtureRequest) -> ModelSource:
 
 
 @pytest.fixture(scope="session")
-def tokenguard_longest_edge() -> int:
+def tokenguard_longest_edge(request: pytest.FixtureRequest) -> int | None:
     """The ``longest_edge`` of this test instance (parametrized over the configured
-    resolutions; parametrize it yourself to choose per test)."""
+    resolutions; parametrize it yourself to choose per test); None for a Qwen-VL model,
+    whose tests run over ``tokenguard_max_pixels``."""
+    if _cache(request).pixel_family is not None:
+        return None
     return DEFAULT_RESOLUTIONS[-1]  # pragma: no cover - always parametrized
 
 
 @pytest.fixture(scope="session")
-def tokenguard_loaded(request: pytest.FixtureRequest,
-                      tokenguard_longest_edge: int) -> LoadedProcessor:
-    """The loaded processor with its spec and source, at this test's ``longest_edge``."""
+def tokenguard_max_pixels() -> int | None:
+    """The ``max_pixels`` of this test instance for a Qwen-VL model (parametrized over
+    ``--tokenguard-max-pixels``, else the checkpoint's own; parametrize it yourself to
+    choose per test); None for a SmolVLM2 model."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def tokenguard_loaded(request: pytest.FixtureRequest, tokenguard_longest_edge: int | None,
+                      tokenguard_max_pixels: int | None) -> LoadedProcessor | LoadedPixelProcessor:
+    """The loaded processor with its spec and source, at this test's ``longest_edge`` (or,
+    for a Qwen-VL model, its ``max_pixels``)."""
+    cache = _cache(request)
+    family = cache.pixel_family
     try:
-        return _cache(request).get(tokenguard_longest_edge)
+        if family is None:
+            if tokenguard_max_pixels is not None:
+                pytest.skip(f"tokenguard: tokenguard_max_pixels is a Qwen-VL setting; "
+                            f"{cache.model} is resized by longest_edge: parametrize "
+                            "tokenguard_longest_edge")
+            assert tokenguard_longest_edge is not None
+            return cache.get(tokenguard_longest_edge)
+        if tokenguard_longest_edge is not None:
+            pytest.skip(f"tokenguard: tokenguard_longest_edge is a SmolVLM2 setting; "
+                        f"{cache.model} is a {family} model: parametrize tokenguard_max_pixels")
+        return cache.get_pixels(tokenguard_max_pixels)
     except ProcessorLoadError as exc:
         raise _fail(exc) from None
 
 
 @pytest.fixture(scope="session")
-def tokenguard_processor(tokenguard_loaded: LoadedProcessor) -> Any:
-    """The real processor, ``AutoProcessor.from_pretrained(model, size={"longest_edge": N})``,
-    once per session and resolution; ids ``le384``, ``le512``..."""
+def tokenguard_processor(tokenguard_loaded: LoadedProcessor | LoadedPixelProcessor) -> Any:
+    """The real processor, ``AutoProcessor.from_pretrained(model, size={"longest_edge": N})``
+    (a Qwen-VL model: ``max_pixels=N``), once per session and resolution; ids ``le384``,
+    ``le512``... (``mp200704``...)"""
     return tokenguard_loaded.processor
 
 
 @pytest.fixture(scope="session")
 def tokenguard_counter(request: pytest.FixtureRequest,
-                       tokenguard_loaded: LoadedProcessor) -> TokenCounter:
+                       tokenguard_loaded: LoadedProcessor | LoadedPixelProcessor
+                       ) -> TokenCounter:
     """Exact counts of images, prompts and conversations at this test's ``longest_edge``
-    (one shared counter per resolution)."""
+    (one shared counter per resolution); SmolVLM2 models only (a Qwen-VL model skips)."""
+    _smolvlm_only(request, "tokenguard_counter")
+    assert tokenguard_loaded.longest_edge is not None
     return _cache(request).counter(tokenguard_loaded.longest_edge)
 
 
@@ -158,6 +246,7 @@ def tokenguard_check_splitter(request: pytest.FixtureRequest) -> SplitterChecker
     """
     from ..testing.splitcheck import SplitterChecker
 
+    _smolvlm_only(request, "tokenguard_check_splitter")
     cache = _cache(request)
     from .session import session_of
 

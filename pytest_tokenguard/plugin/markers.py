@@ -151,6 +151,13 @@ def _describe_video(video: VideoRecord) -> str:
     return f"{what} ({video.frames} frames)"
 
 
+def _per_frame(video: VideoRecord) -> int:
+    """A video's tokens a sampled frame: its block (placeholders and wrappers) over its
+    frames, rounded up (exact for SmolVLM2, whose frames are whole blocks; never lower
+    than the real cost where frames share a temporal patch, as Qwen-VL's pairs do)."""
+    return -(-video.block_tokens // video.frames)
+
+
 def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
                        per_frame: int | None = None) -> CheckResult:
     """Every video processed during the test must cost at most ``limit`` tokens (all the
@@ -161,7 +168,7 @@ def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
         return _saw_nothing(f"at most {limit} tokens per video", "processed a video")
     over = [video for video in videos if video.tokens > limit]
     heavy = [video for video in videos if per_frame is not None and video.frames
-             and video.block_tokens // video.frames > per_frame]
+             and _per_frame(video) > per_frame]
     if not over and not heavy:
         return PASSED
     if over:
@@ -170,11 +177,13 @@ def check_video_tokens(videos: Sequence[VideoRecord], limit: int,
                    f"{limit} by {worst.tokens - limit}; {_family(worst).video_fix(worst, limit)}")
     else:
         worst = heavy[0]
-        message = (f"{_describe_video(worst)} costs {worst.block_tokens // worst.frames} "
-                   f"tokens a frame (its image block), over the declared per_frame="
-                   f"{per_frame}: every frame is one block of the checkpoint's "
-                   "image_seq_len; check the checkpoint (84 on the 2.2B, 67 on the 256M and "
-                   "500M)")
+        assert per_frame is not None
+        family = _family(worst)
+        per = _per_frame(worst)
+        explain = getattr(family, "frame_fix", None)
+        why = (explain(worst, per, per_frame) if explain is not None else
+               f"costs {per} tokens a frame, over the declared per_frame={per_frame}")
+        message = f"{_describe_video(worst)} {why}"
     lines = [f"{len(set(map(id, over + heavy)))} of {len(videos)} videos are over the "
              "declared cost:",
              f"  {'video':>20}  {'frames':>6}  {'of':>6}  {'<image>':>7}  {'block':>6}  "
@@ -220,12 +229,14 @@ class VideoLimit:
 
 
 def _video_tokens(max: int, *, per_frame: int | None = None) -> VideoLimit:
-    """fail if any video a SmolVLM processor expanded during the test (processor(videos=...)
-    or a chat template's video item; fixtures included) cost more than max tokens (all it
-    writes in place of <video>: intro, a timestamp line and an image block per sampled
-    frame, outro), or with per_frame if any sampled frame's image block is more than
-    per_frame tokens; the failure names the video, its sampled frames and the
-    num_frames/fps that would fit; fails if no video was processed at all"""
+    """fail if any video a SmolVLM or Qwen-VL processor expanded during the test
+    (processor(videos=...) or a chat template's video item; fixtures included) cost more
+    than max tokens (all it writes in place of its placeholder: SmolVLM2's intro, a
+    timestamp line and an image block per sampled frame, outro; Qwen-VL's
+    <|video_pad|> tokens, wrappers and Qwen3-VL's timestamps), or with per_frame if any
+    sampled frame costs more than per_frame tokens (its block over its frames); the
+    failure names the video, its sampled frames and the num_frames and fps that would fit;
+    fails if no video was processed at all"""
     return VideoLimit(_count("video_tokens", "max", max),
                       None if per_frame is None else _count("video_tokens", "per_frame",
                                                             per_frame))

@@ -25,7 +25,7 @@ from ..processor.source import DEFAULT_NETWORK_TIMEOUT, ENV_MODEL
 from ..specs import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_RESOLUTIONS", "OPTIONS", "Option", "Settings", "add_options", "in_ci",
-           "resolve"]
+           "pixel_family", "resolve"]
 
 DEFAULT_RESOLUTIONS = (384, 512, 768, 1024, 1536)
 
@@ -54,8 +54,14 @@ OPTIONS: tuple[Option, ...] = (
            f"{ENV_MODEL} sits between the option and the ini value; default {DEFAULT_MODEL})",
            "tokenguard_model", "M"),
     Option("--tokenguard-resolutions", "text", "comma-separated longest_edge values of the "
-           "processor fixtures (default " + ",".join(map(str, DEFAULT_RESOLUTIONS)) + ")",
-           "tokenguard_resolutions", "N,N"),
+           "processor fixtures for a SmolVLM2 model (default "
+           + ",".join(map(str, DEFAULT_RESOLUTIONS)) + "; a Qwen-VL model takes "
+           "--tokenguard-max-pixels)", "tokenguard_resolutions", "N,N"),
+    Option("--tokenguard-max-pixels", "text", "comma-separated max_pixels values of the "
+           "processor fixtures for a Qwen-VL model: each loads "
+           "AutoProcessor.from_pretrained(model, max_pixels=N), test ids mp200704... "
+           "(default: the checkpoint's own; a SmolVLM2 model takes --tokenguard-resolutions)",
+           "tokenguard_max_pixels", "N,N"),
     Option("--tokenguard-network-timeout", "text", "seconds to wait for the hub before using "
            f"the embedded default (default {DEFAULT_NETWORK_TIMEOUT:g})",
            "tokenguard_network_timeout", "S"),
@@ -119,6 +125,9 @@ class Settings:
     network_timeout: float
     require_gpu: bool
     gate: GateSettings
+    #: the max_pixels values of the processor fixtures for a Qwen-VL model (None: the
+    #: checkpoint's own)
+    max_pixels: tuple[int, ...] | None = None
 
 
 class _Reader:
@@ -175,7 +184,8 @@ def _by_flag(flag: str) -> Option:
     return next(option for option in OPTIONS if option.flag == flag)
 
 
-def parse_resolutions(raw: str, origin: str) -> tuple[int, ...]:
+def parse_resolutions(raw: str, origin: str, what: str = "longest_edge",
+                      example: str = "384,512,1536") -> tuple[int, ...]:
     values = []
     for part in raw.replace("\n", ",").split(","):
         part = part.strip()
@@ -187,12 +197,13 @@ def parse_resolutions(raw: str, origin: str) -> tuple[int, ...]:
             value = 0
         if value < 1:
             raise pytest.UsageError(
-                f"{origin}: {part!r} is not a valid longest_edge; give positive integers such "
-                "as 384,512,1536"
+                f"{origin}: {part!r} is not a valid {what}; give positive integers such "
+                f"as {example}"
             )
         values.append(value)
     if not values:
-        raise pytest.UsageError(f"{origin}: no resolutions given; e.g. 384,512,1536")
+        raise pytest.UsageError(f"{origin}: no {'resolutions' if what == 'longest_edge' else what}"
+                                f" given; e.g. {example}")
     return tuple(dict.fromkeys(values))
 
 
@@ -280,6 +291,22 @@ def resolve(config: pytest.Config) -> Settings:
         if set(resolutions) < set(configured):
             narrowed = (f"--tokenguard-resolutions={','.join(map(str, resolutions))} runs fewer "
                         f"resolutions than configured ({','.join(map(str, configured))})")
+    max_pixels_option = _by_flag("--tokenguard-max-pixels")
+    chosen_pixels = read.text(max_pixels_option)
+    max_pixels = (parse_resolutions(*chosen_pixels, what="max_pixels",
+                                    example="200704,1003520")
+                  if chosen_pixels is not None else None)
+    if max_pixels is not None and chosen_pixels is not None \
+            and chosen_pixels[1] == max_pixels_option.flag:
+        ini = read.ini(max_pixels_option)
+        if ini:
+            configured = parse_resolutions(str(ini), "tokenguard_max_pixels (ini)",
+                                           what="max_pixels", example="200704,1003520")
+            if set(max_pixels) < set(configured):
+                narrowed = (f"--tokenguard-max-pixels={','.join(map(str, max_pixels))} runs "
+                            f"fewer max_pixels than configured ({','.join(map(str, configured))})")
+    model = _model(read)
+    _family_options(model, read, chosen, chosen_pixels)
     baseline = read.path(_by_flag("--tokenguard-baseline"))
     explicit = baseline is not None
     if baseline is None:
@@ -306,13 +333,52 @@ def resolve(config: pytest.Config) -> Settings:
     )
     return Settings(
         enabled=enabled,
-        model=_model(read),
+        model=model,
         resolutions=resolutions,
         resolutions_narrowed=narrowed,
         network_timeout=_timeout(read),
         require_gpu=read.flag(_by_flag("--tokenguard-require-gpu")),
         gate=gate,
+        max_pixels=max_pixels,
     )
+
+
+def pixel_family(model: str) -> str | None:
+    """The name of ``model``'s family when it is resized by a pixel budget (Qwen-VL:
+    ``qwen-vl``), else None (SmolVLM2, and a model no family claims: the SmolVLM2 resolver
+    then answers, with its own messages). Decided from files and known ids, offline."""
+    from ..errors import SpecError
+    from ..families import resolve_family
+
+    try:
+        found = resolve_family(model)
+    except (SpecError, ValueError, RecursionError):  # the loader names a broken file
+        return None
+    if found is None or found.family.name == "smolvlm":
+        return None
+    return found.family.name
+
+
+def _family_options(model: str, read: _Reader, resolutions: tuple[str, str] | None,
+                    max_pixels: tuple[str, str] | None) -> None:
+    """A resolution option of the other family, given on the command line, is a usage
+    error naming the one to use (an ini value shared by suites of both is left alone)."""
+    given = [(flag, origin) for flag, origin in (
+        ("--tokenguard-resolutions", resolutions and resolutions[1]),
+        ("--tokenguard-max-pixels", max_pixels and max_pixels[1])) if origin == flag]
+    if not given:
+        return
+    family = pixel_family(model)
+    for flag, _ in given:
+        if flag == "--tokenguard-resolutions" and family is not None:
+            raise pytest.UsageError(
+                f"--tokenguard-resolutions sets SmolVLM2's longest_edge; {model} is a {family} "
+                "model, resized by a pixel budget: pass --tokenguard-max-pixels=200704,1003520")
+        if flag == "--tokenguard-max-pixels" and family is None:
+            raise pytest.UsageError(
+                f"--tokenguard-max-pixels sets a Qwen-VL model's max_pixels; {model} is resized "
+                "by longest_edge: pass --tokenguard-resolutions=384,512 (or a Qwen-VL model to "
+                "--tokenguard-model)")
 
 
 def testpath_roots(config: pytest.Config) -> list[Path]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..figures import ResolutionFigures
+from ..figures import ResolutionFigures, resolution_order
 from ..units import format_bytes
 from .wire import GpuCheck
 
@@ -29,12 +29,19 @@ def format_table(rows: Iterable[Row], mark: Callable[[Row], str] | None = None) 
 
     When any test processed a video, three columns follow the images': ``videos``,
     ``frames`` (sampled, over all its videos) and ``video tokens`` (everything written
-    in place of the videos' ``<video>``). Image columns count still images only."""
-    ordered = sorted(rows, key=lambda r: (r.nodeid.split("[")[0], r.figures.longest_edge is None,
-                                          r.figures.longest_edge or 0, r.nodeid))
+    in place of the videos' ``<video>``). Image columns count still images only.
+
+    The second column is ``longest_edge``; where a row is at a pixel budget (Qwen-VL) it is
+    ``resolution``, each row's named (``max_pixels=200704 (min_pixels=3136)``,
+    ``longest_edge=384``)."""
+    ordered = sorted(rows, key=lambda r: (r.nodeid.split("[")[0],
+                                          resolution_order(r.figures.key), r.nodeid))
     videos = any(row.figures.per_video for row in ordered)
-    headers: tuple[str, ...] = ("test", "longest_edge", "images", "patches", "image tokens",
-                                "block tokens")
+    # a pixel budget (Qwen-VL's max_pixels) is no longest_edge: a table with one names
+    # each row's resolution in full
+    pixels = any(row.figures.pixels is not None for row in ordered)
+    headers: tuple[str, ...] = ("test", "resolution" if pixels else "longest_edge", "images",
+                                "patches", "image tokens", "block tokens")
     if videos:
         headers += ("videos", "frames", "video tokens")
     headers += ("longest seq",)
@@ -43,7 +50,7 @@ def format_table(rows: Iterable[Row], mark: Callable[[Row], str] | None = None) 
         f = row.figures
         cells: tuple[str, ...] = (
             f"{mark(row) if mark else ''}{row.nodeid}",
-            "-" if f.longest_edge is None else str(f.longest_edge),
+            f.label(named=pixels),
             str(f.images),
             str(f.patches),
             str(f.image_tokens),

@@ -114,18 +114,30 @@ class TokenguardSession:
     def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         if not self.enabled:
             return None
+        from ..errors import TokenizerUnavailable
+
         try:
             described = self.processors.source().describe()
+        except TokenizerUnavailable:
+            described = (f"{self.settings.model} (its processor files are not on this "
+                         "machine: tests that ask for the processor fixtures skip, saying "
+                         "what to pass; the markers check the processors your code builds)")
         except ProcessorLoadError as exc:
             described = f"ERROR {exc}"
-        resolutions = ", ".join(map(str, self.settings.resolutions))
-        lines = [f"tokenguard: {described}; resolutions {resolutions}"]
+        if self.processors.pixel_family is not None:
+            budgets = self.settings.max_pixels
+            resolutions = ("max_pixels " + ", ".join(map(str, budgets)) if budgets
+                           else "max_pixels: the checkpoint's own")
+        else:
+            resolutions = "resolutions " + ", ".join(map(str, self.settings.resolutions))
+        lines = [f"tokenguard: {described}; {resolutions}"]
         if self.gate is not None:
             lines.extend(self.gate.header())
         return lines
 
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
+        self._skip_other_family_resolutions(items)
         if not self.enabled:
             self._warn_inert(items)
             return
@@ -138,6 +150,30 @@ class TokenguardSession:
         if problems:
             raise pytest.UsageError("tokenguard markers:\n" + "\n".join(problems))
         self._gpu_availability(items)
+
+    def _skip_other_family_resolutions(self, items: list[pytest.Item]) -> None:
+        """A test that parametrizes the other family's resolution itself
+        (``tokenguard_longest_edge`` under a Qwen-VL model, ``tokenguard_max_pixels`` under
+        SmolVLM2) is skipped, saying which to parametrize: its processor fixtures would
+        load at a resolution the model does not take."""
+        chosen = [(item, item.callspec.params) for item in items
+                  if hasattr(item, "callspec")]
+        chosen = [(item, params) for item, params in chosen
+                  if "tokenguard_longest_edge" in params or "tokenguard_max_pixels" in params]
+        if not chosen:
+            return
+        family = self.processors.pixel_family
+        model = self.settings.model
+        for item, params in chosen:
+            if family is not None and "tokenguard_longest_edge" in params:
+                reason = (f"tokenguard: tokenguard_longest_edge is a SmolVLM2 setting; {model} "
+                          f"is a {family} model: parametrize tokenguard_max_pixels")
+            elif family is None and "tokenguard_max_pixels" in params:
+                reason = (f"tokenguard: tokenguard_max_pixels is a Qwen-VL setting; {model} is "
+                          "resized by longest_edge: parametrize tokenguard_longest_edge")
+            else:
+                continue
+            item.add_marker(pytest.mark.skip(reason=reason))
 
     def _parse_markers(self, item: pytest.Item) -> list[tuple[MarkerDef, Any]]:
         callspec = getattr(item, "callspec", None)

@@ -24,7 +24,8 @@ from ..errors import ProcessorLoadError as ProcessorLoadError
 from ..specs import DEFAULT_MODEL, ModelSpec, SpecError, spec_from_processor
 from .source import DEFAULT_NETWORK_TIMEOUT, ModelSource, resolve_source
 
-__all__ = ["CHECKPOINT_JSON_FILES", "LoadedProcessor", "check_checkpoint_files", "load_processor"]
+__all__ = ["CHECKPOINT_JSON_FILES", "LoadedPixelProcessor", "LoadedProcessor",
+           "check_checkpoint_files", "load_pixel_processor", "load_processor"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,48 @@ def load_processor(
     except SpecError as exc:
         raise ProcessorLoadError(f"{model!r}: {exc}") from None
     return LoadedProcessor(processor, spec, spec.default_longest_edge, source)
+
+
+@dataclass(frozen=True)
+class LoadedPixelProcessor:
+    """A processor of a pixel-budget family (Qwen-VL) at one ``max_pixels``, with the
+    family's spec read from it (:class:`~pytest_tokenguard.families.qwen.QwenSpec`) and
+    where it came from. ``longest_edge`` is None: such a processor has none."""
+
+    processor: Any
+    spec: Any
+    max_pixels: int
+    source: ModelSource
+    longest_edge: None = None
+
+
+def load_pixel_processor(
+    model: str,
+    max_pixels: int | None = None,
+    *,
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
+    source: ModelSource | None = None,
+) -> LoadedPixelProcessor:
+    """``AutoProcessor.from_pretrained(model, max_pixels=max_pixels)`` for a Qwen-VL
+    checkpoint (``None`` keeps its own), as Qwen's model cards load it: the image
+    processor's ``size["longest_edge"]`` (and, before Qwen3-VL, the video processor's)
+    becomes ``max_pixels``. Raises :class:`ProcessorLoadError` naming the model."""
+    if max_pixels is not None and (
+        isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+    ):
+        raise ProcessorLoadError(f"max_pixels must be a positive number of pixels, got "
+                                 f"{max_pixels!r}: use e.g. --tokenguard-max-pixels=200704")
+    source = source or resolve_source(model, network_timeout)
+    kwargs: dict[str, Any] = {} if max_pixels is None else {"max_pixels": max_pixels}
+    processor = _from_pretrained(source, kwargs, network_timeout)
+    from .recording.qwen import spec_of
+
+    spec = spec_of(processor)
+    if spec is None:
+        raise ProcessorLoadError(f"{model!r} loaded a {type(processor).__name__}, not a "
+                                 "Qwen-VL processor; check the checkpoint's "
+                                 "processor_config.json")
+    return LoadedPixelProcessor(processor, spec, spec.image.max_pixels, source)
 
 
 #: The JSON files of a checkpoint folder that ``AutoProcessor.from_pretrained`` parses and

@@ -22,7 +22,14 @@ from PIL import Image
 
 from pytest_tokenguard.cli import main
 from pytest_tokenguard.processor.loading import ProcessorLoadError, load_processor
-from tests.helpers import FIXTURES, REPO, checkpoint_folder, real_processor, real_tokens_of
+from tests.helpers import (
+    FIXTURES,
+    REPO,
+    checkpoint_folder,
+    real_processor,
+    real_tokens_of,
+    write_clip,
+)
 
 MODEL = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 FRAME = FIXTURES / "frame_384x384.png"
@@ -546,3 +553,19 @@ def test_avif_files_in_a_folder_follow_the_installed_decoder(
         assert (code, out) == (1, "")
         assert "is in AVIF format" in err
         assert "install torchcodec" in err
+
+
+def test_qwen_counts_word_the_missing_tokenizer_for_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Qwen3-VL video's timestamp text needs the tokenizer: the line that says so names
+    the command's own option, not the plugin's."""
+    pytest.importorskip("av")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    clip = write_clip(tmp_path / "clip.mp4", 8, 4, size=(64, 48))
+    code = main(["count", "--model", "Qwen/Qwen3-VL-8B-Instruct", "--json", str(clip)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "pass its checkpoint folder to --model (or $TOKENGUARD_MODEL), or download" in err
+    assert "--tokenguard-model" not in err

@@ -35,6 +35,6 @@ def test_fixtures_lists_every_fixture(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--fixtures")
     assert result.ret == 0, result.stderr.str()
     names = [name for name in fixtures.__all__ if name.startswith("tokenguard_")]
-    assert len(names) == 8
+    assert len(names) == 9  # tokenguard_max_pixels (Qwen-VL) is the ninth
     for name in names:
         result.stdout.fnmatch_lines([f"{name} [[]session scope[]] -- *"])

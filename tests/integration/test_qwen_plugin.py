@@ -12,6 +12,7 @@ gives the declared count, checked here against the real processor.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -124,7 +125,35 @@ def test_the_intended_max_pixels_passes_and_the_summary_carries_the_qwen_figures
     plant(pytester, INTENDED)
     result = pytester.runpytest("--tokenguard", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    # one row: no longest_edge, 2 images of 26×36 patches (4 × 234 each),
+    # one row at the call's pixel budget: 2 images of 26×36 patches (4 × 234 each),
     # 234 tokens each, their wrappers, and the longest padded-out sample
-    result.stdout.fnmatch_lines(["*test_training.py::test_a_batch_fits  *-  *2  *1872  *468  "
-                                 "*472  *2[0-9][0-9]"])
+    result.stdout.fnmatch_lines(["*test  *resolution  *images  *patches*",
+                                 "*test_training.py::test_a_batch_fits  max_pixels=200704 "
+                                 "(min_pixels=3136)  *2  *1872  *468  *472  *2[0-9][0-9]"])
+
+
+#: the largest max_pixels that still gives the suite's photo 234 tokens
+SAME_COST = 204885
+
+
+def test_the_baseline_keys_qwen_figures_by_max_pixels(pytester: pytest.Pytester) -> None:
+    """A suite recorded at one max_pixels and run at another fails the gate by name, even
+    where every token count is the same (they sat under one key, "-", before)."""
+    assert image_pads(SAME_COST) == image_pads(INTENDED) == 234  # the real processor
+    plant(pytester, INTENDED)
+    pytester.runpytest("--tokenguard", "--tokenguard-update", "-p", "no:cacheprovider"
+                       ).assert_outcomes(passed=1)
+    document = json.loads((pytester.path / ".tokenguard" / "baseline.json").read_text())
+    [row] = document["tests"]["test_training.py::test_a_batch_fits"]["resolutions"]
+    assert (row["longest_edge"], row["min_pixels"], row["max_pixels"]) == (None, 3136, INTENDED)
+
+    assert pytester.runpytest("--tokenguard", "-p", "no:cacheprovider").ret == 0  # unchanged
+    plant(pytester, SAME_COST)
+    result = pytester.runpytest("--tokenguard", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*tokenguard baseline: test_a_batch_fits max_pixels changed: 200704 -> 204885 "
+        "(min_pixels=3136) (baseline .tokenguard/baseline.json)",
+        "*resolution  *figure  *baseline  *now",
+        "*changed: test_training.py::test_a_batch_fits max_pixels changed*",
+    ])

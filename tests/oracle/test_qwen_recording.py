@@ -221,3 +221,98 @@ def test_forked_dataloader_workers_record_qwen_calls() -> None:
     assert recording.calls == 2
     assert recording.images == here.images * 4
     assert all(" process " in s.name for s in recording.sequences)
+
+
+def test_qwen_sequences_carry_their_calls_pixel_budget_across_processes() -> None:
+    """A Qwen call's sequences are grouped with its images under its pixel budget
+    (min_pixels, max_pixels), in the process and from a forked DataLoader worker alike."""
+    from pytest_tokenguard.figures import PixelBounds, figures_from_recording
+
+    torch_data = pytest.importorskip("torch.utils.data")
+    model = GENERATIONS["qwen2_5_vl"]
+    with recording_of("t") as recording:
+        collate([0], model)
+        loader = torch_data.DataLoader(Samples(), batch_size=2, num_workers=1,
+                                       collate_fn=functools.partial(collate, model=model),
+                                       multiprocessing_context="fork")
+        assert len(list(loader)) == 2
+    budget = PixelBounds(3136, 200704)
+    assert len(recording.sequences) == 5
+    assert {s.pixels for s in recording.sequences} == {budget}
+    [figures] = figures_from_recording(recording)
+    assert (figures.longest_edge, figures.pixels, figures.images) == (None, budget, 5)
+
+
+def _video_tokens(proc: Any, frames: Any, metadata: dict[str, Any], **kwargs: Any) -> int:
+    """What the real processor writes in place of the video's placeholder."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = proc(text=[f"x{VIDEO_BLOCK}y"], videos=[frames], video_metadata=[metadata],
+                   **kwargs)
+    return len(out["input_ids"][0]) - 2
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_video_tokens_failure_names_the_num_frames_and_fps_that_fit(model: str) -> None:
+    """The fix a failing ``video_tokens`` marker names on a Qwen video (the largest
+    ``num_frames`` and the largest ``fps`` whose cost fits) is what the real processor
+    writes at that setting, within the limit; the next rate tried does not fit."""
+    import re
+
+    import numpy as np
+
+    from pytest_tokenguard.plugin.markers import check_video_tokens
+
+    proc = processor(model)
+    total, rate = 120, 10.0
+    frames = np.zeros((total, 60, 80, 3), np.uint8)
+    metadata: dict[str, Any] = {"total_num_frames": total, "fps": rate, "duration": total / rate}
+    recording, _ = _call(proc, text=[f"x{VIDEO_BLOCK}y"], videos=[frames],
+                         video_metadata=[metadata], do_sample_frames=True, fps=4)
+    [video] = recording.videos
+    limit = video.tokens // 3
+    result = check_video_tokens([video], limit)
+    assert not result.passed
+    found = re.search(r"num_frames=(\d+) fits \((\d+) tokens;.*; or fps=([\d.]+) \((\d+) "
+                      r"tokens; processor\(\.\.\., videos=\.\.\., do_sample_frames=True, "
+                      r"fps=\3\)\)", result.message)
+    assert found, result.message
+    cap, cap_tokens, fps, fps_tokens = (int(found[1]), int(found[2]), float(found[3]),
+                                        int(found[4]))
+    extra = {"fps": None} if model_spec(model).timestamps else {}
+    assert _video_tokens(proc, frames, metadata, do_sample_frames=True, num_frames=cap,
+                         **extra) == cap_tokens <= limit
+    assert _video_tokens(proc, frames, metadata, do_sample_frames=True, fps=fps) \
+        == fps_tokens <= limit
+    rates = [r for r, _ in video.by_fps]
+    higher = rates[rates.index(fps) + 1]
+    assert _video_tokens(proc, frames, metadata, do_sample_frames=True, fps=higher) > limit
+    # a sample of the listed rates, each as the processor writes it
+    for listed, tokens in video.by_fps[::17]:
+        assert _video_tokens(proc, frames, metadata, do_sample_frames=True,
+                             fps=listed) == tokens, listed
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_per_frame_failure_explains_a_qwen_frames_cost(model: str) -> None:
+    import numpy as np
+
+    from pytest_tokenguard.plugin.markers import check_video_tokens
+
+    proc = processor(model)
+    frames = np.zeros((8, 60, 80, 3), np.uint8)
+    metadata: dict[str, Any] = {"total_num_frames": 8, "fps": 4.0, "duration": 2.0,
+                                "frames_indices": list(range(8))}
+    recording, _ = _call(proc, text=[f"x{VIDEO_BLOCK}y"], videos=[frames],
+                         video_metadata=[metadata], do_sample_frames=False)
+    [video] = recording.videos
+    per = -(-video.block_tokens // video.frames)
+    assert per * video.frames > video.block_tokens or model_spec(model).timestamps
+    assert check_video_tokens([video], 10_000, per_frame=per).passed
+    result = check_video_tokens([video], 10_000, per_frame=per - 1)
+    assert not result.passed
+    assert (f"costs {per} tokens a frame ({video.image_tokens} <|video_pad|> and "
+            f"{video.block_tokens - video.image_tokens} wrapper tokens over 8 sampled frames, "
+            f"rounded up), over the declared per_frame={per - 1}: a frame's cost follows the "
+            "size the video processor resizes it to") in result.message
+    assert "84 on the 2.2B" not in result.message

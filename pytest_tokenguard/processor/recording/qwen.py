@@ -14,6 +14,7 @@ transformers is imported only inside functions, on a call the recorder reads.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -39,8 +40,8 @@ from ...video import video_info
 from .reading import flat, float_or_none, image_size, int_or_none, setting
 from .records import ImageRecord, VideoRecord
 
-__all__ = ["REFUSED", "costs_by_num_frames", "read_images", "read_videos", "spec_of",
-           "text_call_edge", "vision_of"]
+__all__ = ["REFUSED", "costs_by_fps", "costs_by_num_frames", "read_images", "read_videos",
+           "spec_of", "text_call_edge", "vision_of"]
 
 #: the entry of ``by_num_frames`` for a ``num_frames`` the processor refuses (never fits)
 REFUSED = 2**62
@@ -106,6 +107,30 @@ def costs_by_num_frames(spec: QwenSpec, info: Any, settings: QwenSettings,
             continue
         out.append(REFUSED if cost.tokens is None else cost.tokens)
     return tuple(out)
+
+
+def costs_by_fps(spec: QwenSpec, info: Any, settings: QwenSettings,
+                 count: Callable[[str], int]) -> tuple[tuple[float, int], ...]:
+    """``(fps, tokens)``: everything a call with ``fps=F`` (``do_sample_frames=True``, no
+    ``num_frames``) writes for the video, counted by the arithmetic, for the rates that
+    give it each frame count up to its length and ``max_frames``: ``n / duration`` rounded
+    down to 3 decimals (a rate a person would write), as SmolVLM2's recorder lists them.
+    Rates the processor refuses (it would sample no frame) are left out. Ascending."""
+    duration = info.total_frames / info.fps
+    unsampled = replace(spec, sampling=replace(spec.sampling, fps=None, num_frames=None))
+    out: dict[float, int] = {}
+    for n in range(1, min(info.total_frames, spec.sampling.max_frames) + 1):
+        rate = math.floor(n / duration * 1000) / 1000
+        if rate <= 0 or rate in out:
+            continue
+        try:
+            cost = count_qwen_video(info, unsampled, fps=rate, do_sample_frames=True,
+                                    settings=settings, text=count)
+        except CountingError:
+            continue
+        if cost.tokens is not None:
+            out[rate] = cost.tokens
+    return tuple(sorted(out.items()))
 
 
 def _meta(meta: Any, key: str) -> Any:
@@ -219,9 +244,11 @@ def read_videos(processor: Any, videos: Any, kwargs: dict[str, Any], processed: 
         rate = float_or_none(_meta(meta, "fps"))
         width, height = _frame_size(meta, source)
         by_num: tuple[int, ...] = ()
+        by_fps: tuple[tuple[float, int], ...] = ()
         if spec is not None and total and rate and width and height:
             info = video_info(total, rate, width=width, height=height)
             by_num = costs_by_num_frames(spec, info, settings, count)
+            by_fps = costs_by_fps(spec, info, settings, count)
         records.append(VideoRecord(
             name=os.fspath(source) if isinstance(source, str | os.PathLike) else "",
             frames=frames, image_tokens=pads, block_tokens=pads + wrappers, tokens=tokens,
@@ -229,7 +256,8 @@ def read_videos(processor: Any, videos: Any, kwargs: dict[str, Any], processed: 
             duration=float_or_none(_meta(meta, "duration")), sampled=sampled,
             num_frames=int_or_none(num_frames), sample_fps=float_or_none(sample_fps),
             max_frames=int(getattr(video_processor, "max_frames", 0) or 0),
-            processor=type(processor).__name__, by_num_frames=by_num, family="qwen-vl",
+            processor=type(processor).__name__, by_num_frames=by_num, by_fps=by_fps,
+            family="qwen-vl",
         ))
     return records
 

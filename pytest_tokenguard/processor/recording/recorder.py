@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, replace
 from typing import Any
 
+from ...figures import PixelBounds
 from . import reading
 from .children import SITE_DIR, remove, sitecustomize, write_call
 from .owners import ENV_RECORD_TO, LOCAL_TOKENS, OWNER, current_owner, process_owner
@@ -41,6 +42,13 @@ from .reading import Frame
 from .records import ImageRecord, Recording, SequenceRecord, Stray, VideoRecord
 
 __all__ = ["Recorder"]
+
+
+def _pixels_of(images: list[ImageRecord]) -> PixelBounds | None:
+    """The pixel budget of a call's images (one per call: its settings), for a
+    pixel-budget family (Qwen-VL); None for SmolVLM2's and for a call with no image."""
+    first = next((image for image in images if image.merge_size), None)
+    return None if first is None else PixelBounds(first.min_pixels, first.max_pixels)
 
 
 class Recorder:
@@ -242,12 +250,14 @@ class Recorder:
         if frame.videos:  # grouped with the call's sequences: the call's size setting
             edge = samples[0][2] if samples else frame.edge
             frame.videos = [replace(video, longest_edge=edge) for video in frame.videos]
+        pixels = _pixels_of(frame.images)
         if isinstance(sink, str):
             write_call(sink, {
                 "pid": os.getpid(),
                 "images": [asdict(image) for image in frame.images],
                 "sequences": [list(sample) for sample in samples],
                 "videos": [video.to_json() for video in frame.videos],
+                "pixels": None if pixels is None else list(pixels),
             })
             return
         if not isinstance(sink, Recording):
@@ -261,7 +271,7 @@ class Recorder:
                 phase = f" {sink.phase}" if sink.phase not in ("", "call") else ""
                 sink.sequences.extend(
                     SequenceRecord(f"{sink.name}{phase} call {call} sample {index}", length,
-                                   preview, edge, note)
+                                   preview, edge, note, pixels)
                     for index, (length, preview, edge, note) in enumerate(samples))
                 return
         self._stray()  # its test ended while this call ran in another thread
@@ -327,6 +337,8 @@ class Recorder:
         videos = [VideoRecord.from_json(video) for video in payload.get("videos", ())]
         samples = [(int(length), str(preview), None if edge is None else int(edge), str(note))
                    for length, preview, edge, note in payload["sequences"]]
+        bounds = payload.get("pixels")
+        pixels = None if bounds is None else PixelBounds(int(bounds[0]), int(bounds[1]))
         pid = payload.get("pid", "?")
         with self._lock:
             recording.calls += 1
@@ -335,7 +347,7 @@ class Recorder:
             recording.videos.extend(videos)
             recording.sequences.extend(
                 SequenceRecord(f"{recording.name} process {pid} call {call} sample {index}",
-                               *sample)
+                               *sample, pixels)
                 for index, sample in enumerate(samples))
 
     def _late(self, folder: str, payload: dict[str, Any]) -> None:

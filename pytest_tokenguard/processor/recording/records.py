@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ...figures import PixelBounds
+
 __all__ = [
     "ImageRecord",
     "Recording",
@@ -126,7 +128,9 @@ class SequenceRecord:
     """One sequence (one sample of one processor call) and its length in tokens.
 
     ``note`` is empty when ``length`` is exact; otherwise it says why ``length`` is an
-    upper bound (it is never lower than the real length).
+    upper bound (it is never lower than the real length). ``pixels`` is the pixel budget
+    of a Qwen-VL call that processed images (its images' resolution, which the sequence's
+    figures are grouped with), else None.
     """
 
     name: str
@@ -134,6 +138,7 @@ class SequenceRecord:
     preview: str
     longest_edge: int | None = None
     note: str = ""
+    pixels: PixelBounds | None = None
 
 
 @dataclass
