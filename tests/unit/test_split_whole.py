@@ -122,7 +122,7 @@ def test_a_message_is_cut_between_images_and_frames() -> None:
 
 def test_sft_cuts_a_turn_keeping_its_text_and_answer() -> None:
     pricer = FakePricer()
-    messages = [{"role": "system", "content": "S"},
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "S"},
                 {"role": "user", "content": [_text("Q"), *[
                     {"type": "image", "width": 10, "height": 10}] * 5, _text("?")]},
                 {"role": "assistant", "content": [_text("A")]}]
