@@ -253,7 +253,7 @@ def test_from_model_reads_a_checkpoint_folder(tmp_path: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         proc.save_pretrained(tmp_path)
-    (tmp_path / "config.json").writetext_item(json.dumps({"model_type": "qwen2_5_vl"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
     counter = QwenTokenCounter.from_model(tmp_path, max_pixels=230400)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -279,3 +279,27 @@ def test_from_model_without_a_tokenizer_is_refused_by_name(tmp_path: Any,
     with pytest.raises(SpecError, match="is a smolvlm model"):
         QwenTokenCounter.from_model("HuggingFaceTB/SmolVLM2-2.2B-Instruct")
     assert issubclass(QwenRefusal, InputError)
+
+
+def test_from_model_reads_the_hub_cache(tmp_path: Any, monkeypatch: Any) -> None:
+    """A hub id whose snapshot is in the hub cache counts with that snapshot's tokenizer
+    and template (offline), named by the hub id."""
+    import json
+
+    model = "Qwen/Qwen3-VL-8B-Instruct"
+    snapshot = (tmp_path / "hub" / "models--Qwen--Qwen3-VL-8B-Instruct" / "snapshots"
+                / "0123abc")
+    proc = chat_processor(model, "bpe")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proc.save_pretrained(snapshot)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    counter = QwenTokenCounter.from_model(model)
+    messages = [{"role": "user", "content": [
+        {"type": "video", "total_frames": 24, "fps": 8.0, "width": 96, "height": 64},
+        text_item("What happens?")]}]
+    assert counter.conversation(messages).total == len(qwen_input_ids(proc, messages))
+    assert counter.model == model
+    assert counter.spec.generation == "qwen3_vl"
