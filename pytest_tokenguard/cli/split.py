@@ -46,6 +46,14 @@ How it behaves, decided once for every mode:
   renders it, which drops the string; the first conversations holding some are named
   on standard error and the summary counts them.
 
+A Qwen-VL ``--model`` (a checkpoint folder, or a hub id in the hub cache) is counted by
+:class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter` with its own tokenizer and
+chat template, every chunk rendered whole; ``--min-pixels``/``--max-pixels`` are the
+processor call's settings (``--longest-edge`` is a usage error, as are the pixel options
+for SmolVLM2), a Qwen hub id with no files on this machine is a usage error naming the
+download (``TokenizerUnavailable``), and its template writes plain-string content (no note).
+Video items give their frame size (``"width"``, ``"height"``) or a file.
+
 Exit status: 0 every line split; 1 a line was rejected or the input could not be read;
 2 a usage error (an option value, an output that is an input, a model or chat template
 that cannot be used).
