@@ -460,11 +460,11 @@ def _frames(item: Mapping[str, Any], where: str) -> FramesItem:
     )
 
 
-def _text(text: str, where: str) -> str:
+def _text(text: str, where: str, placeholders: Sequence[str] = PLACEHOLDERS) -> str:
     _unicode(text, "the text", where)
-    for placeholder in PLACEHOLDERS:
+    for placeholder in placeholders:
         if placeholder in text:
-            kind = placeholder.strip("<>")
+            kind = "video" if "video" in placeholder else "image"
             raise ConversationError(
                 f"{where}: the text contains {placeholder!r}, which the processor takes for "
                 f"a {kind} placeholder (and raises: no {kind} goes with it); put images in "
@@ -609,12 +609,16 @@ def _video_size(item: Mapping[str, Any], where: str) -> tuple[int | None, int | 
 
 
 def parse_item(item: object, where: str, base_dir: Path | None = None, *,
-               image_loader: PathLoader | None = None) -> ContentItem:
+               image_loader: PathLoader | None = None,
+               placeholders: Sequence[str] = PLACEHOLDERS) -> ContentItem:
     """One content item; ``where`` prefixes every error (e.g. ``"message 3, item 0"``).
 
     ``image_loader`` is what opens an image path for the processor (see
     :func:`~pytest_tokenguard.images.read_image_info`; default: transformers' default
-    backend): a file it cannot load is refused, naming its format and the fix."""
+    backend): a file it cannot load is refused, naming its format and the fix.
+    ``placeholders`` are the strings the processor expands, refused inside text (default
+    SmolVLM2's ``<image>`` and ``<video>``; Qwen-VL's are ``<|image_pad|>`` and
+    ``<|video_pad|>``)."""
     if not isinstance(item, Mapping):
         raise ConversationError(
             f"{where}: content items are objects like {{'type': 'text', 'text': ...}}, "
@@ -627,7 +631,7 @@ def parse_item(item: object, where: str, base_dir: Path | None = None, *,
         text = item["text"]
         if not isinstance(text, str):
             raise ConversationError(f"{where}: 'text' must be a string, got {type(text).__name__}")
-        return TextItem(_text(text, where))
+        return TextItem(_text(text, where, placeholders))
     if kind == "image":
         return _image_size(item, where, base_dir, image_loader)
     if kind == "frames":
@@ -642,9 +646,10 @@ def parse_item(item: object, where: str, base_dir: Path | None = None, *,
 def parse_message(
     message: MessageLike, index: int = 0, *, base_dir: str | os.PathLike[str] | None = None,
     label: str = "message", image_loader: PathLoader | None = None,
+    placeholders: Sequence[str] = PLACEHOLDERS,
 ) -> Message:
-    """Validate one chat-format message; errors say ``message <index>``. ``image_loader``:
-    see :func:`parse_item`."""
+    """Validate one chat-format message; errors say ``message <index>``. ``image_loader``
+    and ``placeholders``: see :func:`parse_item`."""
     if isinstance(message, Message):
         return message
     where = f"{label} {index}"
@@ -668,7 +673,8 @@ def parse_message(
                 f"{where}: 'content' is an empty string, which the chat template cannot render "
                 "(it reads the first item); give a list of text/image items or drop the message"
             )
-        return Message(role, (TextItem(_text(content, where)),), string_content=True)
+        return Message(role, (TextItem(_text(content, where, placeholders)),),
+                       string_content=True)
     if not isinstance(content, Sequence) or isinstance(content, bytes):
         raise ConversationError(
             f"{where}: 'content' must be a list of items, got {type(content).__name__}"
@@ -679,7 +685,8 @@ def parse_message(
             "at least one text or image item (or drop the message)"
         )
     base = base_dir if base_dir is None or isinstance(base_dir, Path) else Path(base_dir)
-    items = tuple(parse_item(item, f"{where}, item {i}", base, image_loader=image_loader)
+    items = tuple(parse_item(item, f"{where}, item {i}", base, image_loader=image_loader,
+                             placeholders=placeholders)
                   for i, item in enumerate(content))
     return Message(role, items)
 

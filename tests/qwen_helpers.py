@@ -192,7 +192,7 @@ def qwen_input_ids(proc: Any, messages: Any, *, add_generation_prompt: bool = Fa
 
     from pytest_tokenguard.conversation import parse_message, to_chat_template, videos_of
 
-    parsed = tuple(parse_message(m, i) for i, m in enumerate(messages))
+    parsed = tuple(parse_message(m, i, placeholders=()) for i, m in enumerate(messages))
     hf = to_chat_template(parsed)
     rendered = proc.apply_chat_template(hf, tokenize=False,
                                         add_generation_prompt=add_generation_prompt)
@@ -237,7 +237,7 @@ IMAGE_SIZES = st.tuples(SIDES, SIDES) | st.sampled_from(PHONE)
 #: and the characters of a Qwen3-VL timestamp (``<0.5 seconds>``)
 TEXTS = st.text(st.characters(exclude_categories=["Cs"]), max_size=30) | st.sampled_from(
     ["", " ", "\n", "\n\n", " \t ", "<", "seconds>", "0.5", "你好\uff0c世界", "é\u0301",
-     "<|im_end|>", "<|vision_end|>x", "\u2028", "  trailing  "])
+     "<|im_end|>", "<|vision_end|>x", "\u2028", "  trailing  ", "<image>", "<video>\n"])
 PIXELS = st.sampled_from([(None, None), (None, 50176), (None, 230400), (None, 1003520),
                           (200704, None), (3136, 12544), (65536, 262144)])
 

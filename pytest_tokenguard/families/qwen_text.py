@@ -90,6 +90,8 @@ MAX_IMAGES = 100_000
 
 _VIDEO_WRAPPER = VISION_START + VIDEO_PAD + VISION_END
 _PLACEHOLDER = re.compile(re.escape(IMAGE_PAD) + "|" + re.escape(VIDEO_PAD))
+#: what the Qwen processor expands, so never allowed inside text
+_PADS = (IMAGE_PAD, VIDEO_PAD)
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,9 @@ class QwenTokenCounter:
                 "JSON object with 'messages', pass its 'messages' list")
         # message by message: SmolVLM2's refusal of string content beside a video
         # (check_video_strings) is about transformers' SmolVLM template, not Qwen's
-        parsed = tuple(parse_message(m, i, label=label, base_dir=base_dir)
-                       for i, m in enumerate(messages))
+        # text may hold SmolVLM2's "<image>": the Qwen processor writes it as text
+        parsed = tuple(parse_message(m, i, label=label, base_dir=base_dir,
+                                     placeholders=_PADS) for i, m in enumerate(messages))
         images = 0
         for index, message in enumerate(parsed):
             images += message.images

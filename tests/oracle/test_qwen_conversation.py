@@ -303,3 +303,15 @@ def test_from_model_reads_the_hub_cache(tmp_path: Any, monkeypatch: Any) -> None
     assert counter.conversation(messages).total == len(qwen_input_ids(proc, messages))
     assert counter.model == model
     assert counter.spec.generation == "qwen3_vl"
+
+
+def test_smolvlm_placeholders_are_plain_text_to_qwen() -> None:
+    """``<image>`` and ``<video>`` in text (LLaVA-style data) are text to the Qwen
+    processor, so they are counted, not refused as SmolVLM2's placeholders are."""
+    proc = chat_processor("Qwen/Qwen2.5-VL-7B-Instruct", "bpe")
+    counter = QwenTokenCounter.from_processor(proc)
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": [text_item("<image>\nWhat is it?"),
+                                     {"type": "image", "width": 64, "height": 64}]},
+        {"role": "assistant", "content": "A <video> still."}]
+    assert counter.conversation(messages).total == len(qwen_input_ids(proc, messages))
