@@ -29,6 +29,7 @@ from ..errors import ProcessorLoadError, TokenizerUnavailable
 from .options import DEFAULT_RESOLUTIONS, pixel_family
 
 if TYPE_CHECKING:
+    from ..families.qwen_text import QwenTokenCounter
     from ..processor.loading import LoadedPixelProcessor, LoadedProcessor
     from ..processor.source import ModelSource
     from ..testing.splitcheck import SplitterChecker
@@ -66,6 +67,7 @@ class ProcessorCache:
         self._loaded: dict[int, LoadedProcessor] = {}
         self._counters: dict[int, TokenCounter] = {}
         self._pixels: dict[int | None, LoadedPixelProcessor] = {}
+        self._pixel_counters: dict[int | None, QwenTokenCounter] = {}
         self._family: tuple[str | None] | None = None
 
     @property
@@ -116,6 +118,15 @@ class ProcessorCache:
                 self.model, longest_edge, network_timeout=self.timeout, source=self.source()
             )
         return self._loaded[longest_edge]
+
+    def pixel_counter(self, loaded: LoadedPixelProcessor) -> QwenTokenCounter:
+        """The exact Qwen-VL counter of a processor loaded at a pixel budget."""
+        if loaded.max_pixels not in self._pixel_counters:
+            from ..families.qwen_text import QwenTokenCounter
+
+            self._pixel_counters[loaded.max_pixels] = QwenTokenCounter.from_processor(
+                loaded.processor)
+        return self._pixel_counters[loaded.max_pixels]
 
     def counter(self, longest_edge: int) -> TokenCounter:
         if longest_edge not in self._counters:
@@ -215,12 +226,15 @@ def tokenguard_processor(tokenguard_loaded: LoadedProcessor | LoadedPixelProcess
 @pytest.fixture(scope="session")
 def tokenguard_counter(request: pytest.FixtureRequest,
                        tokenguard_loaded: LoadedProcessor | LoadedPixelProcessor
-                       ) -> TokenCounter:
+                       ) -> TokenCounter | QwenTokenCounter:
     """Exact counts of images, prompts and conversations at this test's ``longest_edge``
-    (one shared counter per resolution); SmolVLM2 models only (a Qwen-VL model skips)."""
-    _smolvlm_only(request, "tokenguard_counter")
-    assert tokenguard_loaded.longest_edge is not None
-    return _cache(request).counter(tokenguard_loaded.longest_edge)
+    (one shared counter per resolution): a ``TokenCounter``; for a Qwen-VL model, a
+    ``QwenTokenCounter`` at this test's ``max_pixels`` (``.image``, ``.text``,
+    ``.conversation``)."""
+    cache = _cache(request)
+    if tokenguard_loaded.longest_edge is None:  # a pixel-budget (Qwen-VL) processor
+        return cache.pixel_counter(tokenguard_loaded)
+    return cache.counter(tokenguard_loaded.longest_edge)
 
 
 @pytest.fixture(scope="session")

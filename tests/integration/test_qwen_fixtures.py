@@ -9,6 +9,7 @@ no files on the machine skips those tests with the reason and what to pass.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -52,12 +53,12 @@ def test_a_photo(tokenguard_processor, tokenguard_max_pixels, tokenguard_longest
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Qwen2.5-VL checkpoint folder, as ``processor.save_pretrained`` writes it."""
-    from tests.qwen_helpers import processor
+    from tests.qwen_helpers import chat_processor
 
     folder = tmp_path_factory.mktemp("qwen") / "Qwen2.5-VL-7B-Instruct"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        processor(MODEL).save_pretrained(folder)
+        chat_processor(MODEL).save_pretrained(folder)
     return folder
 
 
@@ -113,13 +114,42 @@ def test_a_test_may_choose_its_own_max_pixels(pytester: pytest.Pytester,
     run(pytester, f"--tokenguard-model={checkpoint}").assert_outcomes(passed=1)
 
 
+def test_the_counter_of_a_qwen_model_counts_what_its_processor_writes(
+        pytester: pytest.Pytester, checkpoint: Path) -> None:
+    """``tokenguard_counter`` on a Qwen-VL model is the exact Qwen counter of the processor
+    the fixtures loaded, at each max_pixels: a conversation's count equals the
+    ``input_ids`` the real processor writes for its rendered chat template."""
+    pytester.makepyfile("""
+        from PIL import Image
+
+        from pytest_tokenguard import QwenTokenCounter
+
+        MESSAGES = [
+            {"role": "user", "content": [
+                {"type": "image", "width": 1024, "height": 768},
+                {"type": "text", "text": "What is in this photo? Answer briefly."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A grey square."}]},
+        ]
+
+        def test_counter(tokenguard_counter, tokenguard_processor, tokenguard_max_pixels):
+            assert isinstance(tokenguard_counter, QwenTokenCounter)
+            assert tokenguard_counter.max_pixels == tokenguard_max_pixels
+            text = tokenguard_processor.apply_chat_template(MESSAGES, tokenize=False)
+            out = tokenguard_processor(text=[text], images=[Image.new("RGB", (1024, 768))])
+            assert tokenguard_counter.conversation(MESSAGES).total == len(out["input_ids"][0])
+            print("COUNTED", tokenguard_max_pixels, len(out["input_ids"][0]))
+    """)
+    result = run(pytester, f"--tokenguard-model={checkpoint}",
+                 "--tokenguard-max-pixels=200704,1003520", "-s")
+    result.assert_outcomes(passed=2)
+    counted = dict(re.findall(r"COUNTED (\d+) (\d+)", result.stdout.str()))
+    assert int(counted["1003520"]) - int(counted["200704"]) == 999 - 234
+
+
 def test_the_smolvlm_only_fixtures_skip_on_a_qwen_model(pytester: pytest.Pytester,
                                                          checkpoint: Path) -> None:
     pytester.makepyfile("""
         import pytest
-
-        def test_counter(tokenguard_counter):
-            pass
 
         def test_splitter(tokenguard_check_splitter):
             pass
@@ -129,9 +159,8 @@ def test_the_smolvlm_only_fixtures_skip_on_a_qwen_model(pytester: pytest.Pyteste
             pass
     """)
     result = run(pytester, f"--tokenguard-model={checkpoint}", "-rs")
-    result.assert_outcomes(skipped=3)
+    result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines([
-        "*tokenguard_counter counts SmolVLM2 conversations; * is a qwen-vl model*",
         "*tokenguard_check_splitter counts SmolVLM2 conversations*",
         "*tokenguard_longest_edge is a SmolVLM2 setting; * parametrize tokenguard_max_pixels*",
     ])
