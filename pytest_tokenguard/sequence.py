@@ -373,7 +373,7 @@ def message_cost(
         if piece:
             pieces += text(piece)
             piece = ""
-        cost = price(item.width, item.height)  # type: ignore[union-attr]
+        cost = price(item.width, item.height)  # type: ignore[union-attr, arg-type]
         n = 1 if kind is ImageItem else len(item)  # type: ignore[arg-type]
         blocks += n * cost.block_tokens
         image_tokens += n * cost.image_tokens

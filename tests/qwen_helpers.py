@@ -7,6 +7,11 @@ from the values of each checkpoint's ``preprocessor_config.json`` and
 Qwen's vocabulary and is used only to read what the processor writes: the expanded text
 (decoded back exactly, a character a token) and the number of ``<|image_pad|>`` and
 ``<|video_pad|>`` tokens, which do not depend on the vocabulary.
+
+For whole conversations (:func:`chat_processor`) the processor also gets a Qwen chat
+template (:data:`CHATML_TEMPLATE`) and either stand-in: the character one, or a *real BPE*
+(:func:`bpe_tokenizer`: SmolVLM2's shipped byte-level BPE with Qwen's special tokens
+added), so text that merges across the pieces the processor writes is really exercised.
 """
 
 from __future__ import annotations
@@ -42,6 +47,32 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<
            "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
 
 
+#: The Qwen2-VL / Qwen2.5-VL ChatML chat template: a default "You are a helpful
+#: assistant." system message when the first message is not a system one, string content
+#: written as it is, ``<|vision_start|><|image_pad|><|vision_end|>`` per image and
+#: ``<|vision_start|><|video_pad|><|vision_end|>`` per video, and ``<|im_start|>assistant\n``
+#: as the generation prompt. Copied from huggingface/transformers,
+#: tests/models/qwen2_vl/test_processing_qwen2_vl.py (``prepare_processor_dict``, commit
+#: 1e051943f70c8243472811236ba8ccc7d7d1fcfd), which carries the checkpoints' template.
+#: Qwen3-VL's own Instruct template was not found in a public copy we could cite, so the
+#: Qwen3-VL processors get this one too (the counter renders whatever template it is given).
+CHATML_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 @cache
 def char_tokenizer() -> Any:
     """A fast tokenizer with one token per printable ASCII character and Qwen's special
@@ -56,6 +87,39 @@ def char_tokenizer() -> Any:
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>")
+
+
+@cache
+def bpe_tokenizer() -> Any:
+    """A real byte-level BPE: SmolVLM2's shipped tokenizer with Qwen's special tokens added
+    (``<|im_start|>`` is SmolVLM2's own). Not Qwen's vocabulary; its merges span the
+    pieces the processor joins (``"\n<"`` before a Qwen3-VL timestamp, say)."""
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from pytest_tokenguard.processor.embedded import tokenizer_json
+
+    backend = Tokenizer.from_str(tokenizer_json())
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+
+
+TOKENIZERS = {"char": char_tokenizer, "bpe": bpe_tokenizer}
+
+
+@cache
+def chat_processor(model: str, tokenizer: str = "char") -> Any:
+    """The checkpoint's processor class over the real image and video processors, a
+    stand-in tokenizer (``"char"`` or ``"bpe"``) and :data:`CHATML_TEMPLATE`."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
+
+    cls = {"qwen2_vl": Qwen2VLProcessor, "qwen2_5_vl": Qwen2_5_VLProcessor,
+           "qwen3_vl": Qwen3VLProcessor}[model_spec(model).generation]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls(image_processor=image_processor(model), tokenizer=TOKENIZERS[tokenizer](),
+                   video_processor=video_processor(model), chat_template=CHATML_TEMPLATE)
 
 
 def image_processor(model: str) -> Any:
