@@ -40,13 +40,22 @@ Only hypothesis and the standard library are imported.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
 
+from ..conversation import (
+    ContentItem,
+    Conversation,
+    FrameRange,
+    FramesItem,
+    ImageItem,
+    Message,
+    TextItem,
+)
 from ..families.qwen import (
     QwenSettings,
     QwenSpec,
@@ -56,6 +65,11 @@ from ..families.qwen import (
     count_qwen_video,
     qwen_settings_from_kwargs,
 )
+from .strategies import ANSWERS, DELTAS, FILLER_WORDS, QUESTIONS, VIDEO_SIZES, texts
+
+if TYPE_CHECKING:
+    from ..conversation import MessageLike
+    from ..families.qwen_text import QwenTokenCounter
 
 __all__ = [
     "ASPECT_LIMIT",
@@ -64,6 +78,9 @@ __all__ = [
     "QwenImageCase",
     "QwenVideoCase",
     "pixel_budgets",
+    "qwen_boundary_conversation_dicts",
+    "qwen_boundary_conversations",
+    "qwen_boundary_examples",
     "qwen_call_settings",
     "qwen_image_cases",
     "qwen_image_sizes",
@@ -470,3 +487,267 @@ def qwen_video_cases(
         return QwenVideoCase(int(total), float(video_fps), width, height, call)
 
     return build()
+
+
+# ------------------------------------------------------------------------ at the limit
+
+
+def qwen_boundary_conversations(
+    counter: QwenTokenCounter,
+    max_tokens: int = 4096,
+    *,
+    leading: Sequence[MessageLike] | Conversation = (),
+    add_generation_prompt: bool = False,
+    sft: bool = False,
+    max_turns: int = 30,
+    max_frames_per_run: int = 16,
+    deltas: Sequence[int] = DELTAS,
+    oversized: bool = True,
+    sizes: SearchStrategy[tuple[int, int]] | None = None,
+) -> SearchStrategy[Conversation]:
+    """Qwen-VL dialogues over video frames (sent as images) and photos, one run of which is
+    ``max_tokens + delta`` tokens long exactly as ``counter`` (a
+    :class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter`, at its
+    ``min_pixels``/``max_pixels``) counts the chunk that run would be: the chat template
+    rendered around it, ``leading`` context first, and on Qwen2-VL's ChatML template the
+    default system message every chunk that does not start with one gets.
+
+    The shape is :func:`~pytest_tokenguard.testing.strategies.boundary_conversations`'s:
+    messages are drawn until the next would pass the target, then one message (frames
+    and filler words) is tuned to make the run exactly ``max_tokens + delta`` by pricing
+    the whole chunk; up to three runs at the limit, so a splitter that under-counts the
+    second chunk (the default system message, say) fails as surely as one that
+    under-counts the first. ``deltas`` start with 1, 2, 3 tokens over. Photos are drawn
+    at the edges of the counter's ``max_pixels`` (:func:`qwen_image_sizes`, aspect ratios
+    the processor accepts) unless ``sizes`` is given. ``sft`` ends runs and the
+    conversation on assistant turns, an opening system message repeated in every chunk;
+    ``oversized`` sometimes adds a message too large for any chunk.
+    """
+    return _qwen_boundary(counter, max_tokens, leading=leading,
+                          add_generation_prompt=add_generation_prompt, sft=sft,
+                          max_turns=max_turns, max_frames_per_run=max_frames_per_run,
+                          deltas=deltas, oversized=oversized, sizes=sizes,
+                          examples=False)  # type: ignore[return-value]
+
+
+def qwen_boundary_examples(counter: QwenTokenCounter, max_tokens: int = 4096,
+                           **kwargs: Any) -> list[Conversation]:
+    """The simplest conversations of :func:`qwen_boundary_conversations` (same arguments)
+    with one, two and three runs at the limit, each ``deltas[0]`` tokens over, and one with
+    a message too large for a chunk: what a checker tries first on every run."""
+    return _qwen_boundary(counter, max_tokens, examples=True,
+                          **kwargs)  # type: ignore[return-value]
+
+
+def qwen_boundary_conversation_dicts(
+    counter: QwenTokenCounter,
+    max_tokens: int = 4096,
+    *,
+    frames_as: Literal["images", "ranges"] = "images",
+    **kwargs: Any,
+) -> SearchStrategy[list[dict[str, Any]]]:
+    """:func:`qwen_boundary_conversations` as chat-template dicts: every frame an image item
+    with its ``frame`` number (``frames_as="images"``) or ``{"type": "frames"}`` items
+    (``"ranges"``). Same keyword arguments."""
+    from ..conversation import to_chat_template, to_dicts
+
+    if frames_as not in ("images", "ranges"):
+        raise InvalidArgument(f"frames_as must be 'images' or 'ranges', got {frames_as!r}")
+    convert = to_chat_template if frames_as == "images" else to_dicts
+    return qwen_boundary_conversations(counter, max_tokens, **kwargs).map(convert)
+
+
+def _qwen_boundary(
+    counter: QwenTokenCounter,
+    max_tokens: int = 4096,
+    *,
+    leading: Sequence[MessageLike] | Conversation = (),
+    add_generation_prompt: bool = False,
+    sft: bool = False,
+    max_turns: int = 30,
+    max_frames_per_run: int = 16,
+    deltas: Sequence[int] = DELTAS,
+    oversized: bool = True,
+    sizes: SearchStrategy[tuple[int, int]] | None = None,
+    examples: bool = False,
+) -> SearchStrategy[Conversation] | list[Conversation]:
+    from ..conversation import parse_conversation
+    from .strategies import _int, _Simplest, _tuned
+
+    conversation = getattr(counter, "conversation", None)
+    spec = getattr(counter, "spec", None)
+    if not callable(conversation) or not isinstance(spec, QwenSpec):
+        raise InvalidArgument(f"counter must be a QwenTokenCounter, got {counter!r}")
+    _int("max_tokens", max_tokens, 1)
+    _int("max_turns", max_turns)
+    _int("max_frames_per_run", max_frames_per_run, 1)
+    if isinstance(deltas, str) or not isinstance(deltas, Sequence) or not deltas or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in deltas
+    ):
+        raise InvalidArgument(f"deltas must be a non-empty list of integers, got {deltas!r}")
+    if sizes is None:
+        sizes = qwen_image_sizes(spec, min_pixels=counter.min_pixels,
+                                 max_pixels=counter.max_pixels, refused=False)
+    elif not isinstance(sizes, SearchStrategy):
+        raise InvalidArgument(f"sizes must be a strategy of (width, height), got {sizes!r}")
+    lead = parse_conversation(leading, label="leading message")
+
+    def price(messages: Sequence[Message]) -> int:
+        """The chunk ``lead + messages`` as the counter counts it (0 for nothing)."""
+        chunk = (*lead, *messages)
+        if not chunk:
+            return 0
+        return counter.conversation(chunk, add_generation_prompt=add_generation_prompt).total
+
+    user_text = st.sampled_from(QUESTIONS) | texts(max_size=30, unicode=False)
+    answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
+    text_item = st.builds(TextItem, user_text)
+    some_words = st.lists(text_item, max_size=2)
+    at_least_a_word = st.lists(text_item, min_size=1, max_size=2)
+    frame_size = st.sampled_from(VIDEO_SIZES) | sizes
+    delta_of = st.sampled_from(list(deltas))
+    filler = st.sampled_from(FILLER_WORDS)
+    ints = {(lo, hi): st.integers(lo, hi) for lo, hi in (
+        (0, 500), (0, 3), (0, 4), (1, max_frames_per_run), (1, 3), (0, max_turns),
+        (0, max_frames_per_run - 1), (0, 2), (1, 8), (0, max_turns // 3))}
+
+    def between(lo: int, hi: int) -> SearchStrategy[int]:
+        found = ints.get((lo, hi))
+        return found if found is not None else st.integers(lo, hi)
+
+    def build(draw: Any) -> Conversation:
+        video = draw(frame_size, label="frame size")
+        block = counter.image(*video).block_tokens
+        frame = [draw(between(0, 500), label="first frame")]
+
+        def run_of(n: int) -> FramesItem:
+            item = FramesItem(FrameRange(frame[0], frame[0] + n), *video)
+            frame[0] += n
+            return item
+
+        def user(limit: int) -> Message:
+            visuals: list[ContentItem] = []
+            for _ in range(draw(between(0, 3), label="visuals")):
+                if draw(between(0, 4), label="single image") == 4:
+                    image = ImageItem(*draw(sizes))
+                    visuals.append(image)
+                    limit -= counter.image(image.width, image.height).block_tokens
+                else:
+                    n = draw(between(1, max_frames_per_run), label="frames")
+                    n = max(1, min(n, limit // max(block, 1)))
+                    visuals.append(run_of(n))
+                    limit -= n * block
+                if limit <= 0:
+                    break
+            items: list[ContentItem] = list(draw(some_words if visuals else at_least_a_word))
+            for item in visuals:
+                items.insert(draw(between(0, len(items))), item)
+            return Message("user", tuple(items))
+
+        def answer() -> Message:
+            return Message("assistant", (TextItem(draw(answer_text)),))
+
+        def role(position: int) -> str:
+            return ("user", "assistant")[position % 2]
+
+        messages: list[Message] = []
+        context: list[Message] = []  # what every chunk starts with (after `leading`)
+        opening: list[Message] = []  # what only the first chunk starts with
+        if draw(between(0, 3), label="system prompt") == 3:
+            system = Message("system", (TextItem(draw(answer_text)),))
+            messages.append(system)
+            (context if sft else opening).append(system)
+        start = len(messages)
+        room = max_tokens - price([*context, Message("user", (TextItem(""),))])
+        carry: list[Message] = []  # what the previous boundary left for the next chunk
+
+        for segment in range(draw(between(1, 3), label="chunks at the limit")):
+            delta = draw(delta_of, label="delta")
+            target = max_tokens + delta
+            head = [*context, *(opening if segment == 0 else []), *carry]
+            run: list[Message] = []
+            used = price(head)
+
+            def add(m: Message, run: list[Message] = run, head: list[Message] = head) -> int:
+                run.append(m)
+                messages.append(m)
+                return price([*head, *run])
+
+            def fits(m: Message, limit: int, run: list[Message] = run,
+                     head: list[Message] = head) -> bool:
+                return price([*head, *run, m]) <= limit
+
+            turns = draw(between(0, max_turns), label="turns before the limit")
+            for _ in range(turns if segment == 0 else turns // 3):
+                position = len(messages) - start
+                m = user(target - used) if role(position) == "user" else answer()
+                if not fits(m, target - 24):
+                    break
+                used = add(m)
+            # padding turns of at most a quarter chunk each, until the rest is at most
+            # half a chunk: the tuned message that starts the next chunk leaves it room
+            quarter = max(1, room // 4 // max(block, 1))
+            while target - used > room // 2:
+                if role(len(messages) - start) == "user":
+                    n = max_frames_per_run - draw(between(0, max_frames_per_run - 1),
+                                                  label="padding frames short of a full run")
+                    n = min(n, quarter, (target - used - 24) // max(block, 1))
+                    m = Message("user", (run_of(max(1, n)),))
+                else:
+                    m = answer()
+                if not fits(m, target - 24):
+                    break
+                used = add(m)
+            word = draw(filler, label="filler word")
+            text_first = draw(st.booleans(), label="text first")
+            spare = draw(between(0, 2), label="blocks left to text")
+            if role(len(messages) - start) == "assistant":
+                if sft and run:
+                    # a question waits for its answer: replaced below by a tuned turn
+                    messages.pop()
+                    run.pop()
+                    used = price([*head, *run])
+                elif not sft and target - used > 64:
+                    used = add(answer())  # the tuned message is a user's, with frames
+            if sft and role(len(messages) - start) == "user":
+                n = (target - used - 60) // max(block, 1) - spare
+                used = add(Message("user", (run_of(n),)) if n > 0
+                           else Message("user", (TextItem("Next?"),)))
+            if target - used < 6:
+                break
+            before = used
+
+            def cost(m: Message, run: list[Message] = run, head: list[Message] = head,
+                     before: int = before) -> int:
+                return price([*head, *run, m]) - before
+
+            tuned = _tuned(role(len(messages) - start), target - used, cost, run_of, block,
+                           word, text_first, spare)
+            add(tuned)
+            if delta < -3:
+                break  # the next message may join this chunk: no boundary to aim at
+            carry = []
+            if delta > 0:  # the tuned message (its turn, in SFT mode) starts the next chunk
+                carry = [tuned]
+                if sft and len(run) >= 2 and run[-2].role == "user":
+                    carry = [run[-2], tuned]
+                if price([*context, *carry]) > max_tokens:
+                    break
+        if oversized and draw(between(0, 2), label="oversized") == 2:
+            if role(len(messages) - start) == "assistant":
+                messages.append(answer())
+            extra = draw(between(1, 8), label="frames over")
+            messages.append(Message("user", (
+                TextItem("All frames:"), run_of(max(1, room // max(block, 1)) + extra))))
+        for _ in range(draw(between(0, max_turns // 3), label="turns after")):
+            position = len(messages) - start
+            messages.append(user(room // 2) if role(position) == "user" else answer())
+        if sft and messages and messages[-1].role != "assistant":
+            messages.append(answer())
+        return tuple(messages)
+
+    if examples:
+        return [build(_Simplest(overrides)) for overrides in (
+            {"chunks at the limit": 1}, {"chunks at the limit": 2}, {"chunks at the limit": 3},
+            {"chunks at the limit": 1, "oversized": 2})]
+    return st.composite(build)()
