@@ -164,3 +164,62 @@ def expand(proc: Any, text: str, **kwargs: Any) -> tuple[list[int], str, Any]:
         out = proc(text=[text], return_tensors="pt", **kwargs)
     ids = [int(i) for i in out["input_ids"][0]]
     return ids, "".join(proc.tokenizer.convert_ids_to_tokens(ids)), out
+
+
+def _pixels(item: dict[str, Any]) -> Any:
+    """The image to hand the processor for an image item of the chat-template form: its PIL
+    image or path, else a blank of its size (only the size decides the tokens)."""
+    if item.get("image") is not None:
+        return item["image"]
+    if item.get("path"):
+        return str(item["path"])
+    from PIL import Image
+
+    return Image.new("RGB", (int(item["width"]), int(item["height"])), (90, 120, 30))
+
+
+def qwen_input_ids(proc: Any, messages: Any, *, add_generation_prompt: bool = False,
+                   min_pixels: int | None = None, max_pixels: int | None = None) -> list[int]:
+    """The oracle: ``input_ids`` of ``proc(text=proc.apply_chat_template(messages,
+    tokenize=False, ...), images=..., videos=..., video_metadata=...)`` with the call's
+    ``min_pixels``/``max_pixels``; videos as blank decoded frames of their frame size with
+    their metadata, sampled by the processor as the items say (``num_frames``/
+    ``sample_fps``: ``do_sample_frames=True``; on Qwen3-VL ``num_frames`` alone goes with
+    ``fps=None``, as its own ``fps=2`` would clash)."""
+    import numpy as np
+
+    from pytest_tokenguard.conversation import parse_message, to_chat_template, videos_of
+
+    parsed = tuple(parse_message(m, i) for i, m in enumerate(messages))
+    hf = to_chat_template(parsed)
+    rendered = proc.apply_chat_template(hf, tokenize=False,
+                                        add_generation_prompt=add_generation_prompt)
+    kwargs: dict[str, Any] = {}
+    images = [_pixels(item) for m in hf if not isinstance(m["content"], str)
+              for item in m["content"] if item["type"] == "image"]
+    if images:
+        kwargs["images"] = images
+    videos = videos_of(parsed)
+    if videos:
+        frames, metadata = [], []
+        for video in videos:
+            info = video.info()
+            assert info.width is not None
+            assert info.height is not None
+            frames.append(np.zeros((info.total_frames, info.height, info.width, 3), np.uint8))
+            metadata.append(video.processor_metadata())
+        kwargs.update(videos=frames, video_metadata=metadata)
+        num_frames, fps = videos[0].num_frames, videos[0].sample_fps
+        if num_frames is not None or fps is not None:
+            kwargs["do_sample_frames"] = True
+            if num_frames is not None:
+                kwargs["num_frames"] = num_frames
+            kwargs["fps"] = fps
+    if min_pixels is not None:
+        kwargs["min_pixels"] = min_pixels
+    if max_pixels is not None:
+        kwargs["max_pixels"] = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = proc(text=[rendered], return_tensors="pt", **kwargs)
+    return [int(i) for i in out["input_ids"][0]]

@@ -40,7 +40,7 @@ transformers is imported only when a counter is built from a folder.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from ..conversation import (
     MessageLike,
     TextItem,
     VideoItem,
-    parse_conversation,
+    parse_message,
     to_chat_template,
 )
 from ..errors import (
@@ -295,11 +295,15 @@ class QwenTokenCounter:
 
     def parse(self, messages: Sequence[MessageLike] | Conversation, *,
               label: str = "message") -> Conversation:
-        """The messages validated (:func:`~pytest_tokenguard.conversation.
-        parse_conversation`) and checked for what the Qwen processor refuses in text."""
-        parsed = (messages if isinstance(messages, tuple)
-                  and all(type(m) is Message for m in messages)
-                  else parse_conversation(messages, label=label))
+        """The messages validated (:func:`~pytest_tokenguard.conversation.parse_message`)
+        and checked for what the Qwen processor refuses in text."""
+        if isinstance(messages, Mapping | str | bytes):
+            raise ConversationError(
+                f"a conversation is a list of messages, got {type(messages).__name__}; for a "
+                "JSON object with 'messages', pass its 'messages' list")
+        # message by message: SmolVLM2's refusal of string content beside a video
+        # (check_video_strings) is about transformers' SmolVLM template, not Qwen's
+        parsed = tuple(parse_message(m, i, label=label) for i, m in enumerate(messages))
         images = 0
         for index, message in enumerate(parsed):
             images += message.images
