@@ -599,6 +599,20 @@ def _qwen_boundary(
             return 0
         return counter.conversation(chunk, add_generation_prompt=add_generation_prompt).total
 
+    # Rendering a whole chunk of many frames through the template costs milliseconds, so
+    # runs are planned with each message's cost after a fixed system message (what it adds
+    # to a chunk it does not start: exact for ChatML, where special tokens separate the
+    # messages), and every run is priced whole before and after its tuned message.
+    probe = (Message("system", (TextItem("."),)),)
+    probe_tokens = counter.conversation(probe).total
+    added: dict[Message, int] = {}
+
+    def marginal(m: Message) -> int:
+        found = added.get(m)
+        if found is None:
+            found = added[m] = counter.conversation((*probe, m)).total - probe_tokens
+        return found
+
     user_text = st.sampled_from(QUESTIONS) | texts(max_size=30, unicode=False)
     answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
     text_item = st.builds(TextItem, user_text)
@@ -668,22 +682,21 @@ def _qwen_boundary(
             run: list[Message] = []
             used = price(head)
 
-            def add(m: Message, run: list[Message] = run, head: list[Message] = head) -> int:
-                run.append(m)
-                messages.append(m)
-                return price([*head, *run])
-
-            def fits(m: Message, limit: int, run: list[Message] = run,
-                     head: list[Message] = head) -> bool:
-                return price([*head, *run, m]) <= limit
+            def cost_of(m: Message, run: list[Message] = run, head: list[Message] = head,
+                        used: int = 0) -> int:
+                """What ``m`` adds to the chunk so far (whole when it opens the chunk)."""
+                return marginal(m) if head or run or lead else price([m]) - used
 
             turns = draw(between(0, max_turns), label="turns before the limit")
             for _ in range(turns if segment == 0 else turns // 3):
                 position = len(messages) - start
                 m = user(target - used) if role(position) == "user" else answer()
-                if not fits(m, target - 24):
+                cost = cost_of(m, used=used)
+                if used + cost > target - 24:
                     break
-                used = add(m)
+                run.append(m)
+                messages.append(m)
+                used += cost
             # padding turns of at most a quarter chunk each, until the rest is at most
             # half a chunk: the tuned message that starts the next chunk leaves it room
             quarter = max(1, room // 4 // max(block, 1))
@@ -695,9 +708,12 @@ def _qwen_boundary(
                     m = Message("user", (run_of(max(1, n)),))
                 else:
                     m = answer()
-                if not fits(m, target - 24):
+                cost = cost_of(m, used=used)
+                if used + cost > target - 24:
                     break
-                used = add(m)
+                run.append(m)
+                messages.append(m)
+                used += cost
             word = draw(filler, label="filler word")
             text_first = draw(st.booleans(), label="text first")
             spare = draw(between(0, 2), label="blocks left to text")
@@ -706,24 +722,36 @@ def _qwen_boundary(
                     # a question waits for its answer: replaced below by a tuned turn
                     messages.pop()
                     run.pop()
-                    used = price([*head, *run])
                 elif not sft and target - used > 64:
-                    used = add(answer())  # the tuned message is a user's, with frames
+                    m = answer()  # the tuned message is a user's, with frames
+                    used += cost_of(m, used=used)
+                    run.append(m)
+                    messages.append(m)
             if sft and role(len(messages) - start) == "user":
                 n = (target - used - 60) // max(block, 1) - spare
-                used = add(Message("user", (run_of(n),)) if n > 0
-                           else Message("user", (TextItem("Next?"),)))
+                m = (Message("user", (run_of(n),)) if n > 0
+                     else Message("user", (TextItem("Next?"),)))
+                run.append(m)
+                messages.append(m)
+            used = price([*head, *run])  # the run so far, whole
             if target - used < 6:
                 break
-            before = used
+            tuned_role = role(len(messages) - start)
+            first_frame = frame[0]
+            tuned = _tuned(tuned_role, target - used, lambda m, u=used: cost_of(m, used=u),
+                           run_of, block, word, text_first, spare)
+            if price([*head, *run, tuned]) != used + cost_of(tuned, used=used):
+                # a template that is not a sum of its messages: tune against the whole run
+                frame[0] = first_frame
 
-            def cost(m: Message, run: list[Message] = run, head: list[Message] = head,
-                     before: int = before) -> int:
-                return price([*head, *run, m]) - before
+                def whole(m: Message, run: list[Message] = run, head: list[Message] = head,
+                          before: int = used) -> int:
+                    return price([*head, *run, m]) - before
 
-            tuned = _tuned(role(len(messages) - start), target - used, cost, run_of, block,
-                           word, text_first, spare)
-            add(tuned)
+                tuned = _tuned(tuned_role, target - used, whole, run_of, block, word,
+                               text_first, spare)
+            run.append(tuned)
+            messages.append(tuned)
             if delta < -3:
                 break  # the next message may join this chunk: no boundary to aim at
             carry = []
