@@ -21,6 +21,7 @@ most).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pytest_tokenguard.families.qwen_text import QwenTokenCounter
@@ -28,6 +29,8 @@ from pytest_tokenguard.families.qwen_text import QwenTokenCounter
 QWEN_MISTAKES = ("image pads only", "default system once", "area / 784",
                  "no generation prompt", "fixed max_pixels")
 DEFAULT_SYSTEM = [{"role": "system", "content": "You are a helpful assistant."}]
+#: a chunk's first message, to price what another message adds after it
+PROBE = [{"role": "system", "content": "."}]
 #: what the fixed-max_pixels splitter assumes, and where the checker runs it
 FIXED, CHECKED_AT = 200704, 401408
 
@@ -45,6 +48,8 @@ class QwenPlantedSplitter:
         self.counter = counter
         self.max_tokens = max_tokens
         self.mistake = mistake
+        self._at: dict[int, QwenTokenCounter] = {}
+        self._costs: dict[tuple[str, bool, int | None], int] = {}
         self.check_kwargs: dict[str, Any] = {}
         if mistake == "no generation prompt":
             self.check_kwargs["add_generation_prompt"] = True
@@ -53,25 +58,56 @@ class QwenPlantedSplitter:
     def __repr__(self) -> str:
         return f"QwenPlantedSplitter({self.mistake or 'right'!r})"
 
-    def price(self, chunk: list[dict[str, Any]], first: bool, max_pixels: int | None,
-              add_generation_prompt: bool) -> int:
-        counter = self.counter
+    def _counter(self, max_pixels: int | None) -> QwenTokenCounter:
         if self.mistake == "fixed max_pixels":
-            counter = counter.with_settings(max_pixels=FIXED)
-        elif max_pixels is not None and max_pixels != counter.max_pixels:
-            counter = counter.with_settings(max_pixels=max_pixels)
-        prompt = add_generation_prompt and self.mistake != "no generation prompt"
-        count = counter.conversation(chunk, add_generation_prompt=prompt)
-        exact = count.total
+            max_pixels = FIXED
+        if max_pixels is None or max_pixels == self.counter.max_pixels:
+            return self.counter
+        found = self._at.get(max_pixels)
+        if found is None:
+            found = self._at[max_pixels] = self.counter.with_settings(max_pixels=max_pixels)
+        return found
+
+    def message_cost(self, message: dict[str, Any], opens: bool, max_pixels: int | None
+                     ) -> int:
+        """What ``message`` adds to a chunk (everything, default system message included,
+        when it opens the chunk), as this splitter prices it. The ChatML template is a sum
+        of its messages (special tokens separate them), so a chunk costs the sum."""
+        key = (json.dumps(message, sort_keys=True), opens, max_pixels)
+        found = self._costs.get(key)
+        if found is not None:
+            return found
+        counter = self._counter(max_pixels)
+        if opens:
+            count = counter.conversation([message])
+            exact = count.total
+        else:
+            count = counter.conversation([*PROBE, message])
+            exact = count.total - counter.conversation(PROBE).total
         if self.mistake == "image pads only":
-            return exact - 2 * len(count.images)
-        if self.mistake == "default system once" and not first and chunk[0]["role"] != "system":
-            return exact - counter.conversation(DEFAULT_SYSTEM).total
+            exact -= 2 * len(count.images)
         if self.mistake == "area / 784":
             factor = counter.spec.image.factor
-            return exact + sum(min(image.width * image.height, image.max_pixels) // factor ** 2
-                               - image.image_tokens for image in count.images)
+            exact += sum(min(image.width * image.height, image.max_pixels) // factor ** 2
+                         - image.image_tokens for image in count.images)
+        self._costs[key] = exact
         return exact
+
+    def price(self, chunk: list[dict[str, Any]], first: bool, max_pixels: int | None,
+              add_generation_prompt: bool) -> int:
+        """The chunk as this splitter prices it."""
+        total = self.message_cost(chunk[0], True, max_pixels) + sum(
+            self.message_cost(m, False, max_pixels) for m in chunk[1:])
+        if self.mistake == "default system once" and not first and chunk[0]["role"] != "system":
+            total -= self._counter(max_pixels).conversation(DEFAULT_SYSTEM).total
+        if add_generation_prompt and self.mistake != "no generation prompt":
+            total += self._prompt(max_pixels)
+        return total
+
+    def _prompt(self, max_pixels: int | None) -> int:
+        counter = self._counter(max_pixels)
+        return (counter.conversation(PROBE, add_generation_prompt=True).total
+                - counter.conversation(PROBE).total)
 
     def __call__(self, messages: list[dict[str, Any]], max_pixels: int | None = None,
                  add_generation_prompt: bool = False) -> list[list[dict[str, Any]]]:
@@ -82,15 +118,17 @@ class QwenPlantedSplitter:
             max_pixels = None  # the mistake: the setting checked is not looked at
         chunks: list[list[dict[str, Any]]] = []
         run: list[dict[str, Any]] = []
+        used = 0
         for message in messages:
             if self.price([message], not chunks and not run, max_pixels, prompt) \
                     > self.max_tokens:
                 raise SplitError("a message is too large for any chunk")
-            if run and self.price([*run, message], not chunks, max_pixels, prompt) \
-                    > self.max_tokens:
+            if run and used + self.message_cost(message, False, max_pixels) > self.max_tokens:
                 chunks.append(run)
                 run = []
             run.append(message)
+            used = self.price(run, not chunks, max_pixels, prompt) if len(run) == 1 else (
+                used + self.message_cost(message, False, max_pixels))
         if run:
             chunks.append(run)
         return chunks

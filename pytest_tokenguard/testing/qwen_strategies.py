@@ -613,6 +613,17 @@ def _qwen_boundary(
             found = added[m] = counter.conversation((*probe, m)).total - probe_tokens
         return found
 
+    alone: dict[Message | None, int] = {}
+
+    def planned(messages: Sequence[Message]) -> int:
+        """``price(messages)`` as the sum of its messages' costs (checked whole later)."""
+        if not lead and not messages:
+            return 0
+        first = None if lead else messages[0]
+        if first not in alone:
+            alone[first] = price(() if first is None else (first,))
+        return alone[first] + sum(marginal(m) for m in messages[0 if lead else 1:])
+
     user_text = st.sampled_from(QUESTIONS) | texts(max_size=30, unicode=False)
     answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
     text_item = st.builds(TextItem, user_text)
@@ -632,6 +643,11 @@ def _qwen_boundary(
     def build(draw: Any) -> Conversation:
         video = draw(frame_size, label="frame size")
         block = counter.image(*video).block_tokens
+        if block * 256 < max_tokens:
+            # thousands of tiny frames a chunk make every pricing slow and test nothing
+            # more: tiny sizes stay for single images
+            video = VIDEO_SIZES[0]
+            block = counter.image(*video).block_tokens
         frame = [draw(between(0, 500), label="first frame")]
 
         def run_of(n: int) -> FramesItem:
@@ -680,7 +696,7 @@ def _qwen_boundary(
             target = max_tokens + delta
             head = [*context, *(opening if segment == 0 else []), *carry]
             run: list[Message] = []
-            used = price(head)
+            used = planned(head)
 
             def cost_of(m: Message, run: list[Message] = run, head: list[Message] = head,
                         used: int = 0) -> int:
@@ -733,15 +749,18 @@ def _qwen_boundary(
                      else Message("user", (TextItem("Next?"),)))
                 run.append(m)
                 messages.append(m)
-            used = price([*head, *run])  # the run so far, whole
+            used = planned([*head, *run])
             if target - used < 6:
                 break
             tuned_role = role(len(messages) - start)
             first_frame = frame[0]
             tuned = _tuned(tuned_role, target - used, lambda m, u=used: cost_of(m, used=u),
                            run_of, block, word, text_first, spare)
-            if price([*head, *run, tuned]) != used + cost_of(tuned, used=used):
+            if price([*head, *run, tuned]) != planned([*head, *run, tuned]):
                 # a template that is not a sum of its messages: tune against the whole run
+                used = price([*head, *run])
+                if target - used < 6:
+                    break
                 frame[0] = first_frame
 
                 def whole(m: Message, run: list[Message] = run, head: list[Message] = head,
@@ -759,7 +778,7 @@ def _qwen_boundary(
                 carry = [tuned]
                 if sft and len(run) >= 2 and run[-2].role == "user":
                     carry = [run[-2], tuned]
-                if price([*context, *carry]) > max_tokens:
+                if planned([*context, *carry]) > max_tokens:
                     break
         if oversized and draw(between(0, 2), label="oversized") == 2:
             if role(len(messages) - start) == "assistant":
