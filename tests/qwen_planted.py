@@ -132,3 +132,41 @@ class QwenPlantedSplitter:
         if run:
             chunks.append(run)
         return chunks
+
+
+def qwen_sft_split(counter: QwenTokenCounter, max_tokens: int
+                   ) -> Any:
+    """A right SFT splitter for Qwen-VL: whole turns (questions, then the answer) packed
+    greedily, the opening system messages repeated in every chunk, each chunk priced whole
+    by the exact counter; a turn too large for any chunk is refused."""
+
+    def split(messages: list[dict[str, Any]], max_pixels: int | None = None
+              ) -> list[list[dict[str, Any]]]:
+        from pytest_tokenguard.splitting import SplitError
+
+        c = counter if max_pixels is None else counter.with_settings(max_pixels=max_pixels)
+        first = 0
+        while first < len(messages) and messages[first]["role"] == "system":
+            first += 1
+        system, turns, turn = messages[:first], [], []
+        for message in messages[first:]:
+            turn.append(message)
+            if message["role"] == "assistant":
+                turns.append(turn)
+                turn = []
+        if turn:
+            raise SplitError("the last turn has no answer")
+        chunks: list[list[dict[str, Any]]] = []
+        run: list[dict[str, Any]] = []
+        for whole in turns:
+            if c.conversation([*system, *whole]).total > max_tokens:
+                raise SplitError("a turn is too large for any chunk")
+            if run and c.conversation([*system, *run, *whole]).total > max_tokens:
+                chunks.append([*system, *run])
+                run = []
+            run.extend(whole)
+        if run:
+            chunks.append([*system, *run])
+        return chunks
+
+    return split

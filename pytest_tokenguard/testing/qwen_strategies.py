@@ -533,8 +533,9 @@ def qwen_boundary_conversations(
 def qwen_boundary_examples(counter: QwenTokenCounter, max_tokens: int = 4096,
                            **kwargs: Any) -> list[Conversation]:
     """The simplest conversations of :func:`qwen_boundary_conversations` (same arguments)
-    with one, two and three runs at the limit, each ``deltas[0]`` tokens over, and one with
-    a message too large for a chunk: what a checker tries first on every run."""
+    with one, two and three runs at the limit, each ``deltas[0]`` tokens over, one with a
+    message too large for a chunk, and two runs after an opening system message: what a
+    checker tries first on every run."""
     return _qwen_boundary(counter, max_tokens, examples=True,
                           **kwargs)  # type: ignore[return-value]
 
@@ -796,5 +797,8 @@ def _qwen_boundary(
     if examples:
         return [build(_Simplest(overrides)) for overrides in (
             {"chunks at the limit": 1}, {"chunks at the limit": 2}, {"chunks at the limit": 3},
-            {"chunks at the limit": 1, "oversized": 2})]
+            {"chunks at the limit": 1, "oversized": 2},
+            # an opening system message: it replaces the template's default one in the
+            # first chunk (and in SFT mode starts every chunk)
+            {"chunks at the limit": 2, "system prompt": 3})]
     return st.composite(build)()

@@ -255,7 +255,7 @@ def test_bench_checker_on_planted_qwen_splitters(benchmark: Any, mistake: str | 
     settings with a BPE stand-in tokenizer (tests/qwen_helpers.py).
 
     For a mistake, two numbers as for SmolVLM2: the examples tried until the first failure
-    (no shrinking; the first four are the explicit examples) and the seconds to the report
+    (no shrinking; the first five are the explicit examples) and the seconds to the report
     (shrinking included). For the right splitter: the seconds of a whole passing run.
     """
     from pytest_tokenguard.families.qwen_text import QwenTokenCounter

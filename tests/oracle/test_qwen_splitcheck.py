@@ -30,7 +30,13 @@ from pytest_tokenguard.testing.splitcheck import (
     check_splitter,
 )
 from tests.qwen_helpers import chat_processor, qwen_input_ids
-from tests.qwen_planted import CHECKED_AT, DEFAULT_SYSTEM, QWEN_MISTAKES, QwenPlantedSplitter
+from tests.qwen_planted import (
+    CHECKED_AT,
+    DEFAULT_SYSTEM,
+    QWEN_MISTAKES,
+    QwenPlantedSplitter,
+    qwen_sft_split,
+)
 
 MODELS = ["Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"]
 MAX_TOKENS = 4096
@@ -173,3 +179,31 @@ def test_the_run_is_kept_out_of_the_baseline() -> None:
     notes = generated.take()
     assert notes
     assert f"max_pixels {CHECKED_AT}, max_tokens {MAX_TOKENS}" in str(notes[0])
+
+
+def test_sft_conversations_and_a_right_sft_splitter() -> None:
+    """In SFT mode the strategy ends runs and conversations on answers, and a right turn
+    packer passes (its refusals only where a turn cannot fit); one that drops the opening
+    system message from later chunks fails."""
+    model = MODELS[0]
+    c = counter_of(model)
+    search = settings(database=None, max_examples=30, derandomize=True,
+                      suppress_health_check=list(HealthCheck), deadline=None)
+    system_first = find(qst.qwen_boundary_conversations(c, MAX_TOKENS, sft=True),
+                        lambda conv: conv[0].role == "system" and len(conv) > 4,
+                        settings=search)
+    assert system_first[-1].role == "assistant"
+    proc = chat_processor(model, "bpe")
+    right = qwen_sft_split(c, MAX_TOKENS)
+    report = check_splitter(right, proc, MAX_TOKENS, sft=True, max_examples=10,
+                            max_pixels=CHECKED_AT)
+    assert report.confirmed >= 1
+
+    def forgets_the_system(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        chunks = right(messages)
+        return [chunks[0], *[[m for m in chunk if m["role"] != "system"]
+                             for chunk in chunks[1:]]]
+
+    with pytest.raises(SplitterCheckError, match="does not start with the leading context"):
+        check_splitter(forgets_the_system, proc, MAX_TOKENS, sft=True, max_examples=30,
+                       max_pixels=CHECKED_AT)
