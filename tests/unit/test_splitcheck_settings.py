@@ -62,7 +62,7 @@ def test_settings_of_the_other_family_fail_at_once() -> None:
     check = SplitterChecker(lambda edge: pytest.fail("nothing is loaded"), resolutions=[384])
     with pytest.raises(ValueError, match="max_pixels/min_pixels are Qwen-VL settings"):
         check(lambda messages: [messages], 4096, max_pixels=[200704])
-    with pytest.raises(ValueError, match="must be a Qwen2-VL, Qwen2.5-VL or Qwen3-VL"):
+    with pytest.raises(ValueError, match=r"must be a Qwen2-VL, Qwen2\.5-VL or Qwen3-VL"):
         check(lambda messages: [messages], 4096, processor=object())
 
 
