@@ -242,8 +242,9 @@ class VideoItem:
     path: str | None = None
     #: where ``path`` was found (relative paths resolve against a base folder)
     file: str | None = field(default=None, compare=False, repr=False)
-    #: the frame size (``width``/``height`` in JSON, or read from the file): what a
-    #: Qwen-VL video costs depends on it; SmolVLM2 resizes frames and does not ask
+    #: the frame size as given (``width``/``height`` in JSON; checked against a file that
+    #: exists): what a Qwen-VL video costs depends on it (without it the Qwen counter reads
+    #: the file's); SmolVLM2 resizes every frame and does not ask
     width: int | None = None
     height: int | None = None
 

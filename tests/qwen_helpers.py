@@ -21,6 +21,8 @@ import warnings
 from functools import cache
 from typing import Any
 
+from hypothesis import strategies as st
+
 from pytest_tokenguard.families.qwen import KNOWN_QWEN_SPECS, QwenSpec
 
 #: What each checkpoint publishes (preprocessor_config.json, video_preprocessor_config.json
@@ -223,3 +225,78 @@ def qwen_input_ids(proc: Any, messages: Any, *, add_generation_prompt: bool = Fa
         warnings.simplefilter("ignore")
         out = proc(text=[rendered], return_tensors="pt", **kwargs)
     return [int(i) for i in out["input_ids"][0]]
+
+
+# ------------------------------------------------------------------ strategies
+
+#: phone photos (both orientations), screenshots, and the edges of the 28/32 factor
+PHONE = [(4032, 3024), (3024, 4032), (1170, 2532), (1080, 1920), (4000, 3000)]
+SIDES = st.integers(1, 1600) | st.sampled_from([1, 27, 28, 29, 31, 32, 33, 56, 448])
+IMAGE_SIZES = st.tuples(SIDES, SIDES) | st.sampled_from(PHONE)
+#: text the tokenizer and template meet: unicode, whitespace runs, ChatML's own specials,
+#: and the characters of a Qwen3-VL timestamp (``<0.5 seconds>``)
+TEXTS = st.text(st.characters(exclude_categories=["Cs"]), max_size=30) | st.sampled_from(
+    ["", " ", "\n", "\n\n", " \t ", "<", "seconds>", "0.5", "你好\uff0c世界", "é\u0301",
+     "<|im_end|>", "<|vision_end|>x", "\u2028", "  trailing  "])
+PIXELS = st.sampled_from([(None, None), (None, 50176), (None, 230400), (None, 1003520),
+                          (200704, None), (3136, 12544), (65536, 262144)])
+
+
+def text_item(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+@st.composite
+def qwen_videos(draw: st.DrawFn) -> dict[str, Any]:
+    total = draw(st.integers(1, 40))
+    fps = draw(st.sampled_from([1.0, 2.0, 10.0, 24.0, 30000 / 1001, 30.0]))
+    item: dict[str, Any] = {"type": "video", "total_frames": total, "fps": fps,
+                            "width": draw(st.integers(8, 120)),
+                            "height": draw(st.integers(8, 120))}
+    sampling = draw(st.sampled_from(["default", "num_frames", "sample_fps"]))
+    if sampling == "num_frames":
+        item["num_frames"] = draw(st.integers(1, 12))
+    elif sampling == "sample_fps":
+        item["sample_fps"] = draw(st.sampled_from([0.5, 1.0, 2.0, 4.0]))
+    if total > 4 and draw(st.booleans()):
+        start = draw(st.integers(0, total - 2))
+        item["start"], item["end"] = start, draw(st.integers(start + 1, total))
+    return item
+
+
+@st.composite
+def conversations(draw: st.DrawFn, videos: bool) -> list[dict[str, Any]]:
+    """0-6 images of random sizes among 1-5 messages (system or not, string content or
+    items, frames sent as images), at most one video."""
+    messages: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        system = draw(TEXTS) or "Be brief."
+        messages.append({"role": "system", "content": system if draw(st.booleans())
+                         else [text_item(system)]})
+    budget = draw(st.integers(0, 6))
+    video_left = videos and draw(st.booleans())
+    for turn in range(draw(st.integers(1, 4))):
+        role = "user" if turn % 2 == 0 else "assistant"
+        if draw(st.integers(0, 4)) == 0:
+            messages.append({"role": role, "content": draw(TEXTS) or "ok"})
+            continue
+        content: list[dict[str, Any]] = []
+        for _ in range(draw(st.integers(1, 4))):
+            kind = draw(st.sampled_from(["text", "text", "image", "frames", "video"]))
+            if kind == "image" and budget:
+                width, height = draw(IMAGE_SIZES)
+                content.append({"type": "image", "width": width, "height": height})
+                budget -= 1
+            elif kind == "frames" and budget >= 2:
+                width, height = draw(IMAGE_SIZES)
+                start = draw(st.integers(0, 100))
+                content.append({"type": "frames", "start": start, "end": start + 2,
+                                "width": width, "height": height})
+                budget -= 2
+            elif kind == "video" and video_left:
+                content.append(draw(qwen_videos()))
+                video_left = False
+            else:
+                content.append(text_item(draw(TEXTS)))
+        messages.append({"role": role, "content": content})
+    return messages

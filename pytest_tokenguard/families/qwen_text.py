@@ -39,6 +39,7 @@ transformers is imported only when a counter is built from a folder.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -294,16 +295,19 @@ class QwenTokenCounter:
     # ------------------------------------------------------------------ conversations
 
     def parse(self, messages: Sequence[MessageLike] | Conversation, *,
-              label: str = "message") -> Conversation:
+              label: str = "message",
+              base_dir: str | os.PathLike[str] | None = None) -> Conversation:
         """The messages validated (:func:`~pytest_tokenguard.conversation.parse_message`)
-        and checked for what the Qwen processor refuses in text."""
+        and checked for what the Qwen processor refuses in text; relative paths resolve
+        against ``base_dir``."""
         if isinstance(messages, Mapping | str | bytes):
             raise ConversationError(
                 f"a conversation is a list of messages, got {type(messages).__name__}; for a "
                 "JSON object with 'messages', pass its 'messages' list")
         # message by message: SmolVLM2's refusal of string content beside a video
         # (check_video_strings) is about transformers' SmolVLM template, not Qwen's
-        parsed = tuple(parse_message(m, i, label=label) for i, m in enumerate(messages))
+        parsed = tuple(parse_message(m, i, label=label, base_dir=base_dir)
+                       for i, m in enumerate(messages))
         images = 0
         for index, message in enumerate(parsed):
             images += message.images

@@ -30,83 +30,18 @@ from pytest_tokenguard.errors import (
 from pytest_tokenguard.families.qwen import IMAGE_PAD, VIDEO_PAD, QwenRefusal
 from pytest_tokenguard.families.qwen_text import QwenTokenCounter
 from pytest_tokenguard.testing.profiles import processor_examples
-from tests.qwen_helpers import GENERATIONS, chat_processor, qwen_input_ids
+from tests.qwen_helpers import (
+    GENERATIONS,
+    PIXELS,
+    chat_processor,
+    conversations,
+    qwen_input_ids,
+    qwen_videos,
+    text_item,
+)
 
 MODELS = list(GENERATIONS.values())
 VIDEO_MODELS = ["Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"]
-
-#: phone photos (both orientations), screenshots, and the edges of the 28/32 factor
-PHONE = [(4032, 3024), (3024, 4032), (1170, 2532), (1080, 1920), (4000, 3000)]
-SIDES = st.integers(1, 1600) | st.sampled_from([1, 27, 28, 29, 31, 32, 33, 56, 448])
-IMAGE_SIZES = st.tuples(SIDES, SIDES) | st.sampled_from(PHONE)
-#: text the tokenizer and template meet: unicode, whitespace runs, ChatML's own specials,
-#: and the characters of a Qwen3-VL timestamp (``<0.5 seconds>``)
-TEXTS = st.text(st.characters(exclude_categories=["Cs"]), max_size=30) | st.sampled_from(
-    ["", " ", "\n", "\n\n", " \t ", "<", "seconds>", "0.5", "你好\uff0c世界", "é\u0301",
-     "<|im_end|>", "<|vision_end|>x", "\u2028", "  trailing  "])
-PIXELS = st.sampled_from([(None, None), (None, 50176), (None, 230400), (None, 1003520),
-                          (200704, None), (3136, 12544), (65536, 262144)])
-
-
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text}
-
-
-@st.composite
-def qwen_videos(draw: st.DrawFn) -> dict[str, Any]:
-    total = draw(st.integers(1, 40))
-    fps = draw(st.sampled_from([1.0, 2.0, 10.0, 24.0, 30000 / 1001, 30.0]))
-    item: dict[str, Any] = {"type": "video", "total_frames": total, "fps": fps,
-                            "width": draw(st.integers(8, 120)),
-                            "height": draw(st.integers(8, 120))}
-    sampling = draw(st.sampled_from(["default", "num_frames", "sample_fps"]))
-    if sampling == "num_frames":
-        item["num_frames"] = draw(st.integers(1, 12))
-    elif sampling == "sample_fps":
-        item["sample_fps"] = draw(st.sampled_from([0.5, 1.0, 2.0, 4.0]))
-    if total > 4 and draw(st.booleans()):
-        start = draw(st.integers(0, total - 2))
-        item["start"], item["end"] = start, draw(st.integers(start + 1, total))
-    return item
-
-
-@st.composite
-def conversations(draw: st.DrawFn, videos: bool) -> list[dict[str, Any]]:
-    """0-6 images of random sizes among 1-5 messages (system or not, string content or
-    items, frames sent as images), at most one video."""
-    messages: list[dict[str, Any]] = []
-    if draw(st.booleans()):
-        system = draw(TEXTS) or "Be brief."
-        messages.append({"role": "system", "content": system if draw(st.booleans())
-                         else [_text(system)]})
-    budget = draw(st.integers(0, 6))
-    video_left = videos and draw(st.booleans())
-    for turn in range(draw(st.integers(1, 4))):
-        role = "user" if turn % 2 == 0 else "assistant"
-        if draw(st.integers(0, 4)) == 0:
-            messages.append({"role": role, "content": draw(TEXTS) or "ok"})
-            continue
-        content: list[dict[str, Any]] = []
-        for _ in range(draw(st.integers(1, 4))):
-            kind = draw(st.sampled_from(["text", "text", "image", "frames", "video"]))
-            if kind == "image" and budget:
-                width, height = draw(IMAGE_SIZES)
-                content.append({"type": "image", "width": width, "height": height})
-                budget -= 1
-            elif kind == "frames" and budget >= 2:
-                width, height = draw(IMAGE_SIZES)
-                start = draw(st.integers(0, 100))
-                content.append({"type": "frames", "start": start, "end": start + 2,
-                                "width": width, "height": height})
-                budget -= 2
-            elif kind == "video" and video_left:
-                content.append(draw(qwen_videos()))
-                video_left = False
-            else:
-                content.append(_text(draw(TEXTS)))
-        messages.append({"role": role, "content": content})
-    return messages
-
 
 def _both(counter: QwenTokenCounter, proc: Any, messages: list[dict[str, Any]],
           add_generation_prompt: bool, low: int | None, high: int | None) -> None:
@@ -137,10 +72,10 @@ def _both(counter: QwenTokenCounter, proc: Any, messages: list[dict[str, Any]],
 @settings(max_examples=processor_examples(25), deadline=None)
 @given(messages=conversations(videos=False), generation=st.booleans(), pixels=PIXELS)
 @example(messages=[{"role": "user", "content": [{"type": "image", "width": 4032,
-                                                   "height": 3024}, _text("What is this?")]}],
+                                                   "height": 3024}, text_item("What is this?")]}],
          generation=True, pixels=(None, None))  # a phone photo at the processor's defaults
 @example(messages=[{"role": "user", "content": "Hi"}], generation=False, pixels=(None, None))
-@example(messages=[{"role": "system", "content": [_text("S")]},
+@example(messages=[{"role": "system", "content": [text_item("S")]},
                    {"role": "user", "content": [{"type": "image", "width": 201, "height": 1}]}],
          generation=False, pixels=(None, None))  # aspect ratio over 200: both refuse
 def test_conversations_equal_the_processor(model: str, tokenizer: str,
@@ -158,10 +93,10 @@ def test_conversations_equal_the_processor(model: str, tokenizer: str,
 @settings(max_examples=processor_examples(25), deadline=None)
 @given(messages=conversations(videos=True), generation=st.booleans(), pixels=PIXELS,
        video=qwen_videos())
-@example(messages=[{"role": "user", "content": [_text("Look:\n")]}], generation=True,
+@example(messages=[{"role": "user", "content": [text_item("Look:\n")]}], generation=True,
          pixels=(None, None), video={"type": "video", "total_frames": 30, "fps": 10.0,
                                      "width": 64, "height": 48})
-@example(messages=[{"role": "user", "content": [_text("x")]}], generation=False,
+@example(messages=[{"role": "user", "content": [text_item("x")]}], generation=False,
          pixels=(None, None), video={"type": "video", "total_frames": 1, "fps": 10.0,
                                      "width": 64, "height": 48})  # one frame: Qwen3-VL refuses
 def test_conversations_with_a_video_equal_the_processor(
@@ -209,7 +144,7 @@ def test_breakdown_adds_up_and_names_the_blocks() -> None:
     messages = [{"role": "user", "content": [
         {"type": "image", "width": 640, "height": 480},
         {"type": "video", "total_frames": 20, "fps": 10.0, "width": 64, "height": 64},
-        _text("Both?")]}]
+        text_item("Both?")]}]
     count = counter.conversation(messages)
     assert count.total == len(qwen_input_ids(proc, messages))
     image = counter.image(640, 480)
@@ -238,7 +173,7 @@ def test_text_is_the_tokenizers_count() -> None:
 def test_placeholder_in_text_is_refused_as_the_processor_refuses_it(pad: str) -> None:
     proc = chat_processor("Qwen/Qwen2.5-VL-7B-Instruct")
     counter = QwenTokenCounter.from_processor(proc)
-    messages = [{"role": "user", "content": [_text(f"see {pad} here")]}]
+    messages = [{"role": "user", "content": [text_item(f"see {pad} here")]}]
     with pytest.raises((ValueError, IndexError, TypeError)):
         qwen_input_ids(proc, messages)  # the processor raises: no image or video goes with it
     with pytest.raises(ConversationError, match=r"^message 0, item 0: the text contains "):
@@ -248,7 +183,7 @@ def test_placeholder_in_text_is_refused_as_the_processor_refuses_it(pad: str) ->
 def test_video_without_a_frame_size_is_refused_by_name() -> None:
     counter = QwenTokenCounter.from_processor(chat_processor("Qwen/Qwen2.5-VL-7B-Instruct"))
     messages = [{"role": "user", "content": [
-        _text("x"), {"type": "video", "total_frames": 10, "fps": 5.0}]}]
+        text_item("x"), {"type": "video", "total_frames": 10, "fps": 5.0}]}]
     with pytest.raises(ConversationError, match=r"^message 0, item 1: video.*frame size.*"
                                                 r"give 'width' and 'height'"):
         counter.conversation(messages)
@@ -267,7 +202,7 @@ def test_videos_sampled_differently_are_refused() -> None:
 
 def test_refused_image_names_the_item() -> None:
     counter = QwenTokenCounter.from_processor(chat_processor("Qwen/Qwen2-VL-2B-Instruct"))
-    messages = [{"role": "user", "content": [_text("x"), {"type": "image", "width": 500,
+    messages = [{"role": "user", "content": [text_item("x"), {"type": "image", "width": 500,
                                                           "height": 2}]}]
     with pytest.raises(QwenRefusal, match=r"^message 0, item 1: the Qwen processor refuses this "
                                           r"image: absolute aspect ratio must be smaller than "
@@ -324,7 +259,7 @@ def test_from_model_reads_a_checkpoint_folder(tmp_path: Any) -> None:
         warnings.simplefilter("ignore")
         loaded = AutoProcessor.from_pretrained(tmp_path)
     messages = [{"role": "user", "content": [
-        {"type": "image", "width": 4032, "height": 3024}, _text("Describe it.")]}]
+        {"type": "image", "width": 4032, "height": 3024}, text_item("Describe it.")]}]
     assert counter.conversation(messages, add_generation_prompt=True).total == len(
         qwen_input_ids(loaded, messages, add_generation_prompt=True, max_pixels=230400))
     assert counter.model == str(tmp_path)
@@ -344,3 +279,27 @@ def test_from_model_without_a_tokenizer_is_refused_by_name(tmp_path: Any,
     with pytest.raises(SpecError, match="is a smolvlm model"):
         QwenTokenCounter.from_model("HuggingFaceTB/SmolVLM2-2.2B-Instruct")
     assert issubclass(QwenRefusal, InputError)
+
+
+def test_from_model_reads_the_hub_cache(tmp_path: Any, monkeypatch: Any) -> None:
+    """A hub id whose snapshot is in the hub cache counts with that snapshot's tokenizer
+    and template (offline), named by the hub id."""
+    import json
+
+    model = "Qwen/Qwen3-VL-8B-Instruct"
+    snapshot = (tmp_path / "hub" / "models--Qwen--Qwen3-VL-8B-Instruct" / "snapshots"
+                / "0123abc")
+    proc = chat_processor(model, "bpe")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proc.save_pretrained(snapshot)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    counter = QwenTokenCounter.from_model(model)
+    messages = [{"role": "user", "content": [
+        {"type": "video", "total_frames": 24, "fps": 8.0, "width": 96, "height": 64},
+        text_item("What happens?")]}]
+    assert counter.conversation(messages).total == len(qwen_input_ids(proc, messages))
+    assert counter.model == model
+    assert counter.spec.generation == "qwen3_vl"
