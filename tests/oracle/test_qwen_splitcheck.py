@@ -207,3 +207,22 @@ def test_sft_conversations_and_a_right_sft_splitter() -> None:
     with pytest.raises(SplitterCheckError, match="does not start with the leading context"):
         check_splitter(forgets_the_system, proc, MAX_TOKENS, sft=True, max_examples=30,
                        max_pixels=CHECKED_AT)
+
+
+@pytest.mark.parametrize(("model", "sft"), [(MODELS[0], False), (MODELS[1], True)],
+                         ids=["qwen2.5-vl-plain", "qwen3-vl-sft"])
+def test_tokenguards_own_split_passes(model: str, sft: bool) -> None:
+    """``split`` with a ``QwenTokenCounter`` at the setting checked passes, its refusals
+    counted (each a message or turn too large for any chunk)."""
+    from pytest_tokenguard.splitting import split
+
+    c = counter_of(model, None)
+
+    def my_split(messages: list[dict[str, Any]], max_pixels: int) -> Any:
+        return split(messages, MAX_TOKENS, counter=c.with_settings(max_pixels=max_pixels),
+                     sft=sft)
+
+    report = check_splitter(my_split, chat_processor(model, "bpe"), MAX_TOKENS, sft=sft,
+                            max_pixels=CHECKED_AT, max_examples=12)
+    assert report.max_pixels == CHECKED_AT
+    assert report.confirmed >= 1
