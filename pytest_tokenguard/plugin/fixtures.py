@@ -257,6 +257,9 @@ def tokenguard_check_splitter(request: pytest.FixtureRequest) -> SplitterChecker
     ``SplitError`` (``refuses=``); refusals are reported, not failures, unless the
     conversation could have been split. Tests that use it are kept out of the tokenguard
     baseline (their figures come from generated examples).
+
+    A Qwen-VL splitter: pass the Qwen processor your code calls, ``processor=...``, and the
+    settings to check, ``max_pixels=[200704, ...]`` (one run each).
     """
     from ..testing.splitcheck import SplitterChecker
 

@@ -71,6 +71,7 @@ from ..sequence import _facts, base_tokens, count_conversation, message_cost, pr
 from ..splitting import ASSISTANT, SYSTEM, Chunk, _middle, is_prefix, runs
 from ..tokens import TokenCounter
 from . import generated
+from .qwen_oracle import QwenOracle
 
 __all__ = [
     "ChunkLike",
@@ -86,8 +87,11 @@ ChunkLike: TypeAlias = Chunk | Sequence[MessageLike] | Mapping[str, Any] | Any
 SplitFunction: TypeAlias = Callable[..., Iterable[ChunkLike]]
 Refusals: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
 #: What a check needs: a counter (its processor is the oracle), a loaded processor, or
-#: a bare processor (then every chunk is counted by running it).
+#: a bare processor (then every chunk is counted by running it); for Qwen-VL a Qwen
+#: processor, a ``QwenTokenCounter`` or a ``QwenOracle``.
 Oracle: TypeAlias = TokenCounter | LoadedProcessor | Any
+#: What prices chunks exactly: SmolVLM2's calculator, or a Qwen-VL oracle's counter.
+Calculator: TypeAlias = "TokenCounter | QwenOracle"
 
 
 # ------------------------------------------------------------------ failures
@@ -110,7 +114,7 @@ class _Failure:
     overflow: bool = False
     prompt: bool = False  # counted with the generation prompt
 
-    def message(self, max_tokens: int, longest_edge: int | None) -> str:
+    def message(self, max_tokens: int, longest_edge: int | str | None) -> str:
         headline = self.headline
         if self.overflow:
             count = self.real if self.real is not None else self.calculated
@@ -123,7 +127,9 @@ class _Failure:
         if self.chunk is not None and (self.overflow or self.claimed is not None):
             notes.append(f"the splitter claimed {self.claimed} tokens" if self.claimed is not None
                          else "the splitter claimed no count")
-        if longest_edge is not None:
+        if isinstance(longest_edge, str):  # another family's setting: "max_pixels N"
+            notes.append(longest_edge)
+        elif longest_edge is not None:
             notes.append(f"longest_edge {longest_edge}")
         lines = [headline + (f" ({'; '.join(notes)})" if notes else "")]
         if self.detail:
@@ -133,9 +139,13 @@ class _Failure:
                      else _dump(self.chunk_json))
             lines.append(f"chunk {self.chunk}: {shown}")
         lines.append(f"conversation (shrunk): {_dump(self.conversation)}")
+        qwen = (longest_edge.split()[1] if isinstance(longest_edge, str)
+                and longest_edge.startswith("max_pixels ") else None)
         lines.append("to reproduce, paste the conversation into a test: check_chunks("
-                     "conversation, my_split(conversation), counter, "
-                     f"{max_tokens}{', sft=True' if 'SFT' in self.headline else ''})")
+                     "conversation, my_split(conversation), "
+                     + ("processor" if qwen else "counter") + f", {max_tokens}"
+                     + (", sft=True" if "SFT" in self.headline else "")
+                     + (f", max_pixels={qwen}" if qwen else "") + ")")
         return "\n".join(lines)
 
 
@@ -161,8 +171,20 @@ def _unjson(value: Any) -> Any:
 # ------------------------------------------------------------------ oracles
 
 
-def _oracle(against: Oracle) -> tuple[Any, TokenCounter | None, int | None]:
-    """(processor, exact calculator or None, longest_edge) from what the user passed."""
+def _oracle(against: Oracle, min_pixels: int | None = None, max_pixels: int | None = None,
+            ) -> tuple[Any, Calculator | None, int | str | None]:
+    """(processor, exact calculator or None, longest_edge) from what the user passed; for
+    Qwen-VL (a processor, a ``QwenTokenCounter`` or a ``QwenOracle``, at ``min_pixels``/
+    ``max_pixels``) the oracle is both the processor and the calculator, and the setting
+    is ``"max_pixels N"``."""
+    from .qwen_oracle import qwen_oracle
+
+    qwen = qwen_oracle(against, min_pixels=min_pixels, max_pixels=max_pixels)
+    if qwen is not None:
+        return qwen, qwen, qwen.setting
+    if min_pixels is not None or max_pixels is not None:
+        raise TemplateError("min_pixels/max_pixels are Qwen-VL settings; this is not a Qwen-VL "
+                            "processor or counter (SmolVLM2's setting is its longest_edge)")
     if isinstance(against, TokenCounter):
         counter: TokenCounter | None = against
     elif isinstance(against, LoadedProcessor):
@@ -483,7 +505,7 @@ def _sft_failure(number: int, chunks: _Chunks, what: str, conversation: Any) -> 
 def _inspect(
     conversation: Any,
     chunks: Iterable[ChunkLike],
-    counter: TokenCounter | None,
+    counter: Calculator | None,
     processor: Any,
     max_tokens: int,
     lead: Conversation,
@@ -524,9 +546,10 @@ def _inspect(
     counts: list[int] = []
     for number, parsed in enumerate(read.parsed):
         if counter is not None and not processor_counts:
-            exact = count_conversation(parsed, counter,
-                                       add_generation_prompt=add_generation_prompt).total
+            exact = _exact(counter, parsed, add_generation_prompt)
             real = None
+        elif isinstance(processor, QwenOracle) and processor.processor is None:
+            exact, real = processor.exact(parsed, add_generation_prompt), None
         else:
             exact = real = _processor_count(processor, parsed, add_generation_prompt, cache)
         counts.append(exact)
@@ -546,12 +569,31 @@ def _inspect(
     return tuple(counts), read, None
 
 
+def _exact(counter: Calculator, messages: Conversation, add_generation_prompt: bool) -> int:
+    """The exact calculator's count of one chunk (SmolVLM2's or a Qwen-VL counter's)."""
+    if isinstance(counter, QwenOracle):
+        return counter.exact(messages, add_generation_prompt)
+    return count_conversation(messages, counter,
+                              add_generation_prompt=add_generation_prompt).total
+
+
+def _has_processor(processor: Any) -> bool:
+    """Whether the real processor can count (a Qwen oracle built from a counter alone
+    cannot)."""
+    return not (isinstance(processor, QwenOracle) and processor.processor is None)
+
+
 def _processor_count(processor: Any, messages: Conversation, add_generation_prompt: bool,
                      cache: dict[str, int] | None = None) -> int:
     key = _dump(to_dicts(messages)) + ("+prompt" if add_generation_prompt else "")
     if cache is not None and key in cache:
         return cache[key]
-    real = processor_count(processor, messages, add_generation_prompt=add_generation_prompt)
+    if isinstance(processor, QwenOracle):
+        counted = processor.real(messages, add_generation_prompt)
+        assert counted is not None, "a Qwen oracle without a processor"
+        real = counted
+    else:
+        real = processor_count(processor, messages, add_generation_prompt=add_generation_prompt)
     if cache is not None and len(cache) < 4096:
         cache[key] = real
     return real
@@ -559,7 +601,7 @@ def _processor_count(processor: Any, messages: Conversation, add_generation_prom
 
 def _finish(failure: _Failure, processor: Any, add_generation_prompt: bool) -> _Failure:
     """Count the offending chunk with the real processor, once, for the report."""
-    if failure.chunk_messages is not None and failure.real is None:
+    if failure.chunk_messages is not None and failure.real is None and _has_processor(processor):
         failure.real = _processor_count(processor, failure.chunk_messages, add_generation_prompt)
     return failure
 
@@ -576,6 +618,8 @@ def check_chunks(
     processor_counts: bool | None = None,
     counter: TokenCounter | None = None,
     cache: dict[str, int] | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[int, ...]:
     """Each chunk's exact token count; raises :class:`SplitterCheckError` if a chunk is
     over ``max_tokens``, claims fewer tokens than it has, lacks the leading context, or if
@@ -592,13 +636,21 @@ def check_chunks(
     shows the processor's number; ``processor_counts=True`` (the default for a bare
     processor) counts every chunk with the processor instead (about half a second per
     4,096-token chunk at 384). ``cache`` memoizes the processor's counts by chunk.
+
+    Qwen-VL: ``processor`` is a Qwen2-VL/2.5-VL/3-VL processor (every chunk counted by
+    running it, unless ``processor_counts=False``: then by the exact ``QwenTokenCounter``
+    built from it), a ``QwenTokenCounter`` or a
+    :class:`~pytest_tokenguard.testing.qwen_oracle.QwenOracle`, at the call's
+    ``min_pixels``/``max_pixels``.
     """
     __tracebackhide__ = True
-    proc, calc, edge = _oracle(processor)
+    proc, calc, edge = _oracle(processor, min_pixels, max_pixels)
     if counter is not None:
         calc = counter
     if processor_counts is None:
-        processor_counts = calc is None or not isinstance(processor, TokenCounter | LoadedProcessor)
+        exact_given = isinstance(processor, TokenCounter | LoadedProcessor | QwenOracle) \
+            or _is_qwen_counter(processor)
+        processor_counts = calc is None or not exact_given
     lead = parse_conversation(leading, label="leading message",
                               image_loader=path_loader_of(proc))
     counts, _, failure = _inspect(conversation, chunks, calc, proc, max_tokens, lead, sft,
@@ -607,6 +659,12 @@ def check_chunks(
         _finish(failure, proc, add_generation_prompt)
         raise SplitterCheckError(failure.message(max_tokens, edge)) from None
     return counts
+
+
+def _is_qwen_counter(value: object) -> bool:
+    from ..families.qwen_text import QwenTokenCounter
+
+    return isinstance(value, QwenTokenCounter)
 
 
 # ------------------------------------------------------------------ check_splitter
@@ -625,12 +683,20 @@ class SplitterReport:
     fullest: int  # the largest chunk seen, in tokens
     confirmed: int  # chunks recounted by the real processor
     seconds: float
+    max_pixels: int | None = None  # Qwen-VL's setting checked (longest_edge is then None)
+
+    @property
+    def setting(self) -> str:
+        """The setting checked: ``longest_edge N`` or, for Qwen-VL, ``max_pixels N``."""
+        if self.max_pixels is not None:
+            return f"max_pixels {self.max_pixels}"
+        return f"longest_edge {self.longest_edge}"
 
     def __str__(self) -> str:
         refused = (f"{self.refused} refused ("
                    + ", ".join(f"{n} {name}" for name, n in self.refusals) + ")"
                    if self.refused else "none refused")
-        return (f"splitter check at longest_edge {self.longest_edge}, max_tokens "
+        return (f"splitter check at {self.setting}, max_tokens "
                 f"{self.max_tokens}: {self.examples} examples, {self.chunks} chunks (fullest "
                 f"{self.fullest} tokens), {refused}, {self.confirmed} chunks recounted by the "
                 f"processor, {self.seconds:.1f} s")
@@ -648,9 +714,11 @@ class _Run:
     fullest: list[tuple[int, str, Conversation, Any]] = field(default_factory=list)
 
 
-def _splittable(source: Conversation, counter: TokenCounter, max_tokens: int,
+def _splittable(source: Conversation, counter: Calculator, max_tokens: int,
                 lead: Conversation, sft: bool, add_generation_prompt: bool) -> str | None:
     """Why the conversation can be split (so refusing it is wrong), or None."""
+    if isinstance(counter, QwenOracle):
+        return _splittable_priced(source, counter, max_tokens, lead, sft, add_generation_prompt)
     facts = _facts(counter)
     everything, first = _lead_of(source, lead, sft)
     base = base_tokens(counter) + sum(message_cost(m, counter, facts).tokens for m in everything)
@@ -672,14 +740,40 @@ def _splittable(source: Conversation, counter: TokenCounter, max_tokens: int,
     return None
 
 
-def _wants_edge(split_fn: Callable[..., Any]) -> bool:
+def _splittable_priced(source: Conversation, oracle: QwenOracle, max_tokens: int,
+                       lead: Conversation, sft: bool, add_generation_prompt: bool) -> str | None:
+    """:func:`_splittable` by pricing each message (each turn in SFT mode) as a chunk of
+    its own, with the leading context: a template that is not a sum of message costs
+    (Qwen2-VL's writes a default system message into a chunk that has none) is priced as
+    it renders."""
+    everything, first = _lead_of(source, lead, sft)
+    if not sft:
+        if not source:
+            return None
+        largest = max(oracle.exact((*everything, m), add_generation_prompt) for m in source)
+        if largest <= max_tokens:
+            return (f"every message fits a chunk alone (the largest with the leading context is "
+                    f"{largest} of {max_tokens} tokens)")
+        return None
+    turns, unanswered = _turn_spans([m.role for m in source], first)
+    if unanswered < len(source) or not turns:
+        return None
+    largest = max(oracle.exact((*everything, *source[a:b]), add_generation_prompt)
+                  for a, b in turns)
+    if largest <= max_tokens:
+        return (f"every turn fits a chunk alone (the largest with the leading context is "
+                f"{largest} of {max_tokens} tokens)")
+    return None
+
+
+def _wants_edge(split_fn: Callable[..., Any], name: str = "longest_edge") -> bool:
     try:
-        return "longest_edge" in inspect.signature(split_fn).parameters
+        return name in inspect.signature(split_fn).parameters
     except (TypeError, ValueError):
         return False
 
 
-def _default_strategy(counter: TokenCounter, max_tokens: int, leading: Conversation,
+def _default_strategy(counter: Calculator, max_tokens: int, leading: Conversation,
                       sft: bool, add_generation_prompt: bool) -> tuple[Any, list[Any]]:
     """The boundary strategy, and its simplest conversations with one, two and three
     chunks at the limit, tried first: an under-count of one token in any of the first
@@ -689,6 +783,13 @@ def _default_strategy(counter: TokenCounter, max_tokens: int, leading: Conversat
 
     kwargs: dict[str, Any] = {"leading": leading, "sft": sft,
                               "add_generation_prompt": add_generation_prompt}
+    if isinstance(counter, QwenOracle):
+        from . import qwen_strategies
+
+        return (qwen_strategies.qwen_boundary_conversation_dicts(counter.counter, max_tokens,
+                                                                 **kwargs),
+                [to_chat_template(c) for c in qwen_strategies.qwen_boundary_examples(
+                    counter.counter, max_tokens, **kwargs)])
     return (strategies.boundary_conversation_dicts(counter, max_tokens, **kwargs),
             [to_chat_template(c) for c in strategies.boundary_examples(counter, max_tokens,
                                                                        **kwargs)])
@@ -707,7 +808,7 @@ def default_conversations() -> Any:
 
 def check_splitter(
     split_fn: SplitFunction,
-    counter: TokenCounter | LoadedProcessor,
+    counter: TokenCounter | LoadedProcessor | Any,
     max_tokens: int = 4096,
     *,
     conversations: Any = None,
@@ -719,6 +820,8 @@ def check_splitter(
     confirm: int = 3,
     processor_counts: bool = False,
     shrink_seconds: float = 10.0,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> SplitterReport:
     """Run the splitting property against ``split_fn`` with hypothesis at ``counter``'s
     resolution; raise :class:`SplitterCheckError` with the shrunk evidence on a failure,
@@ -739,6 +842,17 @@ def check_splitter(
     is the smallest found by then; with a slow splitter and a long failing
     conversation, shrinking is most of a failing run).
 
+    **Qwen-VL.** ``counter`` may be a Qwen2-VL, Qwen2.5-VL or Qwen3-VL processor (the
+    real processor that confirms, its exact ``QwenTokenCounter`` built from it), a
+    ``QwenTokenCounter`` (no processor to confirm: its counts are reported) or a
+    :class:`~pytest_tokenguard.testing.qwen_oracle.QwenOracle`; ``min_pixels`` /
+    ``max_pixels`` are the per-call settings the chunks are for (``None``: the
+    processor's), and a ``split_fn`` with a ``max_pixels`` parameter is passed the one
+    checked. Conversations come from
+    :func:`~pytest_tokenguard.testing.qwen_strategies.qwen_boundary_conversation_dicts`
+    (the default system message Qwen2-VL's template writes into every chunk that starts
+    without one included), failures name ``max_pixels``.
+
     Safe to call inside any test, with session-scoped objects: it keeps no state
     between calls, and notes the running test as one whose figures come from generated
     examples (:mod:`pytest_tokenguard.testing.generated`), to keep it out of a baseline.
@@ -747,18 +861,20 @@ def check_splitter(
     from hypothesis import HealthCheck, Phase, event, example, given, settings
 
     started = time.perf_counter()
-    processor, calculator, edge = _oracle(counter)
+    processor, calculator, edge = _oracle(counter, min_pixels, max_pixels)
     if calculator is None:
-        raise TemplateError("check_splitter needs a SmolVLM2 processor (its chat template is "
-                            "what the exact calculator prices); use check_chunks with "
-                            "processor_counts=True for other processors")
+        raise TemplateError("check_splitter needs a SmolVLM2 or Qwen-VL processor (its chat "
+                            "template is what the exact calculator prices); use check_chunks "
+                            "with processor_counts=True for other processors")
     loader = path_loader_of(processor)
     lead = parse_conversation(leading, label="leading message", image_loader=loader)
     accepted = refuses if isinstance(refuses, tuple) else (refuses,)
     strategy, explicit = (conversations, []) if conversations is not None else _default_strategy(
         calculator, max_tokens, lead, sft, add_generation_prompt)
-    pass_edge = _wants_edge(split_fn)
-    generated.note("check_splitter", f"longest_edge {edge}, max_tokens {max_tokens}")
+    qwen = calculator if isinstance(calculator, QwenOracle) else None
+    pass_edge = _wants_edge(split_fn, "max_pixels" if qwen else "longest_edge")
+    generated.note("check_splitter", (edge if isinstance(edge, str) else f"longest_edge {edge}")
+                   + f", max_tokens {max_tokens}")
     run = _Run()
     cache: dict[str, int] = {}
     current = settings.default or settings()
@@ -791,8 +907,9 @@ def check_splitter(
     def _property(conversation: Any) -> None:
         source = parse_conversation(conversation, image_loader=loader)
         try:
-            result = (split_fn(conversation, longest_edge=edge) if pass_edge
-                      else split_fn(conversation))
+            result = (split_fn(conversation) if not pass_edge
+                      else split_fn(conversation, max_pixels=qwen.max_pixels) if qwen
+                      else split_fn(conversation, longest_edge=edge))
             chunks = result if isinstance(result, str | bytes | Mapping) or not isinstance(
                 result, Iterable) else list(result)
         except accepted as exc:
@@ -833,10 +950,11 @@ def check_splitter(
         raise SplitterCheckError(failure.message(max_tokens, edge)) from None
     confirmed = _confirm(run, processor, max_tokens, edge, add_generation_prompt)
     report = SplitterReport(
-        longest_edge=edge, max_tokens=max_tokens, examples=run.examples, chunks=run.chunks,
+        longest_edge=None if qwen else edge,  # type: ignore[arg-type]
+        max_tokens=max_tokens, examples=run.examples, chunks=run.chunks,
         refused=sum(run.refusals.values()), refusals=tuple(sorted(run.refusals.items())),
         fullest=max((t for t, *_ in run.fullest), default=0), confirmed=confirmed,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, max_pixels=qwen.max_pixels if qwen else None,
     )
     generated.note("check_splitter", str(report))
     return report
@@ -869,11 +987,14 @@ def _keep_fullest(run: _Run, confirm: int, tokens: int, chunk: Conversation,
     del run.fullest[confirm:]
 
 
-def _confirm(run: _Run, processor: Any, max_tokens: int, edge: int | None,
+def _confirm(run: _Run, processor: Any, max_tokens: int, edge: int | str | None,
              add_generation_prompt: bool) -> int:
     """Recount the fullest chunks with the real processor: the calculator's numbers are
-    what passed them, so they are checked where it matters most, at the limit."""
+    what passed them, so they are checked where it matters most, at the limit (none
+    without a processor: a Qwen counter alone)."""
     __tracebackhide__ = True
+    if not _has_processor(processor):
+        return 0
     for tokens, _, chunk, conversation in run.fullest:
         real = _processor_count(processor, chunk, add_generation_prompt)
         if real > max_tokens or real != tokens:
@@ -900,16 +1021,27 @@ class SplitterChecker:
     are the ones checked when a call names none (default: the source's one). Holds no
     per-test state: counters are built once per resolution and only cache
     deterministic counts, so one instance serves every test and every example.
+
+    Qwen-VL: ``source`` may be a Qwen processor, a ``QwenTokenCounter`` or a
+    :class:`~pytest_tokenguard.testing.qwen_oracle.QwenOracle`, and any call may pass
+    ``processor=`` one instead of the configured model; ``max_pixels=[...]`` are then the
+    settings checked, one run each, as ``resolutions`` are for SmolVLM2.
     """
 
-    def __init__(self, source: Source, resolutions: Sequence[int] | None = None) -> None:
+    def __init__(self, source: Source | Any, resolutions: Sequence[int] | None = None) -> None:
+        from .qwen_oracle import qwen_oracle
+
         self._source = source
         self._counters: dict[int, TokenCounter] = {}
-        if isinstance(source, TokenCounter | LoadedProcessor):
+        self._qwen = (None if isinstance(source, TokenCounter | LoadedProcessor)
+                      else qwen_oracle(source))
+        if self._qwen is not None:
+            default: tuple[int, ...] = ()
+        elif isinstance(source, TokenCounter | LoadedProcessor):
             counter = source if isinstance(source, TokenCounter) else TokenCounter(
                 source.processor, source.spec, source.longest_edge)
             self._counters[counter.longest_edge] = counter
-            default: tuple[int, ...] = (counter.longest_edge,)
+            default = (counter.longest_edge,)
         else:
             default = ()
         self.resolutions = tuple(resolutions) if resolutions is not None else default
@@ -944,10 +1076,27 @@ class SplitterChecker:
         add_generation_prompt: bool = False,
         confirm: int = 3,
         shrink_seconds: float = 10.0,
+        processor: Any = None,
+        max_pixels: int | Sequence[int | None] | None = None,
+        min_pixels: int | None = None,
     ) -> tuple[SplitterReport, ...]:
         """:func:`check_splitter` at each of ``resolutions`` (default: the checker's),
-        one after the other: each is one full hypothesis run, so its cost multiplies."""
+        one after the other: each is one full hypothesis run, so its cost multiplies.
+
+        ``processor=`` (a Qwen2-VL/2.5-VL/3-VL processor, ``QwenTokenCounter`` or
+        ``QwenOracle``) checks a Qwen-VL splitter instead, at each of ``max_pixels``
+        (one value or a list; default: the processor's own) and ``min_pixels``."""
         __tracebackhide__ = True
+        if processor is not None or self._qwen is not None:
+            return self._check_qwen(
+                split_fn, max_tokens, processor, max_pixels, min_pixels, resolutions,
+                conversations=conversations, max_examples=max_examples, leading=leading,
+                refuses=refuses, sft=sft, add_generation_prompt=add_generation_prompt,
+                confirm=confirm, shrink_seconds=shrink_seconds)
+        if max_pixels is not None or min_pixels is not None:
+            raise ValueError("max_pixels/min_pixels are Qwen-VL settings: pass the Qwen "
+                             "processor as processor=... (SmolVLM2 is checked at "
+                             "resolutions=[...])")
         edges = tuple(resolutions) if resolutions is not None else self.resolutions
         if not edges:
             raise ValueError("no resolution to check: pass resolutions=[384, ...]")
@@ -958,4 +1107,30 @@ class SplitterChecker:
                 max_examples=max_examples, leading=leading, refuses=refuses, sft=sft,
                 add_generation_prompt=add_generation_prompt, confirm=confirm,
                 shrink_seconds=shrink_seconds))
+        return tuple(reports)
+
+    def _check_qwen(self, split_fn: SplitFunction, max_tokens: int, processor: Any,
+                    max_pixels: int | Sequence[int | None] | None, min_pixels: int | None,
+                    resolutions: Sequence[int] | None, **kwargs: Any,
+                    ) -> tuple[SplitterReport, ...]:
+        __tracebackhide__ = True
+        from .qwen_oracle import qwen_oracle
+
+        if resolutions is not None:
+            raise ValueError("resolutions are SmolVLM2's longest_edge values; a Qwen-VL "
+                             "splitter is checked at max_pixels=[...]")
+        oracle = self._qwen if processor is None else qwen_oracle(processor)
+        if oracle is None:
+            raise ValueError(f"processor= must be a Qwen2-VL, Qwen2.5-VL or Qwen3-VL processor "
+                             f"(or a QwenTokenCounter), got {type(processor).__name__}")
+        values: tuple[int | None, ...] = (
+            (None,) if max_pixels is None
+            else (max_pixels,) if isinstance(max_pixels, int) else tuple(max_pixels))
+        if not values:
+            raise ValueError("no max_pixels to check: pass max_pixels=[200704, ...] or none "
+                             "for the processor's own")
+        reports: list[SplitterReport] = []
+        for value in values:  # a loop, not a generator: its frame is hidden from tracebacks
+            reports.append(check_splitter(split_fn, oracle, max_tokens, min_pixels=min_pixels,
+                                          max_pixels=value, **kwargs))
         return tuple(reports)

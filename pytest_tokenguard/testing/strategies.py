@@ -29,6 +29,9 @@ processor the chunks are for; inside a test, draw it with ``st.data()``::
     @given(data=st.data())
     def test_my_splitter(tokenguard_counter, data):
         conversation = data.draw(tgst.boundary_conversation_dicts(tokenguard_counter, 4096))
+
+Qwen-VL's edges (``smart_resize``, per-call ``max_pixels``, video sampling) and its
+conversations at the limit are in :mod:`pytest_tokenguard.testing.qwen_strategies`.
 """
 
 from __future__ import annotations

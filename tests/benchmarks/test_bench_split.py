@@ -34,6 +34,7 @@ from pytest_tokenguard.testing import profiles
 from pytest_tokenguard.testing.splitcheck import SplitterCheckError, check_splitter
 from pytest_tokenguard.tokens import TokenCounter, fast_text_counter
 from tests.helpers import MISTAKES, counter, loaded, planted
+from tests.qwen_planted import QWEN_MISTAKES
 
 RNG_SEED = 20261126
 
@@ -237,3 +238,64 @@ def test_bench_long_frames_item(benchmark: Any, cuts: str, monkeypatch: pytest.M
                                 rounds=3, iterations=1)
     benchmark.extra_info["chunks"] = len(chunks)
     assert sum(m.images for chunk in chunks for m in chunk.body) == 20_000
+
+
+# ------------------------------------------------------------------ the checker on Qwen-VL
+
+QWEN_MODELS = ["Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"]
+
+
+@pytest.mark.parametrize("model", QWEN_MODELS, ids=["qwen2.5-vl", "qwen3-vl"])
+@pytest.mark.parametrize("mistake", [None, *QWEN_MISTAKES], ids=["right", *QWEN_MISTAKES])
+def test_bench_checker_on_planted_qwen_splitters(benchmark: Any, mistake: str | None,
+                                                 model: str) -> None:
+    """Issue 18: under the CI profile, at max_tokens 4096 and max_pixels 401408, the
+    checker catches each planted wrong Qwen splitter (tests/qwen_planted.py) and passes the
+    right one. The processor is transformers' own, built offline from the published
+    settings with a BPE stand-in tokenizer (tests/qwen_helpers.py).
+
+    For a mistake, two numbers as for SmolVLM2: the examples tried until the first failure
+    (no shrinking; the first five are the explicit examples) and the seconds to the report
+    (shrinking included). For the right splitter: the seconds of a whole passing run.
+    """
+    from pytest_tokenguard.families.qwen_text import QwenTokenCounter
+    from tests.qwen_helpers import chat_processor
+    from tests.qwen_planted import QwenPlantedSplitter
+
+    processor = chat_processor(model, "bpe")
+    splitter = QwenPlantedSplitter(QwenTokenCounter.from_processor(processor), 4096, mistake)
+    calls = [0]
+    inputs: list[str] = []
+
+    def counted(messages: list[dict[str, Any]], max_pixels: int | None = None) -> Any:
+        calls[0] += 1
+        inputs.append(json.dumps(messages))
+        return splitter(messages, max_pixels)
+
+    examples = 0
+    if mistake is not None:
+        with profile("tokenguard-ci-no-shrink"), pytest.raises(SplitterCheckError):
+            check_splitter(counted, processor, 4096, **splitter.check_kwargs)
+        examples = len(inputs) - (inputs[-1] in inputs[:-1])
+    calls[0] = 0
+    outcome: list[str] = []
+
+    def full_run() -> float:
+        started = time.perf_counter()
+        with profile(profiles.CI):
+            try:
+                outcome.append(str(check_splitter(counted, processor, 4096,
+                                                  **splitter.check_kwargs)))
+            except SplitterCheckError as exc:
+                outcome.append(str(exc))
+        return time.perf_counter() - started
+
+    seconds = benchmark.pedantic(full_run, rounds=1, iterations=1)
+    passed = outcome[0].startswith("splitter check at max_pixels")
+    assert passed == (mistake is None), outcome[0]
+    benchmark.extra_info.update(examples_to_catch=examples, calls=calls[0],
+                                seconds=round(seconds, 2), passed=passed)
+    print(f"\n{model} {mistake or 'right'}: "
+          + (f"caught at example {examples}; report after {calls[0]} calls, "
+             if mistake else f"passed, {outcome[0].split(': ', 1)[1]}; ")
+          + f"{seconds:.1f} s")
