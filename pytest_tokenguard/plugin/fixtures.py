@@ -14,8 +14,8 @@ checkpoint's own by default) and ``tokenguard_processor`` is
 then None (and ``tokenguard_max_pixels`` None for a SmolVLM2 model). The processor needs
 the checkpoint's files and tokenizer: a Qwen hub id with none on this machine skips the
 tests that ask for it, with the reason and what to pass
-(:class:`~pytest_tokenguard.errors.TokenizerUnavailable`). The counter and the splitter
-checker count SmolVLM2 conversations only: they skip on a Qwen-VL model, saying so.
+(:class:`~pytest_tokenguard.errors.TokenizerUnavailable`). On a Qwen-VL model the counter is
+a ``QwenTokenCounter`` and the splitter checker runs on its processor at each max_pixels.
 """
 
 from __future__ import annotations
@@ -150,15 +150,6 @@ def _fail(exc: ProcessorLoadError) -> BaseException:
     return pytest.fail.Exception(f"tokenguard: {exc}", pytrace=False)
 
 
-def _smolvlm_only(request: pytest.FixtureRequest, fixture: str) -> None:
-    """Skip: ``fixture`` counts SmolVLM2 conversations, and the model is another family's."""
-    family = _cache(request).pixel_family
-    if family is not None:
-        pytest.skip(f"tokenguard: {fixture} counts SmolVLM2 conversations; "
-                    f"{_cache(request).model} is a {family} model (use tokenguard_processor, "
-                    "or pytest_tokenguard.families for its image and video costs)")
-
-
 @pytest.fixture(scope="session")
 def tokenguard_model(request: pytest.FixtureRequest) -> str:
     """The configured model: hub id or checkpoint folder."""
@@ -258,16 +249,23 @@ def tokenguard_check_splitter(request: pytest.FixtureRequest) -> SplitterChecker
     conversation could have been split. Tests that use it are kept out of the tokenguard
     baseline (their figures come from generated examples).
 
-    A Qwen-VL splitter: pass the Qwen processor your code calls, ``processor=...``, and the
-    settings to check, ``max_pixels=[200704, ...]`` (one run each).
+    A Qwen-VL model (``--tokenguard-model``): the checks run on its real processor at each
+    ``--tokenguard-max-pixels`` value (default: the checkpoint's own), or at
+    ``max_pixels=[200704, ...]``; any test may pass the Qwen processor its code calls,
+    ``processor=...``, instead (one run each setting).
     """
     from ..testing.splitcheck import SplitterChecker
-
-    _smolvlm_only(request, "tokenguard_check_splitter")
-    cache = _cache(request)
     from .session import session_of
 
-    return SplitterChecker(cache.get, resolutions=session_of(request.config).settings.resolutions)
+    cache = _cache(request)
+    settings = session_of(request.config).settings
+    if cache.pixel_family is not None:
+        try:
+            loaded = cache.get_pixels(None)
+        except ProcessorLoadError as exc:
+            raise _fail(exc) from None
+        return SplitterChecker(loaded.processor, max_pixels=settings.max_pixels)
+    return SplitterChecker(cache.get, resolutions=settings.resolutions)
 
 
 @pytest.fixture(scope="session")

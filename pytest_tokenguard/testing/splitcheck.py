@@ -1028,8 +1028,13 @@ class SplitterChecker:
     settings checked, one run each, as ``resolutions`` are for SmolVLM2.
     """
 
-    def __init__(self, source: Source | Any, resolutions: Sequence[int] | None = None) -> None:
+    def __init__(self, source: Source | Any, resolutions: Sequence[int] | None = None,
+                 *, max_pixels: Sequence[int] | None = None) -> None:
         from .qwen_oracle import qwen_oracle
+
+        #: the ``max_pixels`` a Qwen-VL source is checked at when a call names none (None:
+        #: the processor's own); the plugin passes ``--tokenguard-max-pixels``
+        self.max_pixels = tuple(max_pixels) if max_pixels else None
 
         self._source = source
         self._counters: dict[int, TokenCounter] = {}
@@ -1087,6 +1092,8 @@ class SplitterChecker:
         ``QwenOracle``) checks a Qwen-VL splitter instead, at each of ``max_pixels``
         (one value or a list; default: the processor's own) and ``min_pixels``."""
         __tracebackhide__ = True
+        if processor is None and self._qwen is not None and max_pixels is None:
+            max_pixels = self.max_pixels
         if processor is not None or self._qwen is not None:
             return self._check_qwen(
                 split_fn, max_tokens, processor, max_pixels, min_pixels, resolutions,

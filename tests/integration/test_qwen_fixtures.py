@@ -146,22 +146,70 @@ def test_the_counter_of_a_qwen_model_counts_what_its_processor_writes(
     assert int(counted["1003520"]) - int(counted["200704"]) == 999 - 234
 
 
+@pytest.mark.tokenguard_no_baseline("the inner runs draw hypothesis examples")
+def test_the_splitter_checker_runs_on_the_configured_qwen_model(
+        pytester: pytest.Pytester, checkpoint: Path) -> None:
+    """With ``--tokenguard-model`` a Qwen-VL folder, ``tokenguard_check_splitter`` checks on
+    its real processor at each ``--tokenguard-max-pixels`` value: a splitter that forgets
+    the two wrapper tokens of each image fails naming the budget; the right one (tokenguard's
+    own ``split`` with the same counter) passes at both."""
+    pytester.makepyfile("""
+        from pytest_tokenguard import QwenTokenCounter, split
+
+        def right(messages, max_pixels):
+            counter = COUNTERS[max_pixels]
+            return split(messages, max_tokens=2048, counter=counter)
+
+        def wrappers_forgotten(messages, max_pixels):
+            counter = COUNTERS[max_pixels]
+            out, chunk, used = [], [], 0
+            for message in messages:
+                cost = counter.conversation([message]).total - 2 * sum(
+                    1 for item in message.get("content") or []
+                    if isinstance(item, dict) and item.get("type") == "image")
+                if chunk and used + cost > 2048:
+                    out.append(chunk)
+                    chunk, used = [], 0
+                chunk.append(message)
+                used += cost
+            return out + ([chunk] if chunk else [])
+
+        COUNTERS = {}
+
+        def test_right(tokenguard_check_splitter, tokenguard_processor):
+            for budget in (200704, 401408):
+                COUNTERS[budget] = QwenTokenCounter.from_processor(
+                    tokenguard_processor, max_pixels=budget)
+            reports = tokenguard_check_splitter(right, max_tokens=2048, max_examples=8)
+            assert [r.max_pixels for r in reports] == [200704, 401408]
+
+        def test_wrong(tokenguard_check_splitter, tokenguard_processor):
+            for budget in (200704, 401408):
+                COUNTERS[budget] = QwenTokenCounter.from_processor(
+                    tokenguard_processor, max_pixels=budget)
+            tokenguard_check_splitter(wrappers_forgotten, max_tokens=2048)
+    """)
+    result = run(pytester, f"--tokenguard-model={checkpoint}",
+                 "--tokenguard-max-pixels=200704,401408", "--hypothesis-profile=tokenguard-ci",
+                 "-k", "not mp401408")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*SplitterCheckError: chunk * tokens as the real processor "
+                                 "counts the rendered chunk, over max_tokens 2048 by *"
+                                 "max_pixels 200704)*"])
+
+
 def test_the_smolvlm_only_fixtures_skip_on_a_qwen_model(pytester: pytest.Pytester,
                                                          checkpoint: Path) -> None:
     pytester.makepyfile("""
         import pytest
-
-        def test_splitter(tokenguard_check_splitter):
-            pass
 
         @pytest.mark.parametrize("tokenguard_longest_edge", [384])
         def test_edge(tokenguard_processor):
             pass
     """)
     result = run(pytester, f"--tokenguard-model={checkpoint}", "-rs")
-    result.assert_outcomes(skipped=2)
+    result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([
-        "*tokenguard_check_splitter counts SmolVLM2 conversations*",
         "*tokenguard_longest_edge is a SmolVLM2 setting; * parametrize tokenguard_max_pixels*",
     ])
 
