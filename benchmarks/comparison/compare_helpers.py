@@ -67,7 +67,9 @@ FIXED_SIZES = ((1, 1), (4032, 3024), (3024, 4032), (1920, 1080), (1080, 1920), (
                (640, 480), (5000, 24), (24, 5000), (201, 1), (2400, 12), (28, 28))
 VIDEO_RATES = (1.0, 2.0, 24.0, 25.0, 30000 / 1001, 30.0, 60.0)
 
-__all__ = ["RESULTS", "RESULTS_FORMAT", "main", "readme_table"]
+__all__ = ["EDGES", "FIXED_SIZES", "MAX_PIXELS", "QWEN", "RESULTS", "RESULTS_FORMAT", "SMOLVLM",
+           "compare", "image_configs", "main", "readme_table", "reservation_table",
+           "video_configs"]
 
 Count = int | None
 
@@ -497,7 +499,8 @@ def _direction(row: dict[str, Any]) -> str:
 def _groups(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[Any]]:
     groups: dict[tuple[str, str, str, str], list[Any]] = {}
     for row in rows:
-        family = "SmolVLM2" if row["family"] == "smolvlm" else row["config"].split(":")[1]
+        family = "SmolVLM2-2.2B" if row["family"] == "smolvlm" else (
+            row["config"].split(":")[1].removeprefix("Qwen/").removesuffix("-Instruct"))
         key = (family, row["helper"], row["version"], row["what"])
         groups.setdefault(key, []).append(row)
     return groups
