@@ -108,8 +108,17 @@ def image_configs(n: int) -> list[dict[str, Any]]:
 
 
 def video_configs(n: int) -> list[dict[str, Any]]:
-    """Qwen video configurations: clips (width, height, frames, rate) and the call."""
-    configs: list[dict[str, Any]] = []
+    """Video configurations: clips (width, height, frames, rate) and the call. SmolVLM2's
+    at ``do_sample_frames=True`` (``apply_chat_template``'s; vLLM serves no SmolVLM2
+    video), then each Qwen generation's."""
+    name = f"smolvlm-video:{SMOLVLM}:{json.dumps({'do_sample_frames': True})}"
+    rng = random.Random(name)
+    clips = [(rng.randint(16, 256), rng.randint(16, 256), rng.randint(1, 300),
+              rng.choice(VIDEO_RATES)) for _ in range(n)]
+    configs: list[dict[str, Any]] = [{
+        "name": name, "family": "smolvlm", "model": SMOLVLM, "edge": None,
+        "call": {"do_sample_frames": True},
+        "clips": [(64, 36, 1800, 30.0), (160, 90, 1, 30.0), *clips]}]
     for model in QWEN:
         calls: list[dict[str, Any]] = [{}]
         if "Qwen3" not in model:  # Qwen2/2.5-VL keep every frame unless asked to sample
@@ -167,6 +176,8 @@ def _processor(config: dict[str, Any]) -> Any:
     if config["family"] == "smolvlm":
         from pytest_tokenguard.processor.embedded import build_embedded_processor
 
+        if config["edge"] is None:
+            return build_embedded_processor(config["model"])
         return build_embedded_processor(config["model"], size={"longest_edge": config["edge"]})
     from tests.qwen_helpers import processor
 
@@ -210,14 +221,28 @@ def processor_image(config: dict[str, Any], sample: int) -> tuple[list[Count], l
 
 
 def tokenguard_video(config: dict[str, Any]) -> tuple[list[Count], list[Count]]:
-    """tokenguard's ``<|video_pad|>`` tokens and the frames the processor keeps."""
+    """tokenguard's ``<|video_pad|>`` (SmolVLM2: ``<image>``) tokens and the frames the
+    processor keeps."""
     from pytest_tokenguard.families.qwen import KNOWN_QWEN_SPECS, QwenRefusal, count_qwen_video
     from pytest_tokenguard.video import video_info
 
-    spec = KNOWN_QWEN_SPECS[config["model"]]
     call = config["call"]
     tokens: list[Count] = []
     kept: list[Count] = []
+    if config["family"] == "smolvlm":
+        from pytest_tokenguard.specs import KNOWN_SPECS
+        from pytest_tokenguard.video import plan_video, video_sampling_for
+
+        sampling = video_sampling_for(config["model"])
+        assert sampling is not None
+        per_frame = KNOWN_SPECS[config["model"]].image_seq_len  # one global image a frame
+        for w, h, total, rate in config["clips"]:
+            plan = plan_video(video_info(total, rate, width=w, height=h), sampling,
+                              do_sample_frames=call["do_sample_frames"])
+            tokens.append(plan.frames * per_frame)
+            kept.append(plan.frames)
+        return tokens, kept
+    spec = KNOWN_QWEN_SPECS[config["model"]]
     for w, h, total, rate in config["clips"]:
         try:
             cost = count_qwen_video(video_info(total, rate, width=w, height=h), spec,
@@ -245,7 +270,8 @@ def transformers_video(config: dict[str, Any], frames: Sequence[Count]) -> list[
 
 
 def processor_video(config: dict[str, Any], sample: int) -> list[Count]:
-    """The ``<|video_pad|>`` tokens the real processor writes for the first clips."""
+    """The ``<|video_pad|>`` (SmolVLM2: ``<image>``) tokens the real processor writes for
+    the first clips."""
     import numpy as np
 
     from tests.qwen_helpers import expand
@@ -255,6 +281,12 @@ def processor_video(config: dict[str, Any], sample: int) -> list[Count]:
     for w, h, total, rate in config["clips"][:sample]:
         frames = np.zeros((total, h, w, 3), np.uint8)
         metadata = {"total_num_frames": total, "fps": rate, "duration": total / rate}
+        if config["family"] == "smolvlm":
+            got, _ = _quiet(proc, text=["<video>"], videos=[frames], video_metadata=[metadata],
+                            **config["call"])
+            tokens.append(None if got is None else
+                          got["input_ids"][0].count(proc.image_token_id))
+            continue
         out, _ = _quiet(expand, proc, "x<|vision_start|><|video_pad|><|vision_end|>y",
                         videos=[frames], video_metadata=[metadata], **config["call"])
         tokens.append(None if out is None else out[1].count("<|video_pad|>"))
@@ -278,6 +310,8 @@ def vllm_jobs(images: Sequence[dict[str, Any]], videos: Sequence[dict[str, Any]]
             job["request_kwargs"] = _call_kwargs(c)
         jobs.append(job)
     for c, frames in zip(videos, kept, strict=True):
+        if c["family"] != "qwen":  # vLLM serves SmolVLM2 images only
+            continue
         for feed in (c["clips"], frames):
             counts = [clip[2] if isinstance(clip, (list, tuple)) else clip for clip in feed]
             jobs.append({"kind": "video", "family": "qwen", "model": c["model"],
@@ -341,7 +375,7 @@ def compare(name: str, helper: Sequence[Count], truth: Sequence[Count],
 
 def _video_what(config: dict[str, Any], feed: str) -> str:
     call = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in config["call"].items()) or "the processor's own sampling"
+                     for k, v in config["call"].items()) or "the processor's defaults"
     return f"video tokens ({call}), given {feed}"
 
 
@@ -403,8 +437,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                        proc, c["clips"], args.video_sample)})
         clip_frames: list[Count] = [clip[2] for clip in c["clips"]]
         for feed, frames in (("the clip's frames", clip_frames), ("the kept frames", kept)):
-            rows.append({"config": c["name"], "family": "qwen", "what": _video_what(c, feed),
-                         "version": "transformers",
+            rows.append({"config": c["name"], "family": c["family"],
+                         "what": _video_what(c, feed), "version": "transformers",
                          **compare("transformers _get_num_multimodal_tokens",
                                    transformers_video(c, frames), truth, c["clips"],
                                    args.video_sample)})
@@ -430,6 +464,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              **compare("vLLM get_image_repl", got["blocks"], block_truth,
                                        c["sizes"], sample)})
         for c, truth in video_data:
+            if c["family"] != "qwen":
+                continue
             for feed in ("the clip's frames", "the kept frames"):
                 got = next(results)
                 rows.append({"config": c["name"], "family": "qwen",
