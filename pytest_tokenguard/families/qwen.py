@@ -33,6 +33,7 @@ image, video and text processors (tests/oracle/test_qwen.py).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -494,9 +495,23 @@ def sample_qwen_frames(spec: QwenSpec, total: int, video_fps: float | None, *,
         raise QwenRefusal("division by zero: the processor samples 0 frames "
                           f"(num_frames or fps too small for a {total}-frame video)")
     step = total / count
-    # torch.arange(0, total, step): ceil(total / step) values, computed in double
+    # torch.arange(0, total, step).int(): ceil(total / step) values (computed in double),
+    # each i * step computed in double and stored in float32 (torch's default dtype), then
+    # truncated; a last value rounded up to ``total`` is an IndexError in the processor
     kept = math.ceil(total / step)
-    return [int(i * step) for i in range(kept)]
+    indices = [int(_float32(i * step)) for i in range(kept)]
+    if indices[-1] >= total:
+        raise QwenRefusal(
+            f"index {indices[-1]} is out of bounds for axis 0 with size {total}: the "
+            f"processor's sampler (torch.arange in float32) picks a frame past the end of "
+            f"this {total}-frame clip when it keeps {count:g} frames, and raises IndexError; "
+            "pass another fps or num_frames")
+    return indices
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32, as torch stores it."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 #: transformers 5.25 collapses the chat template's ``<|vision_start|><|video_pad|>
