@@ -5,6 +5,7 @@ The public API, importable from here:
 * images: :func:`count_image`, :class:`ImageCounter`, :class:`ImageCost`, the specs
   (:class:`ModelSpec`, :data:`KNOWN_SPECS`, :data:`DEFAULT_MODEL`);
 * prompts and conversations: :class:`TokenCounter`, :func:`count_conversation`;
+  Qwen2-VL, Qwen2.5-VL and Qwen3-VL conversations: :class:`QwenTokenCounter`;
 * splitting: :func:`split`, :class:`Chunk`;
 * the processor: :func:`load_processor`;
 * errors: :class:`TokenguardError` (the root of all) and its subclasses.
@@ -34,6 +35,7 @@ from .errors import (
 from .specs import DEFAULT_MODEL, KNOWN_SPECS, ModelSpec
 
 if TYPE_CHECKING:
+    from .families.qwen_text import QwenTokenCounter
     from .processor.loading import load_processor
     from .sequence import count_conversation
     from .splitting import Chunk, split
@@ -49,6 +51,7 @@ __all__ = [
     "ImageCounter",
     "InputError",
     "ModelSpec",
+    "QwenTokenCounter",
     "SplitError",
     "TokenCounter",
     "TokenguardError",
@@ -64,6 +67,7 @@ _LAZY = {
     "Chunk": "splitting",
     "split": "splitting",
     "TokenCounter": "tokens",
+    "QwenTokenCounter": "families.qwen_text",
     "count_conversation": "sequence",
     "load_processor": "processor.loading",
 }

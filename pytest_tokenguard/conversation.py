@@ -242,6 +242,11 @@ class VideoItem:
     path: str | None = None
     #: where ``path`` was found (relative paths resolve against a base folder)
     file: str | None = field(default=None, compare=False, repr=False)
+    #: the frame size as given (``width``/``height`` in JSON; checked against a file that
+    #: exists): what a Qwen-VL video costs depends on it (without it the Qwen counter reads
+    #: the file's); SmolVLM2 resizes every frame and does not ask
+    width: int | None = None
+    height: int | None = None
 
     @property
     def frame_range(self) -> FrameRange:
@@ -253,9 +258,11 @@ class VideoItem:
         of its own."""
         name = self.file or self.path
         if self.clip is None:
-            return VideoInfo(self.total_frames, self.fps, self.duration, path=name)
+            return VideoInfo(self.total_frames, self.fps, self.duration, self.width,
+                             self.height, path=name)
         frames = len(self.clip)
-        return VideoInfo(frames, self.fps, frames / self.fps, path=name)
+        return VideoInfo(frames, self.fps, frames / self.fps, self.width, self.height,
+                         path=name)
 
     def processor_metadata(self) -> dict[str, Any]:
         """``video_metadata`` for the processor when the frames are passed decoded (a clip,
@@ -273,7 +280,7 @@ class VideoItem:
 
 def _replace_clip(item: VideoItem, clip: FrameRange) -> VideoItem:
     return VideoItem(item.total_frames, item.fps, item.duration, item.num_frames,
-                     item.sample_fps, clip, item.path, item.file)
+                     item.sample_fps, clip, item.path, item.file, item.width, item.height)
 
 
 ContentItem: TypeAlias = TextItem | ImageItem | FramesItem | VideoItem
@@ -469,7 +476,7 @@ def _text(text: str, where: str) -> str:
 #: The keys a video item may have: a typo in a sampling setting ("max_frames" for
 #: "num_frames") would change the count, so unknown keys are refused.
 VIDEO_KEYS = ("type", "path", "url", "video", "total_frames", "fps", "duration",
-              "num_frames", "sample_fps", "start", "end")
+              "num_frames", "sample_fps", "start", "end", "width", "height")
 _VIDEO_EXAMPLE = ('{"type": "video", "path": "clip.mp4"} or {"type": "video", '
                   '"total_frames": 1800, "fps": 30, "duration": 60}')
 #: metadata of video files already read, by (path, mtime, size): a file is scanned once
@@ -532,11 +539,16 @@ def _video(item: Mapping[str, Any], where: str, base_dir: Path | None) -> VideoI
     duration = _number(item, "duration", where, positive=False)
     num_frames = _number(item, "num_frames", where, integer=True)
     sample_fps = _number(item, "sample_fps", where)
+    width, height = _video_size(item, where)
     if file is not None and file.exists():
         # the processor reads the file, not declared numbers: they must agree
         info = _video_file_info(file, where)
-        for key, declared, real in (("total_frames", total, info.total_frames),
-                                    ("fps", fps, info.fps), ("duration", duration, info.duration)):
+        checks: list[tuple[str, object, object]] = [
+            ("total_frames", total, info.total_frames), ("fps", fps, info.fps),
+            ("duration", duration, info.duration)]
+        if info.width is not None and info.height is not None:
+            checks += [("width", width, info.width), ("height", height, info.height)]
+        for key, declared, real in checks:
             if declared is not None and declared != real:
                 extra = (" (it is the video's own frame rate; the sampling rate is "
                          "'sample_fps')" if key == "fps" else "")
@@ -582,7 +594,18 @@ def _video(item: Mapping[str, Any], where: str, base_dir: Path | None) -> VideoI
                                   f"0 <= start < end <= {total}")
     return VideoItem(total, float(fps), float(duration), num_frames,
                      None if sample_fps is None else float(sample_fps), clip, path,
-                     os.fspath(file) if file is not None else None)
+                     os.fspath(file) if file is not None else None, width, height)
+
+
+def _video_size(item: Mapping[str, Any], where: str) -> tuple[int | None, int | None]:
+    """A video item's declared frame size: both or neither of ``width`` and ``height``."""
+    if "width" not in item and "height" not in item:
+        return None, None
+    if not ("width" in item and "height" in item):
+        missing = "height" if "width" in item else "width"
+        raise ConversationError(f"{where}: video has no {missing!r}; give both width and "
+                                "height (the frame size in pixels)")
+    return _size(item["width"], "width", where), _size(item["height"], "height", where)
 
 
 def parse_item(item: object, where: str, base_dir: Path | None = None, *,
@@ -744,6 +767,8 @@ def _video_dict(item: VideoItem, path: str | None) -> dict[str, Any]:
         out["sample_fps"] = item.sample_fps
     if item.clip is not None:
         out["start"], out["end"] = item.clip.start, item.clip.end
+    if item.width is not None and item.height is not None:
+        out["width"], out["height"] = item.width, item.height
     return out
 
 

@@ -57,7 +57,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from .conversation import (
@@ -79,6 +79,9 @@ from .images import path_loader_of
 from .processor.chat import render_chat, template_file
 from .tokens import TokenCounter, fast_text_counter
 from .video import VIDEO_TOKEN
+
+if TYPE_CHECKING:
+    from .families.qwen_text import QwenTokenCounter
 
 __all__ = [
     "MessageCost",
@@ -373,7 +376,7 @@ def message_cost(
         if piece:
             pieces += text(piece)
             piece = ""
-        cost = price(item.width, item.height)  # type: ignore[union-attr]
+        cost = price(item.width, item.height)  # type: ignore[union-attr, arg-type]
         n = 1 if kind is ImageItem else len(item)  # type: ignore[arg-type]
         blocks += n * cost.block_tokens
         image_tokens += n * cost.image_tokens
@@ -394,7 +397,7 @@ def base_tokens(counter: TokenCounter) -> int:
 
 def count_conversation(
     conversation: Sequence[MessageLike] | Conversation,
-    counter: TokenCounter,
+    counter: TokenCounter | QwenTokenCounter,
     *,
     add_generation_prompt: bool = False,
 ) -> SequenceLength:
@@ -402,7 +405,19 @@ def count_conversation(
 
     SmolVLM2's template is counted message by message; any other is rendered (see the
     module docstring). An empty conversation is refused: the processor cannot render it.
+    A :class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter` counts a Qwen-VL
+    conversation (its own :meth:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter.
+    conversation` has the finer breakdown); as for a rendered template, ``template_tokens``
+    holds the template's and the text's tokens, and the image figures include the videos'.
     """
+    if not isinstance(counter, TokenCounter):
+        count = counter.conversation(conversation, add_generation_prompt=add_generation_prompt)
+        return SequenceLength(
+            total=count.total, template_tokens=count.text_tokens, text_tokens=0,
+            image_block_tokens=count.image_block_tokens + count.video_block_tokens,
+            image_tokens=count.image_tokens + count.video_tokens, images=len(count.images),
+            messages=(), videos=len(count.videos),
+            video_frames=sum(video.frames for video in count.videos))
     messages = parse_conversation(conversation, image_loader=path_loader_of(counter.processor))
     if not messages:
         raise ConversationError(

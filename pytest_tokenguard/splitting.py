@@ -63,6 +63,15 @@ its count exact. Every chunk is exact; the fewest-chunks argument above is not c
 with videos (a larger video in a chunk changes the others' intros by a token or two, and
 a clip's length grows with its end only up to its timestamp digits). SFT mode keeps
 turns with videos whole.
+
+**Other model families** (a Qwen-VL :class:`~pytest_tokenguard.families.qwen_text.
+QwenTokenCounter` as ``counter``): the counter prices a chunk by rendering it whole
+(:class:`ChunkPricer`: its exact length as the processor counts it), and the same greedy
+packing runs on those prices (:func:`_split_whole`), plain and SFT, ``leading`` and
+``allow_frame_split`` (cuts between images and inside frames items; a video is never cut:
+a message whose video alone cannot fit is refused, naming it). A chunk's length only grows
+as messages are added (ChatML closes every message with ``<|im_end|>``), so greedy is the
+fewest chunks here as above; every chunk's count is the renderer's, exact.
 """
 
 from __future__ import annotations
@@ -71,7 +80,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from . import conversation as _conv
 from .conversation import (
@@ -97,6 +106,7 @@ __all__ = [
     "DEFAULT_MAX_CHUNKS",
     "DEFAULT_MAX_TOKENS",
     "Chunk",
+    "ChunkPricer",
     "SplitError",
     "split",
     "validate_chunks",
@@ -111,6 +121,21 @@ SYSTEM = "system"
 #: the fix a message names (``{allow_frame_split}`` is spelt for where it is shown:
 #: ``allow_frame_split=True`` in Python, ``--allow-frame-split`` on the command line)
 FRAME_SPLIT_FIX = "{allow_frame_split}"
+
+
+@runtime_checkable
+class ChunkPricer(Protocol):
+    """A counter that prices a whole chunk (a family other than SmolVLM2's:
+    :class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter`)."""
+
+    def parse(self, messages: Sequence[MessageLike] | Conversation, *,
+              label: str = "message") -> Conversation:
+        """The messages validated as this family's processor takes them."""
+        ...
+
+    def chunk_tokens(self, messages: Sequence[Message]) -> int:
+        """The exact length of ``messages`` rendered as one conversation."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -385,7 +410,7 @@ def split(
     conversation: Sequence[MessageLike] | Conversation,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     *,
-    counter: TokenCounter | None = None,
+    counter: TokenCounter | ChunkPricer | None = None,
     longest_edge: int | None = None,
     leading: Sequence[MessageLike] | Conversation = (),
     allow_frame_split: bool = False,
@@ -396,7 +421,9 @@ def split(
 
     ``counter`` is the token counter of the processor the chunks are for; without it
     the default model (``TOKENGUARD_MODEL`` or SmolVLM2-2.2B) is loaded once. A
-    ``longest_edge`` other than the counter's prices images at that resolution.
+    ``longest_edge`` other than the counter's prices images at that resolution. A
+    Qwen-VL :class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter` prices
+    every chunk by rendering it (its settings are its own: ``with_settings``).
     ``leading`` messages (system prompt, task description) start every chunk and are
     counted in it. An empty conversation gives no chunks. ``sft`` splits for
     supervised fine-tuning (see the module docstring): ``tokenguard split --sft``
@@ -406,6 +433,12 @@ def split(
     for name, value in (("max_tokens", max_tokens), ("max_chunks", max_chunks)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SplitError(f"{name} must be a positive integer, got {value!r}")
+    if counter is not None and not isinstance(counter, TokenCounter):
+        if longest_edge is not None:
+            raise SplitError(f"longest_edge is SmolVLM2's resolution; a {type(counter).__name__} "
+                             "has settings of its own (counter.with_settings(...))")
+        return _split_whole(conversation, max_tokens, counter, leading, allow_frame_split,
+                            sft, max_chunks)
     counter = _counter(counter, longest_edge)
     loader = path_loader_of(counter.processor)
     messages = (conversation if isinstance(conversation, tuple)
@@ -823,6 +856,199 @@ def _split_videos(messages: Conversation, lead: Conversation, first: int, max_to
             rest = head[1]
     close()
     return chunks
+
+
+# ------------------------------------------------------------------ whole chunks
+
+
+def _whole_head(content: tuple[ContentItem, ...], rule: _Rule,
+                fits: Callable[[tuple[ContentItem, ...]], bool]
+                ) -> tuple[tuple[ContentItem, ...], tuple[ContentItem, ...]] | None:
+    """The longest leading part of ``content`` cut at ``rule``'s points for which ``fits``
+    (the chunk holding it is priced whole), by binary search; None when none fits."""
+    cuts = _Cuts(content, rule)
+    lo, hi = 0, len(cuts) - 1
+    best: tuple[tuple[ContentItem, ...], tuple[ContentItem, ...]] | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        head, tail = _cut(content, *cuts[mid])
+        if fits(head):
+            best, lo = (head, tail), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _split_whole(conversation: Sequence[MessageLike] | Conversation, max_tokens: int,
+                 pricer: ChunkPricer, leading: Sequence[MessageLike] | Conversation,
+                 allow_frame_split: bool, sft: bool, max_chunks: int) -> list[Chunk]:
+    """:func:`split` with every chunk priced whole by ``pricer`` (see the module
+    docstring): units (a message, or an SFT turn) packed greedily; a unit too large for a
+    chunk cut between images or frames when ``allow_frame_split`` allows it."""
+    messages = pricer.parse(conversation)
+    lead = pricer.parse(leading, label="leading message")
+    first = 0
+    if sft:
+        while first < len(messages) and messages[first].role == SYSTEM:
+            first += 1
+        lead = (*lead, *messages[:first])
+    prices: dict[tuple[Message, ...], int] = {}
+
+    def tokens(body: Sequence[Message]) -> int:
+        key = (*lead, *body)
+        price = prices.get(key)
+        if price is None:
+            price = pricer.chunk_tokens(key)
+            if len(prices) > 4096:
+                prices.clear()
+            prices[key] = price
+        return price
+
+    base = tokens(()) if lead else 0
+    if lead and base >= max_tokens:
+        raise _leading_too_long(first, base, max_tokens)
+    limits = ("{max_tokens} " + str(max_tokens) + " as a chunk of its own"
+              + (" (with the leading context)" if lead else ""))
+    chunks: list[Chunk] = []
+    run: list[Message] = []
+    sources: list[int] = []
+
+    def close() -> None:
+        if not run:
+            return
+        if len(chunks) >= max_chunks:
+            raise SplitError.phrased(
+                f"the conversation needs more than {{max_chunks}}={max_chunks} chunks; check "
+                "its frame ranges (frames 'end' is exclusive, not a timestamp) or pass a "
+                "larger {max_chunks}")
+        chunks.append(Chunk(len(chunks), (*lead, *run), tokens(run), len(lead),
+                            tuple(sources)))
+        run.clear()
+        sources.clear()
+
+    if sft and first == len(messages) and first:
+        raise SplitError("the conversation has only system messages: no assistant turn for an "
+                         "SFT chunk to end on; add the dialogue or drop the record", index=0)
+    units = ([(list(range(a, b)), messages[a:b]) for a, b in _turns(messages, first)] if sft
+             else [([i], (m,)) for i, m in enumerate(messages)])
+    for indices, unit in units:
+        if run and tokens((*run, *unit)) <= max_tokens:
+            run.extend(unit)
+            sources.extend(indices)
+            continue
+        alone = tokens(unit)
+        if alone <= max_tokens:
+            close()
+            run.extend(unit)
+            sources.extend(indices)
+            continue
+        if sft:
+            wrap, pieces, content, rule, too_large = _whole_sft_cut(
+                unit, indices, alone, limits, allow_frame_split)
+        else:
+            wrap, pieces, content, rule, too_large = _whole_plain_cut(
+                unit[0], indices[0], alone, limits, allow_frame_split)
+        rest = content
+        while True:
+            if tokens((*run, *pieces(wrap(rest)))) <= max_tokens:
+                run.extend(pieces(wrap(rest)))
+                sources.extend(indices)
+                break
+            head = _whole_head(rest, rule, _fitting(tokens, tuple(run), pieces, wrap,
+                                                    max_tokens))
+            if head is None:
+                if run:
+                    close()
+                    continue
+                raise too_large()
+            run.extend(pieces(wrap(head[0])))
+            sources.extend(indices)
+            close()
+            rest = head[1]
+    close()
+    return chunks
+
+
+_Wrap = Callable[[tuple[ContentItem, ...]], Message]
+_Pieces = Callable[[Message], tuple[Message, ...]]
+_Cutting = tuple[_Wrap, _Pieces, tuple[ContentItem, ...], _Rule, Callable[[], SplitError]]
+
+
+def _fitting(tokens: Callable[[Sequence[Message]], int], before: tuple[Message, ...],
+             pieces: _Pieces, wrap: _Wrap, max_tokens: int
+             ) -> Callable[[tuple[ContentItem, ...]], bool]:
+    """Whether the part made of some items fits after ``before`` in one chunk."""
+    def fits(items: tuple[ContentItem, ...]) -> bool:
+        return tokens((*before, *pieces(wrap(items)))) <= max_tokens
+
+    return fits
+
+
+def _whole_plain_cut(message: Message, index: int, tokens: int, limits: str,
+                     allow_frame_split: bool) -> _Cutting:
+    """How a message too large for a chunk is cut in plain mode, or the refusal."""
+    what = (f"{_describe(message, index, tokens)} as a chunk of its own (the template and "
+            "any leading context included)")
+    video = (" (a video is never cut: lower its num_frames or the processor's max_pixels)"
+             if message.videos else "")
+    cuttable = _has_cuts(message.content, _frames_rule)
+    if not allow_frame_split or not cuttable:
+        fix = (f"{FRAME_SPLIT_FIX} lets it be cut between frames or images" if cuttable
+               else "shorten it or split it into several messages")
+        raise SplitError.phrased(f"{what}, more than {limits}; {fix}{video}", index=index,
+                                 tokens=tokens)
+
+    def too_large() -> SplitError:
+        return SplitError.phrased(
+            f"{what}; even cut between frames, a piece of it does not fit {limits} (a text "
+            f"item, image or video next to the frames is too large){video}; raise "
+            "{max_tokens} or shorten the message", index=index, tokens=tokens)
+
+    def wrap(items: tuple[ContentItem, ...]) -> Message:
+        return Message(message.role, items)
+
+    return wrap, _alone, message.content, _frames_rule, too_large
+
+
+def _whole_sft_cut(turn: Conversation, indices: list[int], tokens: int, limits: str,
+                   allow_frame_split: bool) -> _Cutting:
+    """How an SFT turn too large for a chunk is cut (in its user message with the most
+    images, between them, each part keeping the text around them and the whole answer),
+    or the refusal."""
+    start = indices[0]
+    span = (f"messages {start}-{indices[-1]}" if len(turn) > 1 else f"message {start}")
+    images = sum(m.images for m in turn)
+    what = (f"{span} (a turn: {'the user messages and ' if len(turn) > 1 else ''}the "
+            f"assistant answer, {_plural(images, 'image')}) are {tokens} tokens as a chunk of "
+            "their own (the template and any leading context included)")
+    candidates = [p for p in range(len(turn)) if turn[p].role != ASSISTANT
+                  and _middle(turn[p].content)[1]
+                  and _has_cuts(_middle(turn[p].content)[1], _any_rule)]
+    if not allow_frame_split or not candidates:
+        fix = (f"{FRAME_SPLIT_FIX} lets message "
+               f"{start + max(candidates, key=lambda p: turn[p].images)} be cut between its "
+               "images, each part keeping its text and the answer" if candidates
+               else "shorten the turn")
+        raise SplitError.phrased(f"{what}, more than {limits}; {fix}", index=start,
+                                 tokens=tokens)
+    position = max(candidates, key=lambda p: (turn[p].images, p))
+    cut = turn[position]
+    prefix, middle, suffix = _middle(cut.content)
+
+    def wrap(items: tuple[ContentItem, ...]) -> Message:
+        return Message(cut.role, (*prefix, *items, *suffix))
+
+    def pieces(part: Message) -> tuple[Message, ...]:
+        return (*turn[:position], part, *turn[position + 1:])
+
+    def too_large() -> SplitError:
+        return SplitError.phrased(
+            f"{what}; even cut between the images of message {start + position}, a part does "
+            f"not fit {limits}: each part repeats the answer and the rest of the turn and the "
+            "message's text around the images; raise {max_tokens} or shorten the turn",
+            index=start, tokens=tokens)
+
+    return wrap, pieces, middle, _any_rule, too_large
 
 
 _DEFAULT_COUNTERS: dict[tuple[str, int | None], TokenCounter] = {}

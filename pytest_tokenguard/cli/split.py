@@ -46,6 +46,14 @@ How it behaves, decided once for every mode:
   renders it, which drops the string; the first conversations holding some are named
   on standard error and the summary counts them.
 
+A Qwen-VL ``--model`` (a checkpoint folder, or a hub id in the hub cache) is counted by
+:class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter` with its own tokenizer and
+chat template, every chunk rendered whole; ``--min-pixels``/``--max-pixels`` are the
+processor call's settings (``--longest-edge`` is a usage error, as are the pixel options
+for SmolVLM2), a Qwen hub id with no files on this machine is a usage error naming the
+download (``TokenizerUnavailable``), and its template writes plain-string content (no note).
+Video items give their frame size (``"width"``, ``"height"``) or a file.
+
 Exit status: 0 every line split; 1 a line was rejected or the input could not be read;
 2 a usage error (an option value, an output that is an input, a model or chat template
 that cannot be used).
@@ -82,6 +90,7 @@ from .common import (
     reader_left,
     streams,
 )
+from .family_count import add_family_options
 
 __all__ = ["add_split_parser", "iter_lines", "run_split"]
 
@@ -125,6 +134,7 @@ def add_split_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--longest-edge", type=integer(1), default=None,
                         metavar="N",
                         help="the processor's size['longest_edge'] (default: the checkpoint's)")
+    add_family_options(parser)
     parser.add_argument("--leading-file", default=None, metavar="F",
                         help="context repeated at the start of every chunk: a JSON list of "
                              "messages (or one message), or plain text for a system message")
@@ -265,6 +275,9 @@ class _Job:
     counter: Any = None
     leading: Conversation = ()
     source: Any = None
+    #: the counter prices chunks whole (a Qwen-VL model): its own parsing, its template
+    #: writes plain-string content
+    whole: bool = False
     tally: _Tally = field(default_factory=_Tally)
 
 
@@ -380,6 +393,8 @@ def _prepare(job: _Job) -> None:
     from ..tokens import TokenCounter
 
     args = job.args
+    if _prepare_family(job):
+        return
     try:
         source = resolve_source(model_or_default(args.model))
         light = light_processor(source)
@@ -396,6 +411,39 @@ def _prepare(job: _Job) -> None:
         split((), args.max_tokens, counter=job.counter, leading=job.leading)
     except TokenguardError as exc:  # the model, its template, or a leading context too long
         raise UsageError(exc.reworded(CLI_WORDING)) from None
+
+
+def _prepare_family(job: _Job) -> bool:
+    """Load a Qwen-VL counter when ``--model`` is one (True), checking the options; False
+    for SmolVLM2, whose options are then checked by :func:`_prepare`."""
+    from ..families import resolve_family
+    from ..processor.source import model_or_default
+
+    args = job.args
+    model = model_or_default(args.model)
+    pixels = [option for option, value in (("--min-pixels", args.min_pixels),
+                                           ("--max-pixels", args.max_pixels)) if value]
+    try:
+        found = resolve_family(model)
+        if found is None or found.family.name != "qwen-vl":
+            if pixels:
+                what = "are Qwen-VL settings" if len(pixels) > 1 else "is a Qwen-VL setting"
+                raise UsageError(f"{' and '.join(pixels)} {what}; {model} prices images by "
+                                 "--longest-edge")
+            return False
+        if args.longest_edge:
+            raise UsageError(f"--longest-edge is SmolVLM2's resolution; {model} is a Qwen-VL "
+                             "model: give --max-pixels (and --min-pixels)")
+        from ..families.qwen_text import QwenTokenCounter
+        from ..splitting import split
+
+        job.counter = QwenTokenCounter.from_model(model, min_pixels=args.min_pixels,
+                                                  max_pixels=args.max_pixels)
+        job.whole = True
+        split((), args.max_tokens, counter=job.counter, leading=job.leading)
+    except TokenguardError as exc:  # the model, its tokenizer, a leading context too long
+        raise UsageError(exc.reworded(CLI_WORDING)) from None
+    return True
 
 
 def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
@@ -422,7 +470,7 @@ def run_split(args: argparse.Namespace, stdout: TextIO | None = None,
             if args.leading_file:
                 job.leading = _read_leading(args.leading_file)
             _prepare(job)
-            if args.leading_file:
+            if args.leading_file and not job.whole:
                 _note_string_content(f"--leading-file {args.leading_file}", job.leading, say)
             sink: Any = (stack.enter_context(AtomicFile(args.output, create_parents=False))
                          if args.output else _Stdout(out))
@@ -473,7 +521,8 @@ def _run(job: _Job, mode: Mode, stream: IO[bytes], sink: Any, rejects: AtomicFil
                     "'messages' must be a list of chat messages, got "
                     f"{_json_type(messages) if 'messages' in record else 'nothing'}"
                 )
-            conversation = parse_conversation(messages, base_dir=job.base_dir)
+            conversation = (job.counter.parse(messages, base_dir=job.base_dir) if job.whole
+                            else parse_conversation(messages, base_dir=job.base_dir))
             if not conversation:
                 tally.empty += 1
                 raise Rejected("no messages: nothing to split, so no chunk is written; drop the "
@@ -486,7 +535,7 @@ def _run(job: _Job, mode: Mode, stream: IO[bytes], sink: Any, rejects: AtomicFil
             if rejects is not None:
                 rejects.write(raw if raw.endswith(b"\n") else raw + b"\n")
             continue
-        if any(m.string_content for m in conversation):
+        if not job.whole and any(m.string_content for m in conversation):
             tally.string_content += 1
             if tally.string_content <= STRING_CONTENT_NOTICES:
                 _note_string_content(where, conversation, say)
@@ -518,6 +567,11 @@ def _summary(job: _Job, say: Callable[[str], None]) -> None:
         parts.append(f"{tally.rejected} rejected{empty}{kept}")
     if tally.string_content:
         parts.append(f"{tally.string_content} with plain-string content the template drops")
+    if job.whole:
+        counter = job.counter
+        say(f"{', '.join(parts)}; min_pixels {counter.min_pixels}, max_pixels "
+            f"{counter.max_pixels}; {counter.model}")
+        return
     edge = job.counter.longest_edge if job.counter is not None else "?"
     source = job.source.describe() if job.source is not None else ""
     say(f"{', '.join(parts)}; longest_edge {edge}; {source}")

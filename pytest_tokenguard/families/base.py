@@ -37,8 +37,12 @@ answering the per-layer hooks: Qwen-VL's is ``families/qwen_memory.py``), and
 :class:`~pytest_tokenguard.gpu.model.StepShape`. SmolVLM2's architecture stays in
 ``gpu/model.py`` (the base class), reached by the SmolVLM2 resolver.
 
-Not on the seam yet (issue 18): the chat template's rendering of whole conversations and
-splitting still go through the SmolVLM2 modules directly.
+Whole conversations and splitting: SmolVLM2's go through :mod:`pytest_tokenguard.sequence`
+(priced message by message); another family gives a counter that prices a whole chunk by
+rendering its checkpoint's chat template (Qwen-VL's
+:class:`~pytest_tokenguard.families.qwen_text.QwenTokenCounter`), which
+:func:`~pytest_tokenguard.splitting.split` takes as a
+:class:`~pytest_tokenguard.splitting.ChunkPricer`.
 
 Only the standard library is imported here.
 """
