@@ -120,7 +120,8 @@ def audit_training_set(gate: TrainingSetGate) -> Any:
     auditor = Auditor(AuditSettings(gate.model, gate.longest_edge, gate.num_frames, gate.fps,
                                     gate.image_root or default_base_dir(gate.data)))
     origins.append(("truncation_side", "the tokenizer's"))
-    rules = TrainerRules(max_length, auditor.truncation_side, tuple(origins))
+    rules = TrainerRules(max_length, auditor.truncation_side, tuple(origins),
+                         auditor.pricer.wrap_before)
     summary = run_audit(gate.data, auditor, rules, workers=gate.workers)
     report = AuditReport(summary, gate.model, gate.keep, None,
                          tuple(what_fits(summary, gate.keep, None)), trainer=trainer_line)
