@@ -324,3 +324,30 @@ def test_worst_batch_through_the_qwen25_memory_model(
     assert "config.json" in out["memory_refused"]
     assert captured.err.startswith("tokenguard audit: --gpu-memory: ")
     assert str(qwen3) in captured.err
+
+
+def test_the_auditor_api_and_the_marker_gate_take_a_qwen_model(
+        photo_set: tuple[Path, list[dict[str, Any]]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``Auditor`` (what ``Dataset.map`` and Ray call) and the ``training_set_fits`` gate,
+    given a Qwen folder and ``max_pixels``, give the collator's lengths and the CLI's
+    verdicts."""
+    from pytest_tokenguard.audit.gate import audit_training_set, gate_from_marker
+    from pytest_tokenguard.audit.measure import Auditor, AuditSettings
+
+    data, rows = photo_set
+    model = "Qwen/Qwen3-VL-8B-Instruct"
+    folder = save_folder(model, tmp_path / "ckpt")
+    processor = folder_processor(folder, model, MAX_PIXELS)
+    auditor = Auditor(AuditSettings(str(folder), base_dir=str(data.parent),
+                                    max_pixels=MAX_PIXELS))
+    assert auditor.knob == "max_pixels"
+    for number, row in enumerate(rows[:4]):
+        assert auditor.measure(row, number).tokens == collate(processor, row, None)
+    report = audit_training_set(gate_from_marker(str(folder), data, max_length=MAX_LENGTH,
+                                                 max_pixels=MAX_PIXELS))
+    _, cli = audit([str(data), "--model", str(folder), "--max-pixels", str(MAX_PIXELS),
+                    "--max-length", str(MAX_LENGTH)], capsys)
+    gate = report.to_json()
+    for key in ("max_pixels", "tokens", "over_max_length", "cut_inside_media", "fits"):
+        assert gate[key] == cli[key], key
