@@ -344,6 +344,11 @@ def test_the_auditor_api_and_the_marker_gate_take_a_qwen_model(
     assert auditor.knob == "max_pixels"
     for number, row in enumerate(rows[:4]):
         assert auditor.measure(row, number).tokens == collate(processor, row, None)
+    video = auditor.measure({"messages": [{"role": "user", "content": [
+        {"type": "video", "total_frames": 8, "fps": 2.0, "width": 64, "height": 64}]}]}, 9)
+    assert video.error is not None
+    assert video.error.startswith("the sample holds a video, which the Qwen-VL audit does "
+                                  "not price")
     report = audit_training_set(gate_from_marker(str(folder), data, max_length=MAX_LENGTH,
                                                  max_pixels=MAX_PIXELS))
     _, cli = audit([str(data), "--model", str(folder), "--max-pixels", str(MAX_PIXELS),
