@@ -40,9 +40,18 @@ class MemoryPlan:
     def peak(self, tiles: int, seq_len: int, batch: int) -> int:
         """Predicted per-GPU peak of a batch of ``batch`` samples holding ``tiles`` tiles
         in all, each padded to ``seq_len`` tokens."""
-        from ..gpu.model import estimate_step, resolve_model
+        from ..gpu.model import _family_model, estimate_step, resolve_model
 
-        arch, _ = resolve_model(self.model)
+        other = _family_model(self.model)
+        if other is not None:
+            # the family's refusals of the recipe (Qwen-VL: the Trainer's loop, one GPU,
+            # bf16), on a sample of nothing but text
+            arch, spec, family = other
+            family.memory_sample(spec, replace(self.shape, images=0, video=None,
+                                               longest_edge=None, max_pixels=None,
+                                               text_tokens=1))
+        else:
+            arch, _ = resolve_model(self.model)
         estimate = estimate_step(arch, tiles_per_sample=math.ceil(tiles / batch),
                                  seq_len=seq_len, shape=replace(self.shape, batch=batch))
         return int(estimate.peak_bytes)
@@ -98,20 +107,21 @@ def what_fits(summary: Summary, keep: float, plan: MemoryPlan | None) -> list[Fi
     edge = summary.longest_edge
     batch = summary.batch
     needed = summary.length_needed(keep, edge)
+    knob = summary.knob
     candidates: list[tuple[int, int, str]] = []
     if needed > 0:
-        candidates.append((edge, needed, f"keep longest_edge {edge}, raise max_length"))
+        candidates.append((edge, needed, f"keep {knob} {edge}, raise max_length"))
     limit = summary.rules.max_length
     if limit is not None:
         smaller = summary.largest_edge_within(limit, keep)
         if smaller is not None and smaller != edge:
-            candidates.append((smaller, limit, f"keep max_length {limit}, lower "
-                               "longest_edge"))
+            candidates.append((smaller, limit, f"keep max_length {limit}, lower {knob}"))
     for cand_edge, cand_length, what in candidates:
         found = _batch_that_fits(summary, plan, cand_edge, cand_length, batch)
         if found is None:
             continue
         size, peak = found
         fits.append(Fit(cand_edge, cand_length, size, math.ceil(batch / size),
-                        summary.share_within(cand_length, cand_edge), peak, what))
+                        summary.share_within(cand_length, cand_edge), peak, what, knob,
+                        summary.size_floor))
     return fits

@@ -46,6 +46,7 @@ class TrainingSetGate:
     fps: float | None = None
     workers: int = 1
     image_root: str | None = None
+    max_pixels: int | None = None
 
 
 def _positive(name: str, value: object) -> int | None:
@@ -59,7 +60,8 @@ def _positive(name: str, value: object) -> int | None:
 def gate_from_marker(model: str, data: object, *, max_length: object = None,
                      longest_edge: object = None, trainer: object = None, keep: object = 1.0,
                      num_frames: object = None, fps: object = None, workers: object = 1,
-                     image_root: object = None) -> TrainingSetGate:
+                     image_root: object = None, max_pixels: object = None
+                     ) -> TrainingSetGate:
     """The arguments validated (a ``ValueError`` naming the one that is wrong). The data
     file itself is read when the test runs: a fixture may write it."""
     if not isinstance(data, str | os.PathLike) or not os.fspath(data):
@@ -79,7 +81,8 @@ def gate_from_marker(model: str, data: object, *, max_length: object = None,
         _positive("longest_edge", longest_edge), trainer, float(keep),
         _positive("num_frames", num_frames), None if fps is None else float(fps),
         _positive("workers", workers) or 1,
-        None if image_root is None else os.fspath(image_root))
+        None if image_root is None else os.fspath(image_root),
+        _positive("max_pixels", max_pixels))
 
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
@@ -118,9 +121,11 @@ def audit_training_set(gate: TrainingSetGate) -> Any:
     if max_length is not None and not origins:
         origins.append(("max_length", "the marker's max_length"))
     auditor = Auditor(AuditSettings(gate.model, gate.longest_edge, gate.num_frames, gate.fps,
-                                    gate.image_root or default_base_dir(gate.data)))
+                                    gate.image_root or default_base_dir(gate.data),
+                                    gate.max_pixels))
     origins.append(("truncation_side", "the tokenizer's"))
-    rules = TrainerRules(max_length, auditor.truncation_side, tuple(origins))
+    rules = TrainerRules(max_length, auditor.truncation_side, tuple(origins),
+                         auditor.pricer.wrap_before)
     summary = run_audit(gate.data, auditor, rules, workers=gate.workers)
     report = AuditReport(summary, gate.model, gate.keep, None,
                          tuple(what_fits(summary, gate.keep, None)), trainer=trainer_line)

@@ -32,6 +32,15 @@ order; a count that does not match, or a role TRL does not know, is TRL's own
 ``ValueError`` (:attr:`SampleResult.refused`). A row without those columns is the
 project's chat format (images by ``path`` or ``width``/``height``, videos, frames),
 rendered the same way.
+
+**One pricer per model family.** What a sample costs is the family's: the auditor asks
+the family registry (:func:`~pytest_tokenguard.families.resolve_family`) for the model's
+family and builds the pricer its ``audit_pricer`` names: :class:`SmolVLMPricer` (above),
+or :class:`~pytest_tokenguard.audit.qwen.QwenPricer` for Qwen2-VL, Qwen2.5-VL and
+Qwen3-VL. A pricer says which processor setting its "what fits" candidates vary
+(``knob``: ``longest_edge`` or ``max_pixels``) and prices one prepared conversation into a
+:class:`SampleResult`; everything else (TRL's row preparation, the cut, the summary, the
+report) is shared.
 """
 
 from __future__ import annotations
@@ -41,13 +50,13 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import TokenguardError
 from .media import ImageSizer
 
-__all__ = ["COLUMNS", "AuditSettings", "Auditor", "SampleResult", "candidate_edges",
-           "default_base_dir", "from_columns", "trl_messages"]
+__all__ = ["COLUMNS", "AuditSettings", "Auditor", "Pricer", "SampleResult", "SmolVLMPricer",
+           "candidate_edges", "default_base_dir", "from_columns", "pricer_for", "trl_messages"]
 
 #: ``num_frames`` values the "what fits" answer tries for videos (those up to the
 #: checkpoint's ``max_frames``)
@@ -69,7 +78,8 @@ class AuditSettings:
     ``longest_edge`` is the processor's ``size={"longest_edge": N}`` (None: the
     checkpoint's); ``num_frames``/``fps`` the video sampling of the processor call
     (None: the checkpoint's); ``base_dir`` resolves relative image paths (the data
-    file's folder).
+    file's folder). ``max_pixels`` is Qwen-VL's resolution (the processor's
+    ``size["longest_edge"]``, None: the checkpoint's); each family refuses the other's.
     """
 
     model: str
@@ -77,6 +87,7 @@ class AuditSettings:
     num_frames: int | None = None
     fps: float | None = None
     base_dir: str | None = None
+    max_pixels: int | None = None
 
 
 class SampleResult(NamedTuple):
@@ -185,65 +196,134 @@ def trl_messages(row: Mapping[str, Any], sizer: ImageSizer) -> list[dict[str, An
     return out
 
 
+class Pricer(Protocol):
+    """What an auditor needs of a model family (see the module docstring).
+
+    ``knob`` names the processor setting the "what fits" candidates vary, ``setting`` its
+    audited value, ``edges`` the candidates (:attr:`SampleResult.edge_tokens`);
+    ``size_floor`` the processor's lower bound written beside it in the processor line
+    (None: none); ``wrap_before`` the wrapper tokens before a block's first media token
+    (what a left cut may drop and still leave the media whole)."""
+
+    knob: str
+    wrap_before: int
+
+    @property
+    def setting(self) -> int: ...
+    @property
+    def edges(self) -> tuple[int, ...]: ...
+    @property
+    def frame_candidates(self) -> tuple[int, ...]: ...
+    @property
+    def fps_candidates(self) -> tuple[float, ...]: ...
+    @property
+    def truncation_side(self) -> str: ...
+    @property
+    def size_floor(self) -> int | None: ...
+    @property
+    def counter(self) -> Any: ...
+
+    def price(self, ident: Any, messages: Any, base_dir: Path | None) -> SampleResult: ...
+
+
+#: family name -> "module:class" of its pricer, for families that name none themselves
+_PRICERS = {"smolvlm": "pytest_tokenguard.audit.measure:SmolVLMPricer"}
+
+
+def pricer_for(settings: AuditSettings) -> Pricer:
+    """The pricer of ``settings.model``'s family (its ``audit_pricer``); a model no
+    family claims goes to SmolVLM2's, whose resolver names what is wrong with it. A
+    family with no pricer is refused by name."""
+    import importlib
+
+    from ..errors import InputError
+    from ..families import resolve_family
+
+    try:
+        found = resolve_family(settings.model)
+    except (TokenguardError, ValueError, RecursionError):
+        found = None  # an unreadable folder: SmolVLM2's resolver reports it, as before
+    name = "smolvlm" if found is None else found.family.name
+    target = getattr(found.family, "audit_pricer", None) if found is not None else None
+    target = target or _PRICERS.get(name)
+    if target is None:
+        raise InputError(f"{settings.model}: tokenguard audit has no pricer for the {name} "
+                         "family; audit SmolVLM2 or Qwen-VL models")
+    module, _, attribute = str(target).partition(":")
+    pricer: Pricer = getattr(importlib.import_module(module), attribute)(settings)
+    return pricer
+
+
 class Auditor:
     """The per-sample function (see the module docstring)."""
 
     def __init__(self, settings: AuditSettings) -> None:
         self.settings = settings
-        self._state: dict[str, Any] | None = None
+        self._pricer: Pricer | None = None
+        self._sizer = ImageSizer(settings.base_dir)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"settings": self.settings}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.settings = state["settings"]
-        self._state = None
+        self._pricer = None
+        self._sizer = ImageSizer(self.settings.base_dir)
 
     # ------------------------------------------------------------------ setup (once)
 
-    def _ready(self) -> dict[str, Any]:
-        if self._state is None:
-            self._state = _prepare(self.settings)
-        return self._state
+    @property
+    def pricer(self) -> Pricer:
+        """The model family's pricer, built (its tokenizer loaded) on first use."""
+        if self._pricer is None:
+            self._pricer = pricer_for(self.settings)
+        return self._pricer
 
     @property
     def counter(self) -> Any:
-        """The :class:`~pytest_tokenguard.tokens.TokenCounter` at the audited edge."""
-        return self._ready()["counter"]
+        """The family's token counter at the audited setting."""
+        return self.pricer.counter
+
+    @property
+    def knob(self) -> str:
+        """The processor setting "what fits" varies: ``longest_edge`` or ``max_pixels``."""
+        return self.pricer.knob
 
     @property
     def longest_edge(self) -> int:
-        return int(self._ready()["counter"].longest_edge)
+        """The audited value of :attr:`knob` (SmolVLM2's ``longest_edge``, Qwen-VL's
+        ``max_pixels``)."""
+        return int(self.pricer.setting)
 
     @property
     def edges(self) -> tuple[int, ...]:
-        """The candidate ``longest_edge`` values of :attr:`SampleResult.edge_tokens`."""
-        return self._ready()["edges"]  # type: ignore[no-any-return]
+        """The candidate values of :attr:`knob` of :attr:`SampleResult.edge_tokens`."""
+        return self.pricer.edges
 
     @property
     def frame_candidates(self) -> tuple[int, ...]:
         """The candidate ``num_frames`` of :attr:`SampleResult.frame_tokens`."""
-        return self._ready()["frames"]  # type: ignore[no-any-return]
+        return self.pricer.frame_candidates
 
     @property
     def fps_candidates(self) -> tuple[float, ...]:
         """The candidate sampling ``fps`` of :attr:`SampleResult.fps_tokens`."""
-        return self._ready()["rates"]  # type: ignore[no-any-return]
+        return self.pricer.fps_candidates
 
     @property
     def truncation_side(self) -> str:
         """The tokenizer's ``truncation_side``: the end TRL's collator cuts."""
-        return str(self._ready()["side"])
+        return self.pricer.truncation_side
 
     @property
     def source(self) -> Any:
-        return self._ready()["source"]
+        return getattr(self.pricer, "source", None)
 
     # ------------------------------------------------------------------ per sample
 
     def measure(self, row: Any, index: int = 0) -> SampleResult:
         """The :class:`SampleResult` of one row (its id: ``id``, else ``index``)."""
-        state = self._ready()
+        pricer = self.pricer
         ident = row.get("id", index) if isinstance(row, Mapping) else index
         if not isinstance(ident, str | int) or isinstance(ident, bool):
             ident = str(ident)
@@ -254,54 +334,16 @@ class Auditor:
                 raise ValueError("no 'messages' column; give the conversation as 'messages' "
                                  "(TRL's conversational format)")
             if "images" in row or "image" in row:
-                messages: Any = trl_messages(row, state["sizer"])
+                messages: Any = trl_messages(row, self._sizer)
             else:
                 messages = row["messages"]
-            from ..conversation import parse_conversation
-
-            parsed = parse_conversation(messages, base_dir=state["base_dir"])
-            if not parsed:
-                raise ValueError("'messages' is empty")
-            return self._priced(ident, parsed, state)
+            base_dir = None if self.settings.base_dir is None else Path(self.settings.base_dir)
+            return pricer.price(ident, messages, base_dir)
         except TrlRefusal as exc:
             return SampleResult(ident, refused=str(exc))
         except (TokenguardError, ValueError, TypeError, KeyError) as exc:
             message = " ".join(str(exc).split()) or type(exc).__name__
             return SampleResult(ident, error=message)
-
-    def _priced(self, ident: Any, parsed: Any, state: dict[str, Any]) -> SampleResult:
-        from ..conversation import VideoItem, image_sizes, videos_of
-
-        settings = self.settings
-        if videos_of(parsed) and (settings.num_frames is not None or settings.fps is not None):
-            # the processor call's sampling, for the videos that do not set their own
-            parsed = tuple(replace(m, content=tuple(
-                replace(item, num_frames=settings.num_frames, sample_fps=settings.fps)
-                if type(item) is VideoItem and item.num_frames is None
-                and item.sample_fps is None else item for item in m.content)) for m in parsed)
-        walk = _walk(parsed, state["counter"], state)
-        sizes = image_sizes(parsed)
-        image_blocks = walk.image_blocks
-        edge_tokens, edge_tiles = [], []
-        for counter in state["edge_counters"]:
-            costs = [counter.image(w, h) for w, h in sizes]
-            edge_tokens.append(walk.tokens - image_blocks + sum(c.block_tokens for c in costs))
-            edge_tiles.append(walk.tiles - walk.image_tiles + sum(c.patches for c in costs))
-        frame_tokens: list[int] = []
-        fps_tokens: list[int] = []
-        if videos_of(parsed):
-            # the same conversation at each candidate sampling, priced by the same walk
-            # (the counter's own per-call video costs), so it follows the counter
-            for frames in state["frames"]:
-                frame_tokens.append(_walk(_resampled(parsed, num_frames=frames),
-                                          state["counter"], state).tokens)
-            for rate in state["rates"]:
-                fps_tokens.append(_walk(_resampled(parsed, sample_fps=rate),
-                                        state["counter"], state).tokens)
-        return SampleResult(
-            ident, walk.tokens, walk.image_tokens, len(sizes), walk.videos, walk.tiles,
-            walk.first_image, walk.after_last_image, tuple(edge_tokens), tuple(edge_tiles),
-            tuple(frame_tokens), fps_tokens=tuple(fps_tokens))
 
     def __call__(self, example: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
         """For ``Dataset.map(auditor, with_indices=True)``: the sample's figures as new
@@ -349,6 +391,96 @@ class Auditor:
     def measure_all(self, rows: Iterator[Any], start: int = 0) -> Iterator[SampleResult]:
         for offset, row in enumerate(rows):
             yield self.measure(row, start + offset)
+
+
+class SmolVLMPricer:
+    """SmolVLM2's pricer: the walk of the module docstring, candidates of
+    ``longest_edge`` (multiples of the tile), ``num_frames`` and sampling ``fps``."""
+
+    knob = "longest_edge"
+    wrap_before = 2
+    size_floor = None
+
+    def __init__(self, settings: AuditSettings) -> None:
+        if settings.max_pixels is not None:
+            from ..errors import InputError
+
+            raise InputError(f"max_pixels={settings.max_pixels} is a Qwen-VL setting; "
+                             f"{settings.model} (SmolVLM2) resizes by longest_edge: give "
+                             "--longest-edge instead")
+        self.settings = settings
+        self.state = _prepare(settings)
+
+    @property
+    def counter(self) -> Any:
+        """The :class:`~pytest_tokenguard.tokens.TokenCounter` at the audited edge."""
+        return self.state["counter"]
+
+    @property
+    def setting(self) -> int:
+        return int(self.state["counter"].longest_edge)
+
+    @property
+    def edges(self) -> tuple[int, ...]:
+        return self.state["edges"]  # type: ignore[no-any-return]
+
+    @property
+    def frame_candidates(self) -> tuple[int, ...]:
+        return self.state["frames"]  # type: ignore[no-any-return]
+
+    @property
+    def fps_candidates(self) -> tuple[float, ...]:
+        return self.state["rates"]  # type: ignore[no-any-return]
+
+    @property
+    def truncation_side(self) -> str:
+        return str(self.state["side"])
+
+    @property
+    def source(self) -> Any:
+        return self.state["source"]
+
+    def price(self, ident: Any, messages: Any, base_dir: Path | None) -> SampleResult:
+        from ..conversation import parse_conversation
+
+        parsed = parse_conversation(messages, base_dir=base_dir)
+        if not parsed:
+            raise ValueError("'messages' is empty")
+        return self._priced(ident, parsed, self.state)
+
+    def _priced(self, ident: Any, parsed: Any, state: dict[str, Any]) -> SampleResult:
+        from ..conversation import VideoItem, image_sizes, videos_of
+
+        settings = self.settings
+        if videos_of(parsed) and (settings.num_frames is not None or settings.fps is not None):
+            # the processor call's sampling, for the videos that do not set their own
+            parsed = tuple(replace(m, content=tuple(
+                replace(item, num_frames=settings.num_frames, sample_fps=settings.fps)
+                if type(item) is VideoItem and item.num_frames is None
+                and item.sample_fps is None else item for item in m.content)) for m in parsed)
+        walk = _walk(parsed, state["counter"], state)
+        sizes = image_sizes(parsed)
+        image_blocks = walk.image_blocks
+        edge_tokens, edge_tiles = [], []
+        for counter in state["edge_counters"]:
+            costs = [counter.image(w, h) for w, h in sizes]
+            edge_tokens.append(walk.tokens - image_blocks + sum(c.block_tokens for c in costs))
+            edge_tiles.append(walk.tiles - walk.image_tiles + sum(c.patches for c in costs))
+        frame_tokens: list[int] = []
+        fps_tokens: list[int] = []
+        if videos_of(parsed):
+            # the same conversation at each candidate sampling, priced by the same walk
+            # (the counter's own per-call video costs), so it follows the counter
+            for frames in state["frames"]:
+                frame_tokens.append(_walk(_resampled(parsed, num_frames=frames),
+                                          state["counter"], state).tokens)
+            for rate in state["rates"]:
+                fps_tokens.append(_walk(_resampled(parsed, sample_fps=rate),
+                                        state["counter"], state).tokens)
+        return SampleResult(
+            ident, walk.tokens, walk.image_tokens, len(sizes), walk.videos, walk.tiles,
+            walk.first_image, walk.after_last_image, tuple(edge_tokens), tuple(edge_tiles),
+            tuple(frame_tokens), fps_tokens=tuple(fps_tokens))
 
 
 def _resampled(parsed: Any, **sampling: Any) -> Any:
@@ -523,8 +655,6 @@ def _prepare(settings: AuditSettings) -> dict[str, Any]:
         "text": fast_text_counter(counter),
         "split": pattern.split,
         "specials": frozenset(added) - {"<image>", "<video>"},
-        "sizer": ImageSizer(settings.base_dir),
-        "base_dir": None if settings.base_dir is None else Path(settings.base_dir),
         "side": _truncation_side(source, counter.processor),
         "edges": edges,
         "edge_counters": [counter.with_settings(longest_edge=e) for e in edges],

@@ -53,6 +53,9 @@ class AuditReport:
     fits: tuple[Fit, ...]
     gradient_checkpointing: bool = False
     trainer: str = ""
+    #: why the memory model cannot predict this model's worst batch ("" when it can, or
+    #: when no GPU size was given)
+    memory_refused: str = ""
 
     @property
     def failed(self) -> bool:
@@ -89,7 +92,7 @@ class AuditReport:
             "samples": s.samples,
             "priced": s.priced,
             "model": self.model,
-            "longest_edge": s.longest_edge,
+            s.knob: s.longest_edge,
             "max_length": s.rules.max_length,
             "truncation_side": s.rules.truncation_side,
             "rules": s.rules.describe(),
@@ -114,6 +117,8 @@ class AuditReport:
                                           else s.largest_frames_within(limit, self.keep))
             data["largest_fps"] = (None if limit is None or not s.rates
                                    else s.largest_fps_within(limit, self.keep))
+        if self.memory_refused:
+            data["memory_refused"] = self.memory_refused
         if self.worst is not None:
             data["worst_batch"] = {
                 "batch": self.worst.batch, "tiles": self.worst.tiles,
@@ -124,7 +129,7 @@ class AuditReport:
         return data
 
     def _fit_json(self, fit: Fit) -> dict[str, Any]:
-        return {"longest_edge": fit.longest_edge, "max_length": fit.max_length,
+        return {fit.knob: fit.longest_edge, "max_length": fit.max_length,
                 "per_device_train_batch_size": fit.batch,
                 "gradient_accumulation_steps": fit.accumulation,
                 "share": round(fit.share, 6), "peak_bytes": fit.peak_bytes, "what": fit.what,
@@ -138,14 +143,14 @@ class AuditReport:
         s = self.summary
         t = s.tokens()
         out = [f"tokenguard audit: {s.samples:,} sample{'s' * (s.samples != 1)}, {self.model} "
-               f"at longest_edge="
+               f"at {s.knob}="
                f"{s.longest_edge}; {s.rules.describe()}"]
         if self.trainer:
             out.append(f"  trainer: {self.trainer}")
         out.append(f"  tokens: p50 {t['p50']:,}  p90 {t['p90']:,}  p99 {t['p99']:,}  "
                    f"max {t['max']:,}   ({s.images:,} image{'s' * (s.images != 1)}, "
                    f"{s.videos:,} video{'s' * (s.videos != 1)}, "
-                   f"{s.image_tokens:,} <image> tokens)")
+                   f"{s.image_tokens:,} {s.image_token} tokens)")
         limit = s.rules.max_length
         if limit is not None:
             out.append(f"  over max_length {limit}: {len(s.over_max_length):,}"
@@ -174,6 +179,8 @@ class AuditReport:
                        f" {'within' if w.fits else 'OVER'} {format_bytes(w.limit_bytes)}")
             out.append(f"  worst batch: {w.batch} x {w.seq_len:,} tokens, {w.tiles} tiles: "
                        f"predicted GPU peak {format_bytes(w.peak_bytes)}{verdict}")
+        if self.memory_refused:
+            out.append(f"  worst batch: not predicted: {self.memory_refused}")
         if limit is not None and s.frames and any(s.frame_lengths):
             frames = s.largest_frames_within(limit, self.keep)
             rate = s.largest_fps_within(limit, self.keep) if s.rates else None
@@ -202,7 +209,7 @@ class AuditReport:
         t = s.tokens()
         status = "❌ fails" if self.failed else "✅ trains"
         rows = [f"### tokenguard audit: {status}", "",
-                f"{s.samples:,} samples, `{self.model}` at `longest_edge={s.longest_edge}`; "
+                f"{s.samples:,} samples, `{self.model}` at `{s.knob}={s.longest_edge}`; "
                 f"{s.rules.describe()}", "",
                 "| p50 | p90 | p99 | max | over max_length | cut inside media |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -246,7 +253,7 @@ def histogram_png(report: AuditReport) -> bytes:
                      label=f"max_length {limit:,} ({len(s.over_max_length):,} over, "
                            f"{len(s.cut_inside_media):,} cut inside media)")
         axes.legend(loc="upper right", fontsize=8)
-    axes.set_xlabel(f"tokens per sample (longest_edge={s.longest_edge})")
+    axes.set_xlabel(f"tokens per sample ({s.knob}={s.longest_edge})")
     axes.set_ylabel("samples")
     axes.set_title(f"{s.samples:,} samples, {report.model.split('/')[-1]}", fontsize=10)
     figure.tight_layout()

@@ -141,7 +141,9 @@ def run_audit(
     """Audit ``data``: the :class:`Summary` under ``rules`` for a worst batch of
     ``batch``; ``on_result`` sees each sample in row order."""
     summary = Summary(rules, auditor.longest_edge, auditor.edges, auditor.frame_candidates,
-                      batch, auditor.fps_candidates)
+                      batch, auditor.fps_candidates, auditor.knob,
+                      auditor.pricer.size_floor,
+                      getattr(auditor.pricer, "image_token", "<image>"))
     progress = progress or Progress(sys.stderr, enabled=False)
     try:
         for result in audit_rows(data, auditor, workers=workers):

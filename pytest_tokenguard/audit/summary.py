@@ -61,6 +61,12 @@ class Summary:
     batch: int = 1
     #: the auditor's candidate sampling fps (:attr:`~.measure.Auditor.fps_candidates`)
     rates: tuple[float, ...] = ()
+    #: the processor setting ``longest_edge``/``edges`` hold (Qwen-VL: ``max_pixels``)
+    knob: str = "longest_edge"
+    #: the processor's lower bound written beside it (Qwen-VL's ``min_pixels``), or None
+    size_floor: int | None = None
+    #: the placeholder token the processor expands per image (Qwen-VL: ``<|image_pad|>``)
+    image_token: str = "<image>"
     samples: int = 0
     lengths: Counter[int] = field(default_factory=Counter)
     image_tokens: int = 0
@@ -107,7 +113,7 @@ class Summary:
         self.videos += result.videos
         rules = self.rules
         verdict = cut(result.tokens, result.first_image, result.after_last_image,
-                      rules.max_length, rules.truncation_side)
+                      rules.max_length, rules.truncation_side, rules.wrap_before)
         if verdict is not Cut.NONE:
             self.over_max_length.append(result.id)
         if verdict is Cut.MEDIA:
@@ -211,10 +217,20 @@ class Fit:
     share: float
     peak_bytes: int | None
     what: str
+    #: the processor setting ``longest_edge`` holds (Qwen-VL: ``max_pixels``)
+    knob: str = "longest_edge"
+    #: the processor's ``size["shortest_edge"]`` to write beside it (Qwen-VL's
+    #: ``min_pixels``: ``size=`` replaces both bounds), or None
+    size_floor: int | None = None
 
     def processor_line(self, model: str) -> str:
-        return (f'processor = AutoProcessor.from_pretrained("{model}", '
-                f'size={{"longest_edge": {self.longest_edge}}})')
+        size = f'"longest_edge": {self.longest_edge}'
+        if self.size_floor is not None:
+            size = f'"shortest_edge": {self.size_floor}, ' + size
+        line = f'processor = AutoProcessor.from_pretrained("{model}", size={{{size}}})'
+        if self.knob != "longest_edge":
+            line += f"  # {self.knob}={self.longest_edge}"
+        return line
 
     def config_line(self, gradient_checkpointing: bool) -> str:
         fields = [f"max_length={self.max_length}", f"per_device_train_batch_size={self.batch}"]

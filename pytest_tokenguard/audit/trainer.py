@@ -55,6 +55,8 @@ class TrainerRules:
     max_length: int | None
     truncation_side: str = "left"
     origin: tuple[tuple[str, str], ...] = ()
+    #: wrapper tokens before a block's first media token (SmolVLM2's 2, Qwen-VL's 1)
+    wrap_before: int = 2
 
     def describe(self) -> str:
         limit = "no max_length (nothing is cut)" if self.max_length is None else (
@@ -66,13 +68,15 @@ class TrainerRules:
 
 
 def cut(tokens: int, first_image: int | None, after_last_image: int | None,
-        max_length: int | None, side: str) -> Cut:
+        max_length: int | None, side: str, wrap_before: int = 2) -> Cut:
     """What truncation at ``max_length`` from ``side`` does to a sample of ``tokens``
     whose first ``<image>`` token is at index ``first_image`` and whose last one has
     ``after_last_image`` tokens after it (None and None for a sample without media).
 
-    Every block ends ``<image><fake_token_around_image>`` and starts with two wrapper
-    tokens (``<fake_token_around_image>`` then ``<row_1_col_1>`` or ``<global-img>``).
+    Every block ends with one wrapper token after its last media token
+    (``<fake_token_around_image>``; Qwen-VL's ``<|vision_end|>``) and starts with
+    ``wrap_before`` of them: SmolVLM2's two (``<fake_token_around_image>`` then
+    ``<row_1_col_1>`` or ``<global-img>``), Qwen-VL's one (``<|vision_start|>``).
     """
     if max_length is None or tokens <= max_length:
         return Cut.NONE
@@ -82,7 +86,7 @@ def cut(tokens: int, first_image: int | None, after_last_image: int | None,
         dropped = tokens - max_length
         if dropped > first_image:
             return Cut.MEDIA
-        return Cut.WRAPPER if dropped > first_image - 2 else Cut.TEXT
+        return Cut.WRAPPER if dropped > first_image - wrap_before else Cut.TEXT
     last = tokens - 1 - after_last_image
     if last >= max_length:
         return Cut.MEDIA

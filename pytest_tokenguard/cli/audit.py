@@ -18,7 +18,7 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, integer, reader_left, size
 __all__ = ["MEMORY_OPTIONS", "add_audit_parser", "memory_options", "run_audit_command"]
 
 #: the ``tokenguard memory`` options the audit takes, by destination
-MEMORY_OPTIONS = ("model", "longest_edge", "batch", "gradient_checkpointing", "dtype",
+MEMORY_OPTIONS = ("model", "longest_edge", "max_pixels", "batch", "gradient_checkpointing", "dtype",
                   "optimizer", "lora_rank", "lora_targets", "lora_dropout", "freeze", "gpus",
                   "sharding")
 
@@ -186,21 +186,28 @@ def run_audit_command(args: argparse.Namespace, out: TextIO | None = None,
                     raise _Usage(f"{target} is a folder; give a file name")
                 refuse_same_file(target, [args.data])
         plan = None
+        memory_refused = ""
         try:
             plan = _memory_plan(args, batch, checkpointing)
         except (MemoryModelError, SpecError) as exc:
             if args.gpu_memory is not None:
-                raise _Usage(" ".join(str(exc).split())) from None
+                memory_refused = " ".join(str(exc).split())
         settings = AuditSettings(args.model, args.longest_edge, args.num_frames, args.fps,
-                                 args.image_root or default_base_dir(args.data))
+                                 args.image_root or default_base_dir(args.data),
+                                 args.max_pixels)
         auditor = Auditor(settings)
-        side = auditor.truncation_side  # loads the tokenizer: a bad --model stops here
+        try:
+            side = auditor.truncation_side  # loads the tokenizer: a bad --model stops here
+        except TokenguardError:
+            if memory_refused:  # the model itself does not resolve: the memory model's words
+                raise _Usage(memory_refused) from None
+            raise
     except _Usage as exc:
         return fail(str(exc), EXIT_USAGE)
     except TokenguardError as exc:
         return fail(" ".join(exc.reworded(CLI_WORDING).split()), EXIT_USAGE)
     origins.append(("truncation_side", "the tokenizer's"))
-    rules = TrainerRules(max_length, side, tuple(origins))
+    rules = TrainerRules(max_length, side, tuple(origins), auditor.pricer.wrap_before)
     try:
         if args.per_sample is not None:
             with AtomicFile(args.per_sample, protect=[args.data]) as handle:
@@ -216,15 +223,19 @@ def run_audit_command(args: argparse.Namespace, out: TextIO | None = None,
     except TokenguardError as exc:
         return fail(" ".join(str(exc).split()), EXIT_FAILED)
     try:
-        return _report(args, summary, plan, max_length, batch, checkpointing, trainer, out,
-                       err, fail)
+        code = _report(args, summary, plan, max_length, batch, checkpointing, trainer, out,
+                       err, fail, memory_refused)
+        if memory_refused and code != EXIT_USAGE:
+            # the counts are given; the GPU check asked for cannot be made
+            return fail(f"--gpu-memory: {memory_refused}", EXIT_USAGE)
+        return code
     finally:
         summary.close()
 
 
 def _report(args: argparse.Namespace, summary: Any, plan: Any, max_length: int | None,
             batch: int, checkpointing: bool, trainer: str, out: TextIO, err: TextIO,
-            fail: Callable[[str, int], int]) -> int:
+            fail: Callable[[str, int], int], memory_refused: str = "") -> int:
     """The report of a finished run: histogram, step summary, the terminal or JSON."""
     from ..audit.fits import what_fits, worst_batch
     from ..audit.report import AuditReport, histogram_png
@@ -234,7 +245,8 @@ def _report(args: argparse.Namespace, summary: Any, plan: Any, max_length: int |
     if plan is not None and summary.priced:
         worst = worst_batch(summary, plan, summary.longest_edge, max_length, batch)
     fits = tuple(what_fits(summary, args.keep, plan))
-    report = AuditReport(summary, args.model, args.keep, worst, fits, checkpointing, trainer)
+    report = AuditReport(summary, args.model, args.keep, worst, fits, checkpointing, trainer,
+                         memory_refused)
     try:
         if args.histogram is not None:
             png = histogram_png(report)

@@ -37,6 +37,12 @@ answering the per-layer hooks: Qwen-VL's is ``families/qwen_memory.py``), and
 :class:`~pytest_tokenguard.gpu.model.StepShape`. SmolVLM2's architecture stays in
 ``gpu/model.py`` (the base class), reached by the SmolVLM2 resolver.
 
+Optional, for ``tokenguard audit`` (a family without it is refused by name there):
+``audit_pricer``, ``"module:Class"`` of its
+:class:`~pytest_tokenguard.audit.measure.Pricer`, built from the audit's
+:class:`~pytest_tokenguard.audit.measure.AuditSettings` (Qwen-VL's is
+:class:`pytest_tokenguard.audit.qwen.QwenPricer`; SmolVLM2's is the audit's own).
+
 Whole conversations and splitting: SmolVLM2's go through :mod:`pytest_tokenguard.sequence`
 (priced message by message); another family gives a counter that prices a whole chunk by
 rendering its checkpoint's chat template (Qwen-VL's

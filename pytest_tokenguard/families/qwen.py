@@ -804,6 +804,8 @@ class QwenFamily:
     }
     call_reader = "pytest_tokenguard.processor.recording.qwen"
     image_token = IMAGE_PAD
+    #: the ``tokenguard audit`` pricer (module:class, imported when an audit runs)
+    audit_pricer = "pytest_tokenguard.audit.qwen:QwenPricer"
 
     def known_models(self) -> tuple[str, ...]:
         return tuple(KNOWN_QWEN_SPECS)

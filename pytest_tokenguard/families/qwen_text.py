@@ -105,6 +105,11 @@ class QwenConversationCount:
     per temporal patch on Qwen3-VL). ``text_tokens`` is everything else: the template's
     tokens, the messages' text and Qwen3-VL's ``<t seconds>`` text, which the tokenizer
     merges with its neighbours and so cannot be told apart exactly.
+
+    ``first_media`` is the index in ``input_ids`` of the first ``<|image_pad|>`` or
+    ``<|video_pad|>`` token and ``after_last_media`` how many tokens follow the last one
+    (None and None without images or videos): where a truncation at ``max_length`` starts
+    to drop placeholder tokens, which the processor refuses.
     """
 
     total: int
@@ -115,6 +120,8 @@ class QwenConversationCount:
     video_block_tokens: int
     images: tuple[QwenImageCost, ...]
     videos: tuple[QwenVideoCost, ...]
+    first_media: int | None = None
+    after_last_media: int | None = None
 
     def __str__(self) -> str:
         return (f"{self.total} tokens = {self.text_tokens} template and text + "
@@ -351,16 +358,20 @@ class QwenTokenCounter:
         return str(rendered)
 
     def conversation(self, messages: Sequence[MessageLike] | Conversation,
-                     add_generation_prompt: bool = False) -> QwenConversationCount:
+                     add_generation_prompt: bool = False, *,
+                     add_special_tokens: bool = True) -> QwenConversationCount:
         """The exact ``len(input_ids)`` of ``processor(text=apply_chat_template(messages,
         tokenize=False, add_generation_prompt=...), images=..., videos=...)`` at this
-        counter's settings, with its breakdown. An empty conversation is refused."""
+        counter's settings, with its breakdown. An empty conversation is refused.
+        ``add_special_tokens=False`` is the call TRL's collator makes (Qwen's tokenizers
+        add none either way)."""
         parsed = self.parse(messages)
         if not parsed:
             raise ConversationError("the conversation has no messages, which the chat template "
                                     "cannot render; give at least one message")
         images, videos = self._costs(parsed)
-        return self._count(self._render(parsed, add_generation_prompt), images, videos)
+        return self._count(self._render(parsed, add_generation_prompt), images, videos,
+                           add_special_tokens)
 
     def chunk_tokens(self, messages: Sequence[Message]) -> int:
         """The exact length of ``messages`` rendered as one conversation (no generation
@@ -409,9 +420,11 @@ class QwenTokenCounter:
         return images, videos
 
     def _count(self, rendered: str, images: Sequence[QwenImageCost],
-               videos: Sequence[QwenVideoCost]) -> QwenConversationCount:
+               videos: Sequence[QwenVideoCost],
+               add_special_tokens: bool = True) -> QwenConversationCount:
         """``rendered`` with every placeholder expanded as the processor expands it,
-        tokenized (each block with one pad, the others added)."""
+        tokenized (each block with one pad, the others added); the pads' positions are
+        those of the one-pad blocks, shifted by the pads added before them."""
         qwen3 = self.spec.generation == "qwen3_vl"
         if videos and qwen3 and not qwen3_keeps_outer_wrapper():
             rendered = rendered.replace(_VIDEO_WRAPPER, VIDEO_PAD)
@@ -424,6 +437,7 @@ class QwenTokenCounter:
                     f"{kind}s in the conversation, which the processor refuses; fix the "
                     "template or the conversation")
         pieces: list[str] = []
+        blocks: list[int] = []  # the pads of each one-pad block, in order
         extra = image_tokens = image_blocks = video_tokens = video_blocks = 0
         at = 0
         next_image = next_video = 0
@@ -436,6 +450,7 @@ class QwenTokenCounter:
                 cost = images[next_image]
                 next_image += 1
                 pieces.append(IMAGE_PAD)
+                blocks.append(cost.image_tokens)
                 extra += cost.image_tokens - 1
                 image_tokens += cost.image_tokens
                 image_blocks += cost.image_tokens + wrapped
@@ -445,20 +460,47 @@ class QwenTokenCounter:
             video_tokens += video.video_tokens
             if not qwen3:
                 pieces.append(VIDEO_PAD)
+                blocks.append(video.video_tokens)
                 extra += video.video_tokens - 1
                 video_blocks += video.video_tokens + wrapped
                 continue
             per_patch = video.video_tokens // video.grid_t
             pieces.extend(stamp + VISION_START + VIDEO_PAD + VISION_END for stamp in video.text)
+            blocks.extend([per_patch] * len(video.text))
             extra += (per_patch - 1) * video.grid_t
             video_blocks += video.video_tokens + 2 * video.grid_t + wrapped
         pieces.append(rendered[at:])
-        total = len(self.tokenizer("".join(pieces))["input_ids"]) + extra
+        ids = self.tokenizer("".join(pieces), add_special_tokens=add_special_tokens)["input_ids"]
+        total = len(ids) + extra
+        first, after = _media_span(ids, blocks, total, self._pad_ids())
         return QwenConversationCount(
             total=total, text_tokens=total - image_blocks - video_blocks,
             image_tokens=image_tokens, image_block_tokens=image_blocks,
             video_tokens=video_tokens, video_block_tokens=video_blocks,
-            images=tuple(images), videos=tuple(videos))
+            images=tuple(images), videos=tuple(videos), first_media=first,
+            after_last_media=after)
+
+    def _pad_ids(self) -> frozenset[int]:
+        return frozenset(int(self.tokenizer.convert_tokens_to_ids(pad))
+                         for pad in (IMAGE_PAD, VIDEO_PAD))
+
+
+def _media_span(ids: Sequence[int], blocks: Sequence[int], total: int,
+                pads: frozenset[int]) -> tuple[int | None, int | None]:
+    """(index of the first pad, tokens after the last) in the expanded ``input_ids`` of
+    ``ids``, whose one-pad blocks hold ``blocks`` pads each; a tokenization that does not
+    keep one pad per block (the pad merged with its neighbours) is refused."""
+    found = [index for index, token in enumerate(ids) if token in pads]
+    if len(found) != len(blocks):
+        raise TemplateError(f"the tokenizer writes {len(found)} placeholder tokens for "
+                            f"{len(blocks)} image and video blocks; their positions cannot be "
+                            "told: check that <|image_pad|> and <|video_pad|> are its added "
+                            "tokens")
+    if not found:
+        return None, None
+    shift = sum(blocks[:-1]) - (len(blocks) - 1)
+    last = found[-1] + shift + blocks[-1] - 1
+    return found[0], total - 1 - last
 
 
 def _sized_info(item: VideoItem) -> VideoInfo:

@@ -311,14 +311,15 @@ def _training_set_fits(where: Where, data: str, *, max_length: int | None = None
                        longest_edge: int | None = None, trainer: str | None = None,
                        keep: float = 1.0, num_frames: int | None = None,
                        fps: float | None = None, workers: int = 1,
-                       image_root: str | None = None) -> Any:
+                       image_root: str | None = None, max_pixels: int | None = None) -> Any:
     """audit the training set at data (JSON Lines, JSON, Parquet or a datasets folder, as
     tokenguard audit reads it) with the configured model and fail if a sample would be
     cut inside an image by the trainer's truncation (TRL's collator raises), is refused
     or unreadable, or if fewer than keep of the samples fit max_length (trainer='trl':
     the installed TRL's SFTConfig default); the failure names the samples by id and the
     settings that fit; longest_edge defaults to the test's tokenguard_longest_edge
-    parameter, else the checkpoint's own; the figures go into the baseline"""
+    parameter, else the checkpoint's own (a Qwen-VL model: max_pixels, else the
+    checkpoint's own); the figures go into the baseline"""
     from ..audit.gate import gate_from_marker
 
     if longest_edge is None and where.longest_edge is not None:
@@ -329,7 +330,7 @@ def _training_set_fits(where: Where, data: str, *, max_length: int | None = None
     return gate_from_marker(where.model, data, max_length=max_length,
                             longest_edge=longest_edge, trainer=trainer, keep=keep,
                             num_frames=num_frames, fps=fps, workers=workers,
-                            image_root=image_root)
+                            image_root=image_root, max_pixels=max_pixels)
 
 
 def _check_training_set(gate: Any, context: Context) -> Verdict:
