@@ -216,24 +216,36 @@ class AuditFigure:
     cut_inside_media: int
     refused: int = 0
     errors: int = 0
+    #: the processor setting ``longest_edge`` holds: SmolVLM2's ``longest_edge``, a Qwen-VL
+    #: model's ``max_pixels`` (stored under that name; not a compared figure itself)
+    knob: str = "longest_edge"
 
     #: the figures compared and stored, in the baseline's order
     FIELDS = ("data", "samples", "max_length", "longest_edge", "p50", "p90", "p99", "max",
               "over_max_length", "cut_inside_media", "refused", "errors")
+    #: the settings an audit may be taken at, by the name the baseline stores
+    KNOBS = ("longest_edge", "max_pixels")
+
+    def field_name(self, name: str) -> str:
+        """A figure's name as stored and shown (``longest_edge`` is the audited knob's)."""
+        return self.knob if name == "longest_edge" else name
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return {self.field_name(name): getattr(self, name) for name in self.FIELDS}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditFigure:
         """Trusted data (the wire); the baseline validates first."""
-        return cls(**{name: data.get(name, 0 if name in ("refused", "errors") else None)
-                      for name in cls.FIELDS})
+        knob = next((k for k in cls.KNOBS if k in data), "longest_edge")
+        values = {name: data.get(name, 0 if name in ("refused", "errors") else None)
+                  for name in cls.FIELDS}
+        values["longest_edge"] = data.get(knob)
+        return cls(**values, knob=knob)
 
     def line(self) -> str:
         """One line for the summary: ``data: N samples, p50/p99/max, over, cut``."""
         limit = "no max_length" if self.max_length is None else f"max_length {self.max_length}"
-        return (f"{self.data}: {self.samples:,} samples at longest_edge {self.longest_edge}, "
+        return (f"{self.data}: {self.samples:,} samples at {self.knob} {self.longest_edge}, "
                 f"tokens p50 {self.p50:,} p99 {self.p99:,} max {self.max:,}; {limit}: "
                 f"{self.over_max_length:,} over, {self.cut_inside_media:,} cut inside media"
                 + (f", {self.refused:,} refused" if self.refused else "")

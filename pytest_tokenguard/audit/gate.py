@@ -154,7 +154,7 @@ def figure_of(report: Any, data: str) -> AuditFigure:
     tokens = s.tokens()
     return AuditFigure(data, s.samples, s.rules.max_length, s.longest_edge, tokens["p50"],
                        tokens["p90"], tokens["p99"], tokens["max"], len(s.over_max_length),
-                       len(s.cut_inside_media), len(s.refused), len(s.errors))
+                       len(s.cut_inside_media), len(s.refused), len(s.errors), knob=s.knob)
 
 
 def _ids(ids: Any, shown: int = 10) -> str:

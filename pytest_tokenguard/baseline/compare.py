@@ -327,8 +327,11 @@ def _gpu_changes(old: GpuFigure, new: GpuFigure, tolerance: GpuTolerance) -> lis
 
 def _audit_changes(old: AuditFigure, new: AuditFigure) -> list[Change]:
     """Every audit figure that moved (token counts: deterministic, any change is one)."""
-    return [Change(None, f"training set {name.replace('_', ' ')}", str(getattr(old, name)),
-                   str(getattr(new, name)), kind="audit")
+    if old.knob != new.knob:
+        return [Change(None, "training set audited at", f"{old.knob} {old.longest_edge}",
+                       f"{new.knob} {new.longest_edge}", kind="audit")]
+    return [Change(None, f"training set {new.field_name(name).replace('_', ' ')}",
+                   str(getattr(old, name)), str(getattr(new, name)), kind="audit")
             for name in AuditFigure.FIELDS if getattr(old, name) != getattr(new, name)]
 
 

@@ -471,7 +471,11 @@ def _parse_audit(entry: Mapping[str, Any]) -> AuditFigure | None:
     limit = raw.get("max_length")
     if limit is not None:
         limit = _count(raw, "max_length", ".audit")
-    counts = {name: _count(raw, name, ".audit") for name in AuditFigure.FIELDS
-              if name not in ("data", "max_length")}
-    return AuditFigure(data=data, max_length=limit, **counts)
+    knobs = [k for k in AuditFigure.KNOBS if k in raw]
+    if len(knobs) != 1:
+        raise _SchemaError(".audit", "expected one of longest_edge (SmolVLM2) or max_pixels "
+                           f"(Qwen-VL), got {', '.join(knobs) or 'neither'}")
+    counts = {name: _count(raw, knobs[0] if name == "longest_edge" else name, ".audit")
+              for name in AuditFigure.FIELDS if name not in ("data", "max_length")}
+    return AuditFigure(data=data, max_length=limit, **counts, knob=knobs[0])
 

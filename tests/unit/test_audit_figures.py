@@ -75,3 +75,42 @@ def test_compare_and_merge() -> None:
     assert summary_lines(before) == [
         "  training set data/train.jsonl: 1,200 samples at longest_edge 768, tokens p50 900 "
         "p99 1,900 max 2,100; max_length 2048: 7 over, 3 cut inside media, 1 refused"]
+
+
+QWEN_AUDIT = replace(AUDIT, longest_edge=1003520, knob="max_pixels")
+
+
+def test_a_qwen_audit_is_stored_under_max_pixels(tmp_path: Path) -> None:
+    """A Qwen-VL training set is audited at a ``max_pixels``: the baseline stores it under
+    that name (not as a ``longest_edge`` of 1,003,520), reads it back, carries it across
+    the xdist wire and names it in the summary; SmolVLM2's entry keeps ``longest_edge``."""
+    figures = TestFigures(audit=QWEN_AUDIT)
+    path = tmp_path / "baseline.json"
+    path.write_text(dumps({"t.py::test_set": figures}), encoding="utf-8")
+    stored = json.loads(path.read_text())["tests"]["t.py::test_set"]["audit"]
+    assert stored["max_pixels"] == 1003520
+    assert "longest_edge" not in stored
+    assert set(stored) == {QWEN_AUDIT.field_name(name) for name in AuditFigure.FIELDS}
+    assert load(path).entries["t.py::test_set"] == figures
+    properties: list[tuple[str, object]] = []
+    wire.publish(properties, figures, excluded=None)
+    assert wire.read(properties).figures == figures
+    assert "samples at max_pixels 1003520," in summary_lines(figures)[0]
+    assert "longest_edge" in json.loads(dumps({"t": TestFigures(audit=AUDIT)}))["tests"]["t"][
+        "audit"]
+
+
+def test_an_audit_at_another_knob_or_budget_is_a_change(tmp_path: Path) -> None:
+    moved = replace(QWEN_AUDIT, longest_edge=200704)
+    changes = compare(TestFigures(audit=QWEN_AUDIT), TestFigures(audit=moved), TOLERANCE).changes
+    assert [(c.figure, c.baseline, c.now) for c in changes] == [
+        ("training set max pixels", "1003520", "200704")]
+    changes = compare(TestFigures(audit=AUDIT), TestFigures(audit=QWEN_AUDIT), TOLERANCE).changes
+    assert [(c.figure, c.baseline, c.now) for c in changes] == [
+        ("training set audited at", "longest_edge 768", "max_pixels 1003520")]
+    path = tmp_path / "baseline.json"
+    document = json.loads(dumps({"t": TestFigures(audit=AUDIT)}))
+    document["tests"]["t"]["audit"]["max_pixels"] = 1003520
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(BaselineError, match=r"longest_edge, max_pixels"):
+        load(path)
