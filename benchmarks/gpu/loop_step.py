@@ -508,21 +508,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _subprocess(case_id: str, models_dir: str, timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+def run_case(case_id: str, code: str, args: list[str], timeout: float,
+             env: dict[str, str], tail_lines: int = 6) -> dict[str, Any]:
+    """One case in a fresh Python process running ``code`` with ``args``: the last JSON
+    line it printed, or an error naming the timeout or its exit and last lines (shared by
+    this driver and ``qwen_step.py``'s)."""
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", "import sys; from benchmarks.gpu.loop_step import main_one; "
-             "main_one(sys.argv[1], sys.argv[2])", case_id, models_dir],
-            capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"case": case_id, "error": f"timed out after {timeout:.0f}s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-6:]
+        tail = (done.stderr or done.stdout).strip().splitlines()[-tail_lines:]
         return {"case": case_id, "error": f"exit {done.returncode}: " + " | ".join(tail)}
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def _subprocess(case_id: str, models_dir: str, timeout: float) -> dict[str, Any]:
+    return run_case(case_id, "import sys; from benchmarks.gpu.loop_step import main_one; "
+                    "main_one(sys.argv[1], sys.argv[2])", [case_id, models_dir], timeout,
+                    {**os.environ, "TOKENIZERS_PARALLELISM": "false"})
 
 
 #: Issue 20's grid: the three checkpoints, each loop, with and without gradient

@@ -28,15 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.gpu.loop_step import _ListDataset, _Marks, _version, make_image, steady_peak
+from benchmarks.gpu.loop_step import (
+    _ListDataset,
+    _Marks,
+    _version,
+    make_image,
+    run_case,
+    steady_peak,
+)
 
 HUB = {"3B": "Qwen/Qwen2.5-VL-3B-Instruct", "7B": "Qwen/Qwen2.5-VL-7B-Instruct"}
 TEXT_TOKENS = 64
@@ -320,17 +325,7 @@ def _subprocess(case_id: str, timeout: float, env_path: str) -> dict[str, Any]:
         code = ("import sys; from benchmarks.gpu.loop_step import main_one; "
                 "main_one(sys.argv[1], sys.argv[2])")
         args = [case_id, os.environ.get("SMOLVLM_MODELS", "models")]
-    try:
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                              text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"case": case_id, "error": f"timed out after {timeout:.0f}s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
-        return {"case": case_id, "error": f"exit {done.returncode}: " + " | ".join(tail)}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return run_case(case_id, code, args, timeout, env, tail_lines=8)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,3 +62,21 @@ def test_other_errors_propagate() -> None:
                         SimpleNamespace(type="cpu")):
         raise ValueError("bad batch")
     assert result == {}
+
+
+def test_run_case_reads_the_last_json_line_or_names_the_failure() -> None:
+    """The one case runner of loop_step.py and qwen_step.py: a fresh process's last JSON
+    line, else its exit status and last lines (as many as asked), else the timeout."""
+    import os
+
+    from benchmarks.gpu.loop_step import run_case
+
+    env = dict(os.environ)
+    ok = run_case("c1", "import json, sys; print('noise'); print(json.dumps({'a': 1}));"
+                  "print(json.dumps({'case': sys.argv[1]}))", ["c1"], 60, env)
+    assert ok == {"case": "c1"}
+    failed = run_case("c2", "import sys\nfor i in range(10): print('line', i, file=sys.stderr)\n"
+                      "sys.exit(3)", [], 60, env, tail_lines=2)
+    assert failed == {"case": "c2", "error": "exit 3: line 8 | line 9"}
+    slow = run_case("c3", "import time; time.sleep(30)", [], 0.5, env)
+    assert slow == {"case": "c3", "error": "timed out after 0s"}
