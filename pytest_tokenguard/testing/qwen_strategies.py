@@ -48,11 +48,9 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
 
 from ..conversation import (
-    ContentItem,
     Conversation,
     FrameRange,
     FramesItem,
-    ImageItem,
     Message,
     TextItem,
 )
@@ -65,7 +63,7 @@ from ..families.qwen import (
     count_qwen_video,
     qwen_settings_from_kwargs,
 )
-from .strategies import ANSWERS, DELTAS, FILLER_WORDS, QUESTIONS, VIDEO_SIZES, texts
+from .strategies import DELTAS, VIDEO_SIZES
 
 if TYPE_CHECKING:
     from ..conversation import MessageLike
@@ -573,24 +571,16 @@ def _qwen_boundary(
     examples: bool = False,
 ) -> SearchStrategy[Conversation] | list[Conversation]:
     from ..conversation import parse_conversation
-    from .strategies import _int, _Simplest, _tuned
+    from .strategies import _boundary_arguments, _Drafts, _Simplest, _tuned
 
     conversation = getattr(counter, "conversation", None)
     spec = getattr(counter, "spec", None)
     if not callable(conversation) or not isinstance(spec, QwenSpec):
         raise InvalidArgument(f"counter must be a QwenTokenCounter, got {counter!r}")
-    _int("max_tokens", max_tokens, 1)
-    _int("max_turns", max_turns)
-    _int("max_frames_per_run", max_frames_per_run, 1)
-    if isinstance(deltas, str) or not isinstance(deltas, Sequence) or not deltas or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in deltas
-    ):
-        raise InvalidArgument(f"deltas must be a non-empty list of integers, got {deltas!r}")
-    if sizes is None:
-        sizes = qwen_image_sizes(spec, min_pixels=counter.min_pixels,
-                                 max_pixels=counter.max_pixels, refused=False)
-    elif not isinstance(sizes, SearchStrategy):
-        raise InvalidArgument(f"sizes must be a strategy of (width, height), got {sizes!r}")
+    sizes = _boundary_arguments(
+        max_tokens, max_turns, max_frames_per_run, deltas, sizes,
+        lambda: qwen_image_sizes(spec, min_pixels=counter.min_pixels,
+                                 max_pixels=counter.max_pixels, refused=False))
     lead = parse_conversation(leading, label="leading message")
 
     def price(messages: Sequence[Message]) -> int:
@@ -625,24 +615,15 @@ def _qwen_boundary(
             alone[first] = price(() if first is None else (first,))
         return alone[first] + sum(marginal(m) for m in messages[0 if lead else 1:])
 
-    user_text = st.sampled_from(QUESTIONS) | texts(max_size=30, unicode=False)
-    answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
-    text_item = st.builds(TextItem, user_text)
-    some_words = st.lists(text_item, max_size=2)
-    at_least_a_word = st.lists(text_item, min_size=1, max_size=2)
-    frame_size = st.sampled_from(VIDEO_SIZES) | sizes
-    delta_of = st.sampled_from(list(deltas))
-    filler = st.sampled_from(FILLER_WORDS)
-    ints = {(lo, hi): st.integers(lo, hi) for lo, hi in (
-        (0, 500), (0, 3), (0, 4), (1, max_frames_per_run), (1, 3), (0, max_turns),
-        (0, max_frames_per_run - 1), (0, 2), (1, 8), (0, max_turns // 3))}
+    drafts = _Drafts(sizes, max_turns=max_turns, max_frames_per_run=max_frames_per_run,
+                     deltas=deltas, unicode_questions=False)
+    between, delta_of, filler = drafts.between, drafts.delta_of, drafts.filler
 
-    def between(lo: int, hi: int) -> SearchStrategy[int]:
-        found = ints.get((lo, hi))
-        return found if found is not None else st.integers(lo, hi)
+    def block_of(width: int, height: int) -> int:
+        return counter.image(width, height).block_tokens
 
     def build(draw: Any) -> Conversation:
-        video = draw(frame_size, label="frame size")
+        video = draw(drafts.frame_size, label="frame size")
         block = counter.image(*video).block_tokens
         if block * 256 < max_tokens:
             # thousands of tiny frames a chunk make every pricing slow and test nothing
@@ -657,26 +638,10 @@ def _qwen_boundary(
             return item
 
         def user(limit: int) -> Message:
-            visuals: list[ContentItem] = []
-            for _ in range(draw(between(0, 3), label="visuals")):
-                if draw(between(0, 4), label="single image") == 4:
-                    image = ImageItem(*draw(sizes))
-                    visuals.append(image)
-                    limit -= counter.image(image.width, image.height).block_tokens
-                else:
-                    n = draw(between(1, max_frames_per_run), label="frames")
-                    n = max(1, min(n, limit // max(block, 1)))
-                    visuals.append(run_of(n))
-                    limit -= n * block
-                if limit <= 0:
-                    break
-            items: list[ContentItem] = list(draw(some_words if visuals else at_least_a_word))
-            for item in visuals:
-                items.insert(draw(between(0, len(items))), item)
-            return Message("user", tuple(items))
+            return drafts.user(draw, limit, block_of, run_of, block)
 
         def answer() -> Message:
-            return Message("assistant", (TextItem(draw(answer_text)),))
+            return drafts.answer(draw)
 
         def role(position: int) -> str:
             return ("user", "assistant")[position % 2]
@@ -685,7 +650,7 @@ def _qwen_boundary(
         context: list[Message] = []  # what every chunk starts with (after `leading`)
         opening: list[Message] = []  # what only the first chunk starts with
         if draw(between(0, 3), label="system prompt") == 3:
-            system = Message("system", (TextItem(draw(answer_text)),))
+            system = Message("system", (TextItem(draw(drafts.answer_text)),))
             messages.append(system)
             (context if sft else opening).append(system)
         start = len(messages)

@@ -36,7 +36,7 @@ conversations at the limit are in :mod:`pytest_tokenguard.testing.qwen_strategie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from hypothesis import strategies as st
@@ -394,6 +394,88 @@ def boundary_examples(
     return _boundary(counter, max_tokens, examples=True, **kwargs)  # type: ignore[return-value]
 
 
+class _Drafts:
+    """What a boundary conversation draws from, built once per strategy (a strategy built
+    inside the draw is rebuilt, and validated, per example), and the messages it drafts:
+    shared by SmolVLM2's :func:`boundary_conversations` and Qwen-VL's
+    :func:`~pytest_tokenguard.testing.qwen_strategies.qwen_boundary_conversations`.
+
+    Text is mostly whole sentences (one choice each), sometimes drawn: every character
+    drawn is a hypothesis choice, and drawing is most of an example's cost (while
+    shrinking too); the tokens that matter most here are the images' and the template's.
+    """
+
+    def __init__(self, sizes: SearchStrategy[tuple[int, int]], *, max_turns: int,
+                 max_frames_per_run: int, deltas: Sequence[int],
+                 unicode_questions: bool) -> None:
+        self.sizes = sizes
+        self.answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30,
+                                                            unicode=False)
+        text_item = st.builds(TextItem, st.sampled_from(QUESTIONS)
+                              | texts(max_size=30, unicode=unicode_questions))
+        self.some_words = st.lists(text_item, max_size=2)
+        self.at_least_a_word = st.lists(text_item, min_size=1, max_size=2)
+        self.frame_size = st.sampled_from(VIDEO_SIZES) | sizes
+        self.delta_of = st.sampled_from(list(deltas))
+        self.filler = st.sampled_from(FILLER_WORDS)
+        self.max_frames_per_run = max_frames_per_run
+        self._ints = {(lo, hi): st.integers(lo, hi) for lo, hi in (
+            (0, 500), (0, 3), (0, 4), (1, max_frames_per_run), (1, 3), (0, max_turns),
+            (0, max_frames_per_run - 1), (0, 2), (1, 8), (0, max_turns // 3))}
+
+    def between(self, lo: int, hi: int) -> SearchStrategy[int]:
+        found = self._ints.get((lo, hi))
+        return found if found is not None else st.integers(lo, hi)
+
+    def user(self, draw: Any, limit: int, block_of: Callable[[int, int], int],
+             run_of: Callable[[int], FramesItem], block: int) -> Message:
+        """A user message of about ``limit`` tokens at most (one image may pass it): runs
+        of ``block``-token frames from ``run_of`` and single images priced by
+        ``block_of(width, height)``, with words around them."""
+        visuals: list[ContentItem] = []
+        for _ in range(draw(self.between(0, 3), label="visuals")):
+            if draw(self.between(0, 4), label="single image") == 4:
+                image = ImageItem(*draw(self.sizes))
+                visuals.append(image)
+                limit -= block_of(image.width, image.height)
+            else:
+                n = draw(self.between(1, self.max_frames_per_run), label="frames")
+                n = max(1, min(n, limit // max(block, 1)))
+                visuals.append(run_of(n))
+                limit -= n * block
+            if limit <= 0:
+                break
+        items: list[ContentItem] = list(draw(self.some_words if visuals
+                                             else self.at_least_a_word))
+        for item in visuals:
+            items.insert(draw(self.between(0, len(items))), item)
+        return Message("user", tuple(items))
+
+    def answer(self, draw: Any) -> Message:
+        return Message("assistant", (TextItem(draw(self.answer_text)),))
+
+
+def _boundary_arguments(
+    max_tokens: object, max_turns: object, max_frames_per_run: object, deltas: object,
+    sizes: object, default_sizes: Callable[[], SearchStrategy[tuple[int, int]]],
+) -> SearchStrategy[tuple[int, int]]:
+    """The boundary strategies' arguments checked (one ``InvalidArgument`` naming the bad
+    one); the image sizes to draw: ``sizes``, or ``default_sizes()`` when None."""
+    _int("max_tokens", max_tokens, 1)
+    _int("max_turns", max_turns)
+    _int("max_frames_per_run", max_frames_per_run, 1)
+    if isinstance(deltas, str) or not isinstance(deltas, Sequence) or not deltas or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in deltas
+    ):
+        raise InvalidArgument(f"deltas must be a non-empty list of integers, got {deltas!r}")
+    if sizes is None:
+        return default_sizes()
+    if not isinstance(sizes, SearchStrategy):
+        raise InvalidArgument(f"sizes must be a strategy of (width, height), got {sizes!r}")
+    chosen: SearchStrategy[tuple[int, int]] = sizes
+    return chosen
+
+
 def _boundary(
     counter: TokenCounter,
     max_tokens: int = 4096,
@@ -411,49 +493,25 @@ def _boundary(
     from ..conversation import parse_conversation
     from ..sequence import _facts, base_tokens, message_cost
 
-    _int("max_tokens", max_tokens, 1)
-    _int("max_turns", max_turns)
-    _int("max_frames_per_run", max_frames_per_run, 1)
-    if isinstance(deltas, str) or not isinstance(deltas, Sequence) or not deltas or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in deltas
-    ):
-        raise InvalidArgument(f"deltas must be a non-empty list of integers, got {deltas!r}")
-    if sizes is None:
-        sizes = image_sizes(max_side=2048)
-    elif not isinstance(sizes, SearchStrategy):
-        raise InvalidArgument(f"sizes must be a strategy of (width, height), got {sizes!r}")
+    sizes = _boundary_arguments(max_tokens, max_turns, max_frames_per_run, deltas, sizes,
+                                lambda: image_sizes(max_side=2048))
     facts = _facts(counter)  # a chat template the calculator cannot price fails here, at once
     lead = parse_conversation(leading, label="leading message")
     prompt = facts.generation_tail - facts.newline if add_generation_prompt else 0
     lead_tokens = base_tokens(counter) + prompt + sum(message_cost(m, counter).tokens
                                                      for m in lead)
-    image_sizes_ = sizes
-    # mostly whole sentences (one choice each), sometimes drawn text: every character drawn
-    # is a hypothesis choice, and drawing is most of an example's cost (while shrinking
-    # too); the tokens that matter most here are the images' and the template's
-    user_text = st.sampled_from(QUESTIONS) | texts(max_size=30)
-    answer_text = st.sampled_from(ANSWERS) | texts(min_size=1, max_size=30, unicode=False)
+    drafts = _Drafts(sizes, max_turns=max_turns, max_frames_per_run=max_frames_per_run,
+                     deltas=deltas, unicode_questions=True)
+    between, delta_of, filler = drafts.between, drafts.delta_of, drafts.filler
 
     def cost(message: Message) -> int:
         return message_cost(message, counter, facts).tokens
 
-    # built once: a strategy built inside the draw is rebuilt (and validated) per example
-    text_item = st.builds(TextItem, user_text)
-    some_words = st.lists(text_item, max_size=2)
-    at_least_a_word = st.lists(text_item, min_size=1, max_size=2)
-    frame_size = st.sampled_from(VIDEO_SIZES) | image_sizes_
-    delta_of = st.sampled_from(list(deltas))
-    filler = st.sampled_from(FILLER_WORDS)
-    ints = {(lo, hi): st.integers(lo, hi) for lo, hi in (
-        (0, 500), (0, 3), (0, 4), (1, max_frames_per_run), (1, 3), (0, max_turns),
-        (0, max_frames_per_run - 1), (0, 2), (1, 8), (0, max_turns // 3))}
-
-    def between(lo: int, hi: int) -> SearchStrategy[int]:
-        found = ints.get((lo, hi))
-        return found if found is not None else st.integers(lo, hi)
+    def block_of(width: int, height: int) -> int:
+        return counter.image(width, height).block_tokens
 
     def build(draw: Any) -> Conversation:
-        video = draw(frame_size, label="frame size")
+        video = draw(drafts.frame_size, label="frame size")
         block = counter.image(*video).block_tokens
         frame = [draw(between(0, 500), label="first frame")]
 
@@ -463,28 +521,10 @@ def _boundary(
             return item
 
         def user(limit: int) -> Message:
-            """A user message of about ``limit`` tokens at most (one image may pass it)."""
-            visuals: list[ContentItem] = []
-            for _ in range(draw(between(0, 3), label="visuals")):
-                if draw(between(0, 4), label="single image") == 4:
-                    image = ImageItem(*draw(image_sizes_))
-                    visuals.append(image)
-                    limit -= counter.image(image.width, image.height).block_tokens
-                else:
-                    n = draw(between(1, max_frames_per_run), label="frames")
-                    n = max(1, min(n, limit // max(block, 1)))
-                    visuals.append(run_of(n))
-                    limit -= n * block
-                if limit <= 0:
-                    break
-            words = draw(some_words if visuals else at_least_a_word)
-            items: list[ContentItem] = list(words)
-            for item in visuals:
-                items.insert(draw(between(0, len(items))), item)
-            return Message("user", tuple(items))
+            return drafts.user(draw, limit, block_of, run_of, block)
 
         def answer() -> Message:
-            return Message("assistant", (TextItem(draw(answer_text)),))
+            return drafts.answer(draw)
 
         def role(position: int) -> str:
             return ("user", "assistant")[position % 2]
@@ -496,7 +536,7 @@ def _boundary(
         context = lead_tokens  # what every chunk starts with
         opening = 0  # what only the first chunk starts with
         if draw(between(0, 3), label="system prompt") == 3:
-            system = Message("system", (TextItem(draw(answer_text)),))
+            system = Message("system", (TextItem(draw(drafts.answer_text)),))
             messages.append(system)
             if sft:  # repeated in every chunk, as split(sft=True) does
                 context += cost(system)
