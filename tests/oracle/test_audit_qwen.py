@@ -23,7 +23,7 @@ from pytest_tokenguard.cli import main
 from tests.qwen_helpers import PUBLISHED, chat_processor, model_spec
 
 trl = pytest.importorskip("trl")
-from tests.oracle.test_audit_trl import collate, generated_rows  # noqa: E402
+from tests.oracle.test_audit_trl import audit, collate, generated_rows  # noqa: E402
 
 MODELS = ["Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"]
 #: the audited resolution: 512 image tokens per image on Qwen2.5-VL, 392 on Qwen3-VL
@@ -66,12 +66,6 @@ def folder_processor(folder: Path, model: str, max_pixels: int) -> Any:
         warnings.simplefilter("ignore")
         return AutoProcessor.from_pretrained(
             str(folder), size={"shortest_edge": min_pixels(model), "longest_edge": max_pixels})
-
-
-def audit(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main(["audit", *args, "--json"])
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out)
 
 
 @pytest.fixture(scope="module")
