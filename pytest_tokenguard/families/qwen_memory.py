@@ -80,14 +80,9 @@ QWEN_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def _positive(section: Mapping[str, Any], key: str, where: str) -> int:
-    from ..gpu.model import MAX_CONFIG_INT, MemoryModelError
+    from ..gpu.model import _int
 
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_CONFIG_INT:
-        raise MemoryModelError(f"{where}.{key} must be a positive integer (at most "
-                               f"{MAX_CONFIG_INT}), got {str(value)[:60]!r}; restore "
-                               "config.json from the checkpoint")
-    return value
+    return _int(section, key, where, fix="restore config.json from the checkpoint")
 
 
 def qwen_architecture(config: Mapping[str, Any], name: str, where: str | None = None

@@ -785,13 +785,16 @@ class Architecture:
         )
 
 
-def _int(section: dict[str, Any], key: str, where: str) -> int:
+def _int(section: Mapping[str, Any], key: str, where: str,
+         fix: str = "is this a SmolVLM config.json? Restore it from the checkpoint") -> int:
+    """``section[key]`` as a positive integer a config can hold, else the one-line error
+    naming the key, the value and ``fix`` (what the family says to do)."""
     value = section.get(key)
     if (isinstance(value, bool) or not isinstance(value, int) or value < 1
             or value > MAX_CONFIG_INT):
         raise MemoryModelError(
             f"{where}.{key} must be a positive integer (at most {MAX_CONFIG_INT}), got "
-            f"{_shown(value)}; is this a SmolVLM config.json? Restore it from the checkpoint"
+            f"{_shown(value)}; {fix}"
         )
     return value
 
