@@ -321,14 +321,27 @@ def _longest_head(
 # ------------------------------------------------------------------ packing
 
 
-class _Packer:
-    """Greedy packing of pieces into chunks that start with the leading context."""
+#: what a conversation that needs too many chunks should check (frames runs)
+_FRAME_RANGES = "its frame ranges (frames 'end' is exclusive, not a timestamp)"
 
-    def __init__(self, lead: Conversation, base: int, room: int, max_chunks: int) -> None:
+
+class _Packer:
+    """Greedy packing of pieces into chunks that start with the leading context.
+
+    A chunk's tokens are ``base`` plus what its pieces were added with, or, where chunks
+    are priced whole (videos, a :class:`ChunkPricer`), ``whole(messages)`` when it closes;
+    ``check`` is what a conversation needing more than ``max_chunks`` chunks should check.
+    """
+
+    def __init__(self, lead: Conversation, base: int, room: int, max_chunks: int, *,
+                 whole: Callable[[Sequence[Message]], int] | None = None,
+                 check: str = _FRAME_RANGES) -> None:
         self.lead = lead
         self.base = base
         self.room = room
         self.max_chunks = max_chunks
+        self.whole = whole
+        self.check = check
         self.chunks: list[Chunk] = []
         self.run: list[Message] = []
         self.sources: list[int] = []
@@ -349,13 +362,13 @@ class _Packer:
         if len(self.chunks) >= self.max_chunks:
             raise SplitError.phrased(
                 f"the conversation needs more than {{max_chunks}}={self.max_chunks} chunks; "
-                "check its frame ranges (frames 'end' is exclusive, not a timestamp) or pass a "
-                "larger {max_chunks}"
+                f"check {self.check} or pass a larger " + "{max_chunks}"
             )
-        self.chunks.append(Chunk(len(self.chunks), (*self.lead, *self.run), self.base + self.used,
+        tokens = self.whole(self.run) if self.whole is not None else self.base + self.used
+        self.chunks.append(Chunk(len(self.chunks), (*self.lead, *self.run), tokens,
                                  len(self.lead), tuple(self.sources)))
-        self.run = []
-        self.sources = []
+        self.run.clear()
+        self.sources.clear()
         self.used = 0
 
     def fill(
@@ -551,19 +564,24 @@ def _turns(messages: Conversation, first: int) -> list[tuple[int, int]]:
     return turns
 
 
+def _units(messages: Conversation, first: int, sft: bool
+           ) -> list[tuple[list[int], Conversation]]:
+    """What chunks are packed from, with their message indices: each message, or in SFT
+    mode each turn after the ``first`` opening system messages."""
+    if sft and first == len(messages) and first:
+        raise SplitError("the conversation has only system messages: no assistant turn for an "
+                         "SFT chunk to end on; add the dialogue or drop the record", index=0)
+    return ([(list(range(a, b)), messages[a:b]) for a, b in _turns(messages, first)] if sft
+            else [([i], (m,)) for i, m in enumerate(messages)])
+
+
 def _split_sft(
     messages: Conversation, first: int, costs: list[int], packer: _Packer, price: _Pricer,
     limits: str, allow_frame_split: bool,
 ) -> None:
-    if first == len(messages):
-        if first:
-            raise SplitError("the conversation has only system messages: no assistant turn for an "
-                             "SFT chunk to end on; add the dialogue or drop the record", index=0)
-        return
     room = packer.room
-    for start, end in _turns(messages, first):
-        turn = messages[start:end]
-        indices = tuple(range(start, end))
+    for unit, turn in _units(messages, first, sft=True):
+        start, end, indices = unit[0], unit[-1] + 1, tuple(unit)
         tokens = sum(costs[start:end])
         if tokens <= room:
             if tokens > packer.free:
@@ -778,37 +796,16 @@ def _split_videos(messages: Conversation, lead: Conversation, first: int, max_to
     room = max_tokens - base
     limits = (f"the {room} tokens a chunk has for messages ({{max_tokens}} {max_tokens} - "
               f"{base} for the {'template and leading context' if lead else 'template'})")
-    chunks: list[Chunk] = []
-    run: list[Message] = []
-    sources: list[int] = []
-
-    def close() -> None:
-        if not run:
-            return
-        if len(chunks) >= max_chunks:
-            raise SplitError.phrased(
-                f"the conversation needs more than {{max_chunks}}={max_chunks} chunks; check "
-                "its videos' frame counts or pass a larger {max_chunks}")
-        chunks.append(Chunk(len(chunks), (*lead, *run), pricer.tokens(run), len(lead),
-                            tuple(sources)))
-        run.clear()
-        sources.clear()
-
-    units = ([(list(range(a, b)), messages[a:b]) for a, b in _turns(messages, first)] if sft
-             else [([i], (m,)) for i, m in enumerate(messages)])
-    if sft and first == len(messages) and first:
-        raise SplitError("the conversation has only system messages: no assistant turn for an "
-                         "SFT chunk to end on; add the dialogue or drop the record", index=0)
-    for indices, unit in units:
-        if pricer.tokens((*run, *unit)) <= max_tokens:
-            run.extend(unit)
-            sources.extend(indices)
+    packer = _Packer(lead, base, room, max_chunks, whole=pricer.tokens,
+                     check="its videos' frame counts")
+    for indices, unit in _units(messages, first, sft):
+        if pricer.tokens((*packer.run, *unit)) <= max_tokens:
+            packer.add(unit, indices, 0)
             continue
         alone = pricer.tokens(unit)
         if alone <= max_tokens:
-            close()
-            run.extend(unit)
-            sources.extend(indices)
+            packer.close()
+            packer.add(unit, indices, 0)
             continue
         index, tokens = indices[0], alone - base
         if sft:
@@ -833,14 +830,13 @@ def _split_videos(messages: Conversation, lead: Conversation, first: int, max_to
             )
         rest = message
         while True:
-            if pricer.tokens((*run, rest)) <= max_tokens:
-                run.append(rest)
-                sources.append(index)
+            if pricer.tokens((*packer.run, rest)) <= max_tokens:
+                packer.add((rest,), (index,), 0)
                 break
-            head = _video_head(rest, run, pricer, max_tokens)
+            head = _video_head(rest, packer.run, pricer, max_tokens)
             if head is None:
-                if run:
-                    close()
+                if packer.run:
+                    packer.close()
                     continue
                 raise SplitError.phrased(
                     f"{_describe(message, index, tokens)}; even cut between frames and into "
@@ -850,12 +846,11 @@ def _split_videos(messages: Conversation, lead: Conversation, first: int, max_to
                     "{max_tokens} or shorten the message",
                     index=index, tokens=tokens, room=room,
                 )
-            run.append(head[0])
-            sources.append(index)
-            close()
+            packer.add((head[0],), (index,), 0)
+            packer.close()
             rest = head[1]
-    close()
-    return chunks
+    packer.close()
+    return packer.chunks
 
 
 # ------------------------------------------------------------------ whole chunks
@@ -909,38 +904,16 @@ def _split_whole(conversation: Sequence[MessageLike] | Conversation, max_tokens:
         raise _leading_too_long(first, base, max_tokens)
     limits = ("{max_tokens} " + str(max_tokens) + " as a chunk of its own"
               + (" (with the leading context)" if lead else ""))
-    chunks: list[Chunk] = []
-    run: list[Message] = []
-    sources: list[int] = []
-
-    def close() -> None:
-        if not run:
-            return
-        if len(chunks) >= max_chunks:
-            raise SplitError.phrased(
-                f"the conversation needs more than {{max_chunks}}={max_chunks} chunks; check "
-                "its frame ranges (frames 'end' is exclusive, not a timestamp) or pass a "
-                "larger {max_chunks}")
-        chunks.append(Chunk(len(chunks), (*lead, *run), tokens(run), len(lead),
-                            tuple(sources)))
-        run.clear()
-        sources.clear()
-
-    if sft and first == len(messages) and first:
-        raise SplitError("the conversation has only system messages: no assistant turn for an "
-                         "SFT chunk to end on; add the dialogue or drop the record", index=0)
-    units = ([(list(range(a, b)), messages[a:b]) for a, b in _turns(messages, first)] if sft
-             else [([i], (m,)) for i, m in enumerate(messages)])
-    for indices, unit in units:
+    packer = _Packer(lead, base, max_tokens - base, max_chunks, whole=tokens)
+    run = packer.run  # cleared in place when a chunk closes
+    for indices, unit in _units(messages, first, sft):
         if run and tokens((*run, *unit)) <= max_tokens:
-            run.extend(unit)
-            sources.extend(indices)
+            packer.add(unit, indices, 0)
             continue
         alone = tokens(unit)
         if alone <= max_tokens:
-            close()
-            run.extend(unit)
-            sources.extend(indices)
+            packer.close()
+            packer.add(unit, indices, 0)
             continue
         if sft:
             wrap, pieces, content, rule, too_large = _whole_sft_cut(
@@ -951,22 +924,20 @@ def _split_whole(conversation: Sequence[MessageLike] | Conversation, max_tokens:
         rest = content
         while True:
             if tokens((*run, *pieces(wrap(rest)))) <= max_tokens:
-                run.extend(pieces(wrap(rest)))
-                sources.extend(indices)
+                packer.add(pieces(wrap(rest)), indices, 0)
                 break
             head = _whole_head(rest, rule, _fitting(tokens, tuple(run), pieces, wrap,
                                                     max_tokens))
             if head is None:
                 if run:
-                    close()
+                    packer.close()
                     continue
                 raise too_large()
-            run.extend(pieces(wrap(head[0])))
-            sources.extend(indices)
-            close()
+            packer.add(pieces(wrap(head[0])), indices, 0)
+            packer.close()
             rest = head[1]
-    close()
-    return chunks
+    packer.close()
+    return packer.chunks
 
 
 _Wrap = Callable[[tuple[ContentItem, ...]], Message]
