@@ -588,22 +588,9 @@ def _split_sft(
                 packer.close()
             packer.add(turn, indices, tokens)
             continue
-        span = (f"messages {start}-{end - 1}" if end - start > 1 else f"message {start}")
-        images = sum(m.images for m in turn)
-        what = (f"{span} (a turn: {'the user messages and ' if end - start > 1 else ''}"
-                f"the assistant answer, {_plural(images, 'image')}) are {tokens} tokens")
-        # the non-assistant message with the most images is the one cut
-        candidates = [p for p in range(end - start) if turn[p].role != ASSISTANT
-                      and _middle(turn[p].content)[1]
-                      and _has_cuts(_middle(turn[p].content)[1], _any_rule)]
-        if not allow_frame_split or not candidates:
-            fix = (f"{FRAME_SPLIT_FIX} lets message "
-                   f"{start + max(candidates, key=lambda p: turn[p].images)} be cut between its "
-                   "images, each part keeping its text and the answer" if candidates
-                   else "shorten the turn")
-            raise SplitError.phrased(f"{what}, more than {limits}; {fix}",
-                                     index=start, tokens=tokens, room=room)
-        position = max(candidates, key=lambda p: (turn[p].images, p))
+        what = _turn_what(turn, start, tokens)
+        position = _turn_cut(turn, start, what, limits, allow_frame_split, tokens=tokens,
+                             room=room)
         cut = turn[position]
         prefix, middle, suffix = _middle(cut.content)
         fixed = tokens - costs[start + position]
@@ -632,6 +619,32 @@ def _split_sft(
             )
 
         packer.fill(middle, _any_rule, price, wrap, pieces, indices, fixed, too_large)
+
+
+def _turn_what(turn: Conversation, start: int, tokens: int) -> str:
+    """``messages S-E (a turn: ..., N images) are T tokens``: an SFT turn in a message."""
+    span = (f"messages {start}-{start + len(turn) - 1}" if len(turn) > 1
+            else f"message {start}")
+    images = sum(m.images for m in turn)
+    return (f"{span} (a turn: {'the user messages and ' if len(turn) > 1 else ''}"
+            f"the assistant answer, {_plural(images, 'image')}) are {tokens} tokens")
+
+
+def _turn_cut(turn: Conversation, start: int, what: str, limits: str,
+              allow_frame_split: bool, **error: int) -> int:
+    """Which message of an SFT turn too large for a chunk is cut between its images: the
+    non-assistant one with the most images that has cut points; else the refusal (with
+    ``error``'s figures) saying whether ``allow_frame_split`` would have helped."""
+    candidates = [p for p in range(len(turn)) if turn[p].role != ASSISTANT
+                  and _middle(turn[p].content)[1]
+                  and _has_cuts(_middle(turn[p].content)[1], _any_rule)]
+    if not allow_frame_split or not candidates:
+        fix = (f"{FRAME_SPLIT_FIX} lets message "
+               f"{start + max(candidates, key=lambda p: turn[p].images)} be cut between its "
+               "images, each part keeping its text and the answer" if candidates
+               else "shorten the turn")
+        raise SplitError.phrased(f"{what}, more than {limits}; {fix}", index=start, **error)
+    return max(candidates, key=lambda p: (turn[p].images, p))
 
 
 def _middle(
@@ -987,22 +1000,9 @@ def _whole_sft_cut(turn: Conversation, indices: list[int], tokens: int, limits: 
     images, between them, each part keeping the text around them and the whole answer),
     or the refusal."""
     start = indices[0]
-    span = (f"messages {start}-{indices[-1]}" if len(turn) > 1 else f"message {start}")
-    images = sum(m.images for m in turn)
-    what = (f"{span} (a turn: {'the user messages and ' if len(turn) > 1 else ''}the "
-            f"assistant answer, {_plural(images, 'image')}) are {tokens} tokens as a chunk of "
-            "their own (the template and any leading context included)")
-    candidates = [p for p in range(len(turn)) if turn[p].role != ASSISTANT
-                  and _middle(turn[p].content)[1]
-                  and _has_cuts(_middle(turn[p].content)[1], _any_rule)]
-    if not allow_frame_split or not candidates:
-        fix = (f"{FRAME_SPLIT_FIX} lets message "
-               f"{start + max(candidates, key=lambda p: turn[p].images)} be cut between its "
-               "images, each part keeping its text and the answer" if candidates
-               else "shorten the turn")
-        raise SplitError.phrased(f"{what}, more than {limits}; {fix}", index=start,
-                                 tokens=tokens)
-    position = max(candidates, key=lambda p: (turn[p].images, p))
+    what = (_turn_what(turn, start, tokens)
+            + " as a chunk of their own (the template and any leading context included)")
+    position = _turn_cut(turn, start, what, limits, allow_frame_split, tokens=tokens)
     cut = turn[position]
     prefix, middle, suffix = _middle(cut.content)
 
